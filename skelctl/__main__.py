@@ -1,0 +1,3 @@
+from skelctl.cli import main
+
+main(prog_name="skelctl")

@@ -1,0 +1,215 @@
+"""The ``skelctl`` command line: one subcommand per pipeline stage, plus prepare, synth and demo.
+
+Heavy modules (torch, h5py, the stages) are imported inside the commands so that ``--help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+DATASETS = ("ntu60", "ntu120", "ntu61-120", "pku1", "pku2", "nw-ucla", "generic")
+SYNTH_DATASETS = ("ntu60", "ntu120", "pku1", "pku2")
+VIEW_NAMES = ("joint", "motion", "bone", "velocity")
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the library's and stages' error types into a one-line ``Error: ...`` and exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from skelctl.data.formats.base import DatasetError, SampleError
+        from skelctl.data.store import StoreError
+        from stages.common import StageError
+
+        try:
+            return command(*args, **kwargs)
+        except (DatasetError, SampleError, StoreError, StageError) as err:
+            raise click.ClickException(str(err)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: no partial output was left in place; rerun to start again",
+                       err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def comma_list(allowed: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, str], tuple]:
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            raise click.BadParameter(f"expected a comma-separated list of {', '.join(allowed)}")
+        return items
+
+    return parse
+
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                               default=Path("data"), show_default=True,
+                               help="Project data folder (interim/ and processed/ go below it).")
+jobs_option = click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1,
+                           show_default=True, help="Parallel worker processes.")
+dataset_argument = click.argument("dataset", type=click.Choice(DATASETS))
+
+
+def parse_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip",
+                           show_default=True,
+                           help="Skip bad files and report them, or stop at the first one.")(command)
+    command = click.option("--layout", default="auto", show_default=True,
+                           help="Joint layout for 'generic': ntu25, kinect20, joints<N> or auto.")(
+        command)
+    return click.option("--raw", "raw_dir", required=True,
+                        type=click.Path(path_type=Path), help="The raw dataset folder.")(command)
+
+
+def clean_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed([
+        click.option("--max-bodies", type=click.IntRange(1, 4), default=2, show_default=True,
+                     help="Bodies kept per sample (highest energy first)."),
+        click.option("--denoise/--no-denoise", default=True, show_default=True,
+                     help="Drop spurious tracks by length and spread before ranking."),
+        click.option("--length-threshold", type=int, default=11, show_default=True,
+                     help="Denoising: drop tracks present in at most this many frames."),
+        click.option("--spread-ratio", type=float, default=0.8, show_default=True,
+                     help="Denoising: a frame is too wide when x-extent > ratio * y-extent."),
+        click.option("--spread-noise-ratio", type=float, default=0.69754, show_default=True,
+                     help="Denoising: drop a track when this fraction of its frames is too wide."),
+    ]):
+        command = decorator(command)
+    return command
+
+
+def views_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--views", "view_names", default=",".join(VIEW_NAMES), show_default=True,
+                        callback=comma_list(VIEW_NAMES), help="Views to store.")(command)
+
+
+def denoising(denoise: bool, length_threshold: int, spread_ratio: float,
+              spread_noise_ratio: float) -> Any:
+    from skelctl.data.bodies import Denoising
+
+    return Denoising(denoise, length_threshold, spread_ratio, spread_noise_ratio)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="skelctl")
+def main() -> None:
+    """Self-supervised skeleton action recognition: data pipeline, pretraining, evaluation."""
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(SYNTH_DATASETS))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the raw files into.")
+@click.option("--subjects", type=click.IntRange(1, 40), default=8, show_default=True)
+@click.option("--replications", type=click.IntRange(1, 9), default=2, show_default=True,
+              help="NTU: repetitions of each action; PKU: videos per subject.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth(dataset: str, out_dir: Path, subjects: int, replications: int, seed: int) -> None:
+    """Write a synthetic corpus in a dataset's real raw format."""
+    from skelctl.data import synth as synthetic
+
+    if dataset.startswith("ntu"):
+        files = synthetic.write_ntu(dataset, out_dir, subjects=subjects,
+                                    replications=replications, seed=seed)
+    else:
+        files = synthetic.write_pku(int(dataset[-1]), out_dir, subjects=subjects,
+                                    videos_per_subject=replications, seed=seed)
+    click.echo(f"{dataset}: wrote {len(files)} raw files to {out_dir}")
+
+
+@main.command()
+@dataset_argument
+@parse_options
+@data_dir_option
+@jobs_option
+@friendly_errors
+def parse(dataset: str, raw_dir: Path, on_error: str, layout: str, data_dir: Path,
+          jobs: int) -> None:
+    """Parse a raw dataset folder into DATA_DIR/interim/DATASET/parsed.h5."""
+    from stages import parse as stage
+
+    report = stage.run(dataset, raw_dir, data_dir, jobs=jobs, on_error=on_error, layout=layout)
+    click.echo(f"{dataset}: parsed {report['samples']} samples from {report['files']} files, "
+               f"{report['rejected_files']} rejected, excluded {report['excluded']}")
+
+
+@main.command()
+@dataset_argument
+@clean_options
+@data_dir_option
+@jobs_option
+@friendly_errors
+def clean(dataset: str, max_bodies: int, denoise: bool, length_threshold: int,
+          spread_ratio: float, spread_noise_ratio: float, data_dir: Path, jobs: int) -> None:
+    """Select bodies and drop invalid frames: DATA_DIR/interim/DATASET/clean.h5."""
+    from stages import clean as stage
+
+    report = stage.run(dataset, data_dir, max_bodies=max_bodies, jobs=jobs,
+                       denoising=denoising(denoise, length_threshold, spread_ratio,
+                                           spread_noise_ratio))
+    click.echo(f"{dataset}: cleaned {report['samples']} samples; bodies dropped "
+               f"{report['dropped_bodies']}; invalid frames dropped {report['dropped_frames']}")
+
+
+@main.command()
+@dataset_argument
+@click.option("--variant", default="50-shoulder", show_default=True,
+              help="FRAMES-NORMALISATION, normalisation one of shoulder, spine, none.")
+@views_options
+@data_dir_option
+@jobs_option
+@friendly_errors
+def views(dataset: str, variant: str, view_names: tuple[str, ...], data_dir: Path,
+          jobs: int) -> None:
+    """Normalise, resample and write the views: DATA_DIR/processed/DATASET/VARIANT.h5."""
+    from stages import views as stage
+
+    result = stage.run(dataset, variant, data_dir, views=view_names, jobs=jobs)
+    click.echo(f"{dataset}: wrote {result['samples']} samples to {result['output']}")
+
+
+@main.command()
+@dataset_argument
+@parse_options
+@clean_options
+@click.option("--variant", "variants", multiple=True, default=("50-shoulder",), show_default=True,
+              help="FRAMES-NORMALISATION to write; repeat for several.")
+@views_options
+@data_dir_option
+@jobs_option
+@friendly_errors
+def prepare(dataset: str, raw_dir: Path, on_error: str, layout: str, max_bodies: int,
+            denoise: bool, length_threshold: int, spread_ratio: float, spread_noise_ratio: float,
+            variants: tuple[str, ...], view_names: tuple[str, ...], data_dir: Path,
+            jobs: int) -> None:
+    """Parse, clean and write views in a row, then print a summary."""
+    from stages import prepare as stage
+
+    summary = stage.run(dataset, raw_dir, data_dir, variants=variants, jobs=jobs,
+                        on_error=on_error, layout=layout, max_bodies=max_bodies,
+                        denoising=denoising(denoise, length_threshold, spread_ratio,
+                                            spread_noise_ratio), view_names=view_names)
+    click.echo(stage.format_summary(summary))
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Scratch workspace (default: a new temporary folder).")
+@friendly_errors
+def demo(workdir: Path | None) -> None:
+    """Run the whole DVC pipeline on a synthetic corpus in a scratch workspace."""
+    from stages import demo as stage
+
+    click.echo(stage.run(workdir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""What every dataset format provides: an inventory of raw items, a reader, and split membership."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skelctl.skeletons import Layout
+
+# Per-sample metadata columns shared by all formats (-1 where a dataset does not define one).
+META_INT_FIELDS = ("label", "subject", "view", "setup", "replication")
+
+# Split membership codes stored per sample and protocol.
+TRAIN, VAL, UNUSED = 0, 1, -1
+
+
+class SampleError(ValueError):
+    """A problem with one raw file: the message names the file and what is wrong."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class DatasetError(ValueError):
+    """A problem with the raw folder as a whole (missing, empty, no split files)."""
+
+
+@dataclass
+class RawSample:
+    """One parsed sample: every tracked body, before cleaning.
+
+    ``bodies`` is ``(K, T, V, 3)`` float32 in metres; a body absent in a frame is all zero there.
+    """
+
+    name: str
+    bodies: np.ndarray
+    label: int
+    subject: int = -1
+    view: int = -1
+    setup: int = -1
+    replication: int = -1
+    source: str = ""
+
+    def meta(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source,
+                **{f: getattr(self, f) for f in META_INT_FIELDS}}
+
+
+@dataclass
+class Inventory:
+    """The work a raw folder holds: items to read, files rejected up front, samples excluded."""
+
+    items: list[Any]
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    excluded: dict[str, int] = field(default_factory=dict)
+
+
+class DatasetFormat:
+    """Base class of a dataset format. Subclasses set the class attributes and the three methods.
+
+    Instances are pickled into parallel workers, so they hold only plain data.
+    """
+
+    name: str = ""
+    layout: Layout
+    num_classes: int = 0
+    max_bodies: int = 2
+    protocols: tuple[str, ...] = ()
+
+    def inventory(self, raw_dir: Path) -> Inventory:
+        raise NotImplementedError
+
+    def read(self, item: Any) -> list[RawSample]:
+        """Parse one item; raise :class:`SampleError` naming the file on any problem."""
+        raise NotImplementedError
+
+    def splits(self, meta: dict[str, np.ndarray], raw_dir: Path) -> dict[str, np.ndarray]:
+        """Per protocol, an int8 array of TRAIN / VAL / UNUSED for every sample in ``meta``."""
+        raise NotImplementedError
+
+
+def check_raw_dir(raw_dir: Path) -> Path:
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DatasetError(f"{raw_dir}: raw folder does not exist")
+    if not any(raw_dir.iterdir()):
+        raise DatasetError(f"{raw_dir}: raw folder is empty")
+    return raw_dir
+
+
+def check_finite(path: str | Path, coords: np.ndarray) -> None:
+    bad = ~np.isfinite(coords)
+    if bad.any():
+        raise SampleError(path, f"{int(bad.sum())} NaN or infinite coordinate value(s)")
+
+
+def find_duplicates(names: list[str], paths: list[str]) -> tuple[list[int], list[tuple[str, str]]]:
+    """Keep the first file of each sample name; reject the others naming the first."""
+    first: dict[str, str] = {}
+    keep, rejected = [], []
+    for i, (name, path) in enumerate(zip(names, paths)):
+        if name in first:
+            rejected.append((path, f"duplicate sample name {name!r} (also {first[name]})"))
+        else:
+            first[name] = path
+            keep.append(i)
+    return keep, rejected
+
+
+def check_number_line(path: str | Path, line: str, line_number: int, expected: int,
+                      what: str) -> None:
+    """Raise naming the line if it does not hold exactly ``expected`` numbers."""
+    fields = line.split()
+    for value in fields:
+        try:
+            float(value)
+        except ValueError:
+            raise SampleError(path, f"line {line_number}: non-numeric value {value!r}") from None
+    if len(fields) != expected:
+        raise SampleError(path, f"line {line_number}: {what} has {len(fields)} values, "
+                                f"expected {expected}")
+
+
+def parse_numbers(text: str) -> np.ndarray | None:
+    """All whitespace-separated numbers of ``text`` as float64, or None if a token is not a number."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # older numpy warns (newer raises) when it meets a token that is not a number
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            return np.fromstring(text, dtype=np.float64, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None

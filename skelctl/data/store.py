@@ -1,0 +1,218 @@
+"""The one HDF5 store used by every data stage.
+
+A store file holds, for N samples:
+
+    meta/<column>             (N,) name (utf-8), source, label, subject, view, setup, replication,
+                              n_frames, n_bodies, and split_<protocol> (int8: 0 train, 1 val, -1 none)
+    splits/<protocol>/train   sorted int64 sample indices (likewise /val)
+    views/<view>              (N, C, T, V, M) float32, one sample per chunk, uncompressed
+    sequences/data            (sum of lengths, ...) float32: variable-length arrays, concatenated
+    sequences/offsets         (N + 1,) int64: sample i is data[offsets[i]:offsets[i + 1]]
+
+and attributes: ``format_version``, ``skelctl_version``, ``dataset``, ``layout``, ``params`` (JSON),
+``report`` (JSON) and ``complete``. Files are written under a temporary name and renamed only when
+complete, so an interrupted stage never leaves a file that looks finished. Readers open the file
+lazily, once per process, which makes them safe to use in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from skelctl import __version__
+
+FORMAT_VERSION = 1
+SPLIT_PREFIX = "split_"
+
+
+class StoreError(ValueError):
+    """An HDF5 store that cannot be used: missing, corrupt, unfinished or lacking a dataset."""
+
+
+def partial_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+class StoreWriter:
+    """Appends samples chunk by chunk; renames into place on :meth:`close` (use as a context)."""
+
+    def __init__(self, path: str | Path, attrs: dict[str, Any]):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = partial_path(self.path)
+        self.tmp.unlink(missing_ok=True)
+        self.file = h5py.File(self.tmp, "w")
+        for key, value in {"format_version": FORMAT_VERSION, "skelctl_version": __version__,
+                           **attrs}.items():
+            self.file.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        self.count = 0
+        self.rows = 0
+
+    def _append(self, name: str, values: np.ndarray, chunk_rows: int | None = None) -> None:
+        if name not in self.file:
+            chunks = (chunk_rows or max(1, min(1024, 2 ** 20 // max(values[0:1].nbytes, 1))),
+                      *values.shape[1:])
+            dtype = h5py.string_dtype() if values.dtype.kind in "OU" else values.dtype
+            self.file.create_dataset(name, shape=(0, *values.shape[1:]), dtype=dtype,
+                                     maxshape=(None, *values.shape[1:]), chunks=chunks)
+        ds = self.file[name]
+        start = ds.shape[0]
+        ds.resize(start + len(values), axis=0)
+        ds[start:] = values.astype(object) if values.dtype.kind == "U" else values
+
+    def append(self, meta: dict[str, np.ndarray], views: dict[str, np.ndarray] | None = None,
+               sequences: list[np.ndarray] | None = None) -> None:
+        """Add a chunk of samples: metadata columns, fixed-shape views, variable-length arrays."""
+        n = len(next(iter(meta.values())))
+        if n == 0:
+            return
+        for key, column in meta.items():
+            self._append(f"meta/{key}", np.asarray(column))
+        for key, array in (views or {}).items():
+            self._append(f"views/{key}", np.ascontiguousarray(array, dtype=np.float32),
+                         chunk_rows=1)
+        if sequences is not None:
+            lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+            if self.count == 0:
+                self._append("sequences/offsets", np.zeros(1, dtype=np.int64))
+            self._append("sequences/offsets", self.rows + np.cumsum(lengths))
+            self._append("sequences/data", np.concatenate(sequences).astype(np.float32))
+            self.rows += int(lengths.sum())
+        self.count += n
+
+    def close(self, report: dict[str, Any] | None = None) -> None:
+        """Write split indices and the report, mark complete and move into place."""
+        if "meta" in self.file:
+            for key in list(self.file["meta"]):
+                if key.startswith(SPLIT_PREFIX):
+                    code = self.file["meta"][key][()]
+                    group = self.file.require_group(f"splits/{key[len(SPLIT_PREFIX):]}")
+                    group["train"] = np.flatnonzero(code == 0).astype(np.int64)
+                    group["val"] = np.flatnonzero(code == 1).astype(np.int64)
+        self.file.attrs["report"] = json.dumps(report or {})
+        self.file.attrs["num_samples"] = self.count
+        self.file.attrs["complete"] = True
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class Store:
+    """Read access to a complete store file; the HDF5 handle opens on first use in each process."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        self.file  # validate now, in the constructing process
+
+    @property
+    def file(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = open_store(self.path), os.getpid()
+        return self._file
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self._file, self._pid = state["path"], None, None
+
+    def __len__(self) -> int:
+        return int(self.file.attrs["num_samples"])
+
+    def attr(self, key: str) -> Any:
+        value = self.file.attrs.get(key)
+        if key in ("params", "report") and value is not None:
+            return json.loads(value)
+        return value
+
+    def meta(self, columns: list[str] | None = None, rows: slice | np.ndarray = slice(None)
+             ) -> dict[str, np.ndarray]:
+        group = self.file["meta"] if "meta" in self.file else {}
+        out = {}
+        for key in columns or list(group):
+            ds = group[key]
+            values = ds[rows] if not isinstance(rows, np.ndarray) else ds[()][rows]
+            out[key] = values.astype(str) if ds.dtype.kind in "OS" else values
+        return out
+
+    @property
+    def protocols(self) -> list[str]:
+        return sorted(self.file["splits"]) if "splits" in self.file else []
+
+    def split(self, name: str) -> np.ndarray:
+        """Indices of a split named ``protocol/part`` (e.g. ``xsub/train``), or ``all``."""
+        if name == "all":
+            return np.arange(len(self))
+        if name not in self.file.get("splits", {}):
+            raise StoreError(f"{self.path}: no split {name!r}; available: "
+                             f"{', '.join(f'{p}/train, {p}/val' for p in self.protocols) or 'all'}")
+        return self.file["splits"][name][()]
+
+    @property
+    def views(self) -> list[str]:
+        return list(self.file["views"]) if "views" in self.file else []
+
+    def view(self, name: str) -> h5py.Dataset:
+        if name not in self.views:
+            raise StoreError(f"{self.path}: no view {name!r}; available: {', '.join(self.views)}")
+        return self.file["views"][name]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        if "sequences" not in self.file:
+            raise StoreError(f"{self.path}: holds no variable-length sequences")
+        if not hasattr(self, "_offsets") or self._offsets_pid != os.getpid():
+            self._offsets, self._offsets_pid = self.file["sequences/offsets"][()], os.getpid()
+        return self._offsets
+
+    def sequence(self, index: int) -> np.ndarray:
+        offsets = self.offsets
+        return self.file["sequences/data"][offsets[index]:offsets[index + 1]]
+
+    def sequences(self, start: int, stop: int) -> list[np.ndarray]:
+        """Samples ``start..stop-1`` with one contiguous read."""
+        offsets = self.offsets[start:stop + 1]
+        block = self.file["sequences/data"][offsets[0]:offsets[-1]]
+        return np.split(block, offsets[1:-1] - offsets[0])
+
+
+def open_store(path: str | Path) -> h5py.File:
+    """Open a store read-only, with a clear error if it is missing, corrupt or unfinished."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (an unfinished write exists: rerun the stage)" if partial_path(path).exists() else ""
+        raise StoreError(f"{path}: store file does not exist{hint}")
+    try:
+        file = h5py.File(path, "r")
+    except OSError as err:
+        raise StoreError(f"{path}: not a readable HDF5 file ({err})") from None
+    if not file.attrs.get("complete", False):
+        file.close()
+        raise StoreError(f"{path}: unfinished store (no completion mark); rerun the stage that "
+                         f"writes it")
+    if int(file.attrs.get("format_version", -1)) != FORMAT_VERSION:
+        version = file.attrs.get("format_version")
+        file.close()
+        raise StoreError(f"{path}: store format version {version}, this skelctl reads "
+                         f"{FORMAT_VERSION}; rerun the stage")
+    return file

@@ -1,0 +1,48 @@
+"""The four input views (streams) computed from joint coordinates.
+
+Arrays are ``(..., C, T, V, M)``: any leading batch dimensions, then channel, frame, joint, body.
+
+- joint: the coordinates themselves;
+- motion: ``x[t+1] - x[t]``, the last frame zero;
+- bone: ``x[v] - x[parent(v)]`` for the layout's child-parent pairs, the root bone zero;
+- velocity: as motion, but the last frame repeats the one before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from skelctl.skeletons import Layout
+
+VIEWS = ("joint", "motion", "bone", "velocity")
+TIME_AXIS, JOINT_AXIS = -3, -2
+
+
+def motion(x: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(x)
+    out[..., :-1, :, :] = np.diff(x, axis=TIME_AXIS)
+    return out
+
+
+def velocity(x: np.ndarray) -> np.ndarray:
+    out = motion(x)
+    if x.shape[TIME_AXIS] > 1:
+        out[..., -1, :, :] = out[..., -2, :, :]
+    return out
+
+
+def bone(x: np.ndarray, layout: Layout) -> np.ndarray:
+    return x - np.take(x, layout.parents, axis=JOINT_AXIS)
+
+
+def compute_view(name: str, joint: np.ndarray, layout: Layout) -> np.ndarray:
+    """One named view of ``joint`` coordinates."""
+    if name == "joint":
+        return joint
+    if name == "motion":
+        return motion(joint)
+    if name == "velocity":
+        return velocity(joint)
+    if name == "bone":
+        return bone(joint, layout)
+    raise ValueError(f"unknown view {name!r}; known: {', '.join(VIEWS)}")

@@ -1,0 +1,32 @@
+"""Helpers shared by the stages: atomic text outputs and the run-level error policy."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+ON_ERROR = ("skip", "fail")
+
+
+class StageError(RuntimeError):
+    """A stage cannot complete; the message says which file and why."""
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that ``path`` is either the old content or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise StageError(f"--on-error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")

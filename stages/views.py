@@ -1,0 +1,75 @@
+"""views: normalise and resample the cleaned sequences, then write the views of one variant.
+
+A variant is ``<frames>-<normalisation>``, e.g. ``50-shoulder`` (CrosSCLR line) or ``64-spine``
+(ISC line). The output store holds the fixed-length views, the normalised variable-length
+sequences (for crop-resize augmentation), the metadata and the split indices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skelctl.data.clean import NORMALISATIONS, normalise, resample
+from skelctl.data.store import Store, StoreWriter
+from skelctl.data.views import VIEWS, compute_view
+from skelctl.parallel import chunks, map_chunks, progress
+from skelctl.skeletons import get_layout
+from stages import paths
+from stages.common import StageError
+
+SAMPLES_PER_TASK = 128
+
+
+def parse_variant(variant: str) -> tuple[int, str]:
+    """``"50-shoulder"`` to ``(50, "shoulder")``."""
+    frames, _, normalisation = variant.partition("-")
+    if not frames.isdigit() or int(frames) < 2 or normalisation not in NORMALISATIONS:
+        raise StageError(f"variant {variant!r} must be <frames>-<normalisation> with frames >= 2 "
+                         f"and normalisation one of {', '.join(NORMALISATIONS)}")
+    return int(frames), normalisation
+
+
+def views_range(cleaned: Store, start: int, stop: int, frames: int, normalisation: str,
+                views: tuple[str, ...]) -> dict[str, Any]:
+    """Normalised sequences and fixed-length views of samples ``start..stop-1`` (in a worker)."""
+    layout = get_layout(cleaned.attr("layout"))
+    sequences = []
+    for seq in cleaned.sequences(start, stop):  # (L, C, V, M)
+        bodies = normalise(seq.transpose(3, 0, 2, 1), layout, normalisation)  # (M, L, V, C)
+        sequences.append(bodies.transpose(1, 3, 2, 0))
+    # (N, C, T, V, M)
+    joint = np.stack([resample(s, frames, axis=0) for s in sequences]).transpose(0, 2, 1, 3, 4)
+    return {"sequences": sequences,
+            "views": {v: compute_view(v, joint, layout) for v in views}}
+
+
+def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIEWS,
+        jobs: int = 1) -> dict[str, Any]:
+    frames, normalisation = parse_variant(variant)
+    unknown = set(views) - set(VIEWS)
+    if unknown:
+        raise StageError(f"unknown view(s) {', '.join(sorted(unknown))}; known: {', '.join(VIEWS)}")
+    cleaned = Store(paths.cleaned(data_dir, dataset))
+    layout = get_layout(cleaned.attr("layout"))
+    if "bone" in views and not layout.has_graph:
+        raise StageError(f"layout {layout.name!r} has no skeleton graph: drop 'bone' from views")
+    n = len(cleaned)
+    attrs = {k: cleaned.attr(k) for k in ("dataset", "layout", "num_classes", "protocols",
+                                           "max_bodies")}
+    attrs.update(frames=frames, normalisation=normalisation,
+                 params={"clean": cleaned.attr("params"), "frames": frames,
+                         "normalisation": normalisation, "views": list(views)})
+    tasks = [(cleaned, a, b, frames, normalisation, tuple(views))
+             for a, b in chunks(n, SAMPLES_PER_TASK)]
+    out = paths.views(data_dir, dataset, variant)
+    with StoreWriter(out, attrs) as writer, progress(n, f"views {dataset} {variant}",
+                                                     "sample") as bar:
+        for (_, start, stop, *_), result in zip(tasks, map_chunks(views_range, tasks, jobs)):
+            writer.append(cleaned.meta(rows=slice(start, stop)), views=result["views"],
+                          sequences=result["sequences"])
+            bar.update(stop - start)
+        writer.close({"samples": writer.count})
+    return {"output": str(out), "samples": n, "frames": frames, "normalisation": normalisation}
