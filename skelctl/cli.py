@@ -73,8 +73,8 @@ def clean_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed([
         click.option("--max-bodies", type=click.IntRange(1, 4), default=2, show_default=True,
                      help="Bodies kept per sample (highest energy first)."),
-        click.option("--denoise/--no-denoise", default=True, show_default=True,
-                     help="Drop spurious tracks by length and spread before ranking."),
+        click.option("--denoise", type=click.BOOL, default=True, show_default=True,
+                     help="Drop spurious tracks by length and spread before ranking (true/false)."),
         click.option("--length-threshold", type=int, default=11, show_default=True,
                      help="Denoising: drop tracks present in at most this many frames."),
         click.option("--spread-ratio", type=float, default=0.8, show_default=True,

@@ -73,7 +73,8 @@ def run(dataset: str, raw_dir: Path, data_dir: Path, jobs: int = 1, on_error: st
             raise StageError(f"{raw_dir}: no sample could be read ({len(rejected)} files rejected"
                              + (f"; first: {rejected[0][0]}: {rejected[0][1]}" if rejected else "")
                              + ")")
-        report = {"dataset": dataset, "files": len(items) + len(inventory.rejected),
+        report = {"dataset": dataset,
+                  "files": len(items) + len(inventory.rejected) + sum(inventory.excluded.values()),
                   "samples": samples, "rejected_files": len(rejected),
                   "excluded": inventory.excluded}
         writer.close(report)

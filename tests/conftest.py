@@ -1,0 +1,68 @@
+"""Shared fixtures: the real recordings beside the project, and small synthetic corpora."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+NTU_SAMPLES = SHARED_DATA / "ntu60_samples"
+NTU_LISTS = SHARED_DATA / "ntu_lists"
+PKU_SAMPLE = SHARED_DATA / "pku_mmd_sample"
+NW_UCLA = SHARED_DATA / "nw_ucla"
+
+
+def need(path: Path) -> Path:
+    """Skip the test (with the reason) when a real-data folder is not beside the project."""
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent (it sits beside the project "
+                    f"in ../shared/data)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_dvc_analytics(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    base = tmp_path_factory.getbasetemp()
+    for var in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(base / var.lower()))
+
+
+@pytest.fixture(scope="session")
+def synth_ntu60(tmp_path_factory) -> Path:
+    """A small synthetic NTU-60 raw folder (3 subjects x 3 cameras x 13 actions + 3 missing)."""
+    from skelctl.data.synth import write_ntu
+
+    out = tmp_path_factory.mktemp("raw") / "ntu60"
+    write_ntu("ntu60", out, subjects=3, replications=1, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_pku1(tmp_path_factory) -> Path:
+    from skelctl.data.synth import write_pku
+
+    out = tmp_path_factory.mktemp("raw") / "pku1"
+    write_pku(1, out, subjects=3, seed=0, clips_per_video=4)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_ntu60(tmp_path_factory, synth_ntu60) -> Path:
+    """The synthetic NTU-60 corpus prepared with both variants; returns the data folder."""
+    from stages import prepare
+
+    data = tmp_path_factory.mktemp("data")
+    prepare.run("ntu60", synth_ntu60, data, variants=("50-shoulder", "64-spine"))
+    return data
+
+
+def copy_of(path: Path, tmp_path: Path, name: str | None = None) -> Path:
+    target = tmp_path / (name or path.name)
+    target.write_bytes(path.read_bytes())
+    return target
+
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")

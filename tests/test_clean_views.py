@@ -1,0 +1,164 @@
+"""Body selection, invalid frames, normalisation, resampling and the four views."""
+
+import numpy as np
+import pytest
+
+from skelctl.data.bodies import Denoising, select_bodies, track_energy
+from skelctl.data.clean import drop_invalid_frames, normalise, resample, rotation_between
+from skelctl.data.synth import MOTIONS, perform, pose_sequence, rotation
+from skelctl.data.views import bone, compute_view, motion, velocity
+from skelctl.skeletons import NTU25
+
+
+def person(motion_name="walk", frames=40, seed=0, shift=(0.0, 0.0, 3.0)):
+    rng = np.random.default_rng(seed)
+    body = pose_sequence(perform(motion_name, frames, rng), {"arm": 1, "leg": 1, "torso": 1})
+    return (body + np.array(shift)).astype(np.float32)
+
+
+def test_energy_ranking_keeps_the_most_active_bodies():
+    still = np.repeat(person(frames=1), 40, axis=0)
+    active = person("jump", 40)
+    tracks = np.stack([still, active, person("walk", 40, seed=1)])
+    chosen, dropped = select_bodies(tracks, 2, Denoising(enabled=False))
+    energy = track_energy(tracks, tracks.any(axis=(2, 3)))
+    order = np.argsort(-energy)
+    np.testing.assert_array_equal(chosen, tracks[order[:2]])
+    assert order[-1] == 0 and dropped == {"short track": 0, "spread noise": 0, "low energy": 1}
+
+
+def test_energy_ignores_absent_frames():
+    body = person()
+    gappy = body.copy()
+    gappy[10:20] = 0
+    present = np.stack([body, gappy]).any(axis=(2, 3))
+    energy = track_energy(np.stack([body, gappy]), present)
+    expected = sum(np.concatenate([body[:10], body[20:]])[..., c].std() for c in range(3))
+    assert energy[1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_denoising_drops_short_and_wide_tracks_and_counts_them():
+    main = person("walk", 60)
+    flicker = np.zeros_like(main)
+    flicker[5:10] = person("jump", 5, seed=2)  # 5 frames <= 11
+    furniture = np.zeros_like(main)
+    furniture[..., 0] = np.linspace(-1, 1, 25)  # wide and flat, and very "energetic"
+    furniture[..., 0] += np.random.default_rng(0).normal(0, 0.5, (60, 1))
+    furniture[..., 2] = 3
+    tracks = np.stack([furniture, main, flicker])
+    chosen, dropped = select_bodies(tracks, 2)
+    np.testing.assert_array_equal(chosen[0], main)
+    assert not chosen[1].any()
+    assert dropped == {"short track": 1, "spread noise": 1, "low energy": 0}
+    # without denoising the furniture wins on energy
+    chosen, _ = select_bodies(tracks, 2, Denoising(enabled=False))
+    np.testing.assert_array_equal(chosen[0], furniture)
+
+
+def test_denoising_never_drops_the_last_track():
+    short = np.zeros((30, 25, 3), dtype=np.float32)
+    short[:5] = person(frames=5)
+    chosen, dropped = select_bodies(short[None], 2)
+    np.testing.assert_array_equal(chosen[0], short)
+    assert dropped["short track"] == 0
+
+
+def test_drop_invalid_frames():
+    bodies = np.stack([person(frames=10), np.zeros((10, 25, 3), np.float32)])
+    bodies[:, [0, 4, 9]] = 0
+    bodies[1, 5] = 1.0  # body 1 alone keeps frame 5
+    kept = drop_invalid_frames(bodies)
+    assert kept.shape == (2, 7, 25, 3)
+    np.testing.assert_array_equal(kept[0, :3], bodies[0, 1:4])
+
+
+def test_shoulder_normalisation_centres_and_aligns_every_frame():
+    body = person("turn", 30)  # turns round: each frame needs its own rotation
+    second = np.zeros_like(body)
+    second[:15] = person("wave_left", 15, shift=(1, 0, 3))
+    out = normalise(np.stack([body, second]), NTU25, "shoulder")
+    assert np.abs(out[0, :, NTU25.spine_shoulder]).max() < 1e-6
+    np.testing.assert_allclose(out[1, :15, NTU25.spine_shoulder], 0, atol=1e-6)
+    for b, frames in ((0, slice(None)), (1, slice(0, 15))):
+        d = out[b, frames, NTU25.right_shoulder] - out[b, frames, NTU25.left_shoulder]
+        np.testing.assert_allclose(d[:, 2], 0, atol=1e-5)
+        assert (d[:, 0] > 0).all()
+    assert not out[1, 15:].any()  # an absent body stays zero
+    # lengths are preserved: rotation and translation only
+    np.testing.assert_allclose(np.linalg.norm(out[0, :, 3] - out[0, :, 0], axis=-1),
+                               np.linalg.norm(body[:, 3] - body[:, 0], axis=-1), rtol=1e-5)
+
+
+def test_spine_normalisation_uses_body_zero_at_the_first_frame():
+    tilt = rotation("x", np.array(0.3)) @ rotation("y", np.array(1.0))
+    body = (person("bow", 20) - [0, 0, 3]) @ tilt.T + [0.5, 0.2, 3]
+    partner = body + np.float32([1.0, 0, 0])
+    out = normalise(np.stack([body, partner]).astype(np.float32), NTU25, "spine")
+    np.testing.assert_allclose(out[0, :, NTU25.spine_mid], 0, atol=1e-5)  # every frame
+    first = out[0, 0]
+    up = first[NTU25.spine_mid] - first[NTU25.spine_base]
+    np.testing.assert_allclose(up / np.linalg.norm(up), [0, 0, 1], atol=1e-5)
+    across = first[NTU25.right_shoulder] - first[NTU25.left_shoulder]
+    assert abs(across[1]) < 1e-5 and across[0] > 0  # in the x-z plane, pointing to +x
+    # the partner keeps its offset from body 0 (one rigid motion for the whole scene)
+    np.testing.assert_allclose(np.linalg.norm(out[1] - out[0], axis=-1), 1.0, rtol=1e-4)
+
+
+def test_rotation_between_edge_cases():
+    np.testing.assert_allclose(rotation_between([0, 0, 2], (0, 0, 1)), np.eye(3))
+    np.testing.assert_allclose(rotation_between([0, 0, 0], (0, 0, 1)), np.eye(3))
+    flip = rotation_between([0, 0, -1], (0, 0, 1))
+    np.testing.assert_allclose(flip @ [0, 0, -1], [0, 0, 1], atol=1e-12)
+    r = rotation_between([1, 2, 3], (1, 0, 0))
+    np.testing.assert_allclose(r @ [1, 2, 3], [np.sqrt(14), 0, 0], atol=1e-12)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+
+
+def test_normalisation_needs_named_joints():
+    from skelctl.skeletons import graphless
+
+    with pytest.raises(ValueError, match="use 'none'"):
+        normalise(np.ones((1, 2, 5, 3), np.float32), graphless(5), "spine")
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalise(np.ones((1, 2, 25, 3), np.float32), NTU25, "zscore")
+
+
+def test_resample_linear_known_values():
+    ramp = np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1)  # values 0 1 2 3
+    up = resample(ramp, 8)[0, :, 0, 0]
+    np.testing.assert_allclose(up, [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3])
+    down = resample(np.arange(10, dtype=np.float32).reshape(1, 10, 1, 1), 5)[0, :, 0, 0]
+    np.testing.assert_allclose(down, [0.5, 2.5, 4.5, 6.5, 8.5])
+    same = np.random.default_rng(0).normal(size=(2, 7, 25, 3)).astype(np.float32)
+    np.testing.assert_allclose(resample(same, 7), same)
+    np.testing.assert_allclose(resample(same[:, :1], 5), np.repeat(same[:, :1], 5, axis=1))
+    with pytest.raises(ValueError, match="no frames"):
+        resample(same[:, :0], 5)
+
+
+def test_views_known_values():
+    x = np.zeros((3, 4, 25, 2), dtype=np.float32)  # (C, T, V, M)
+    x[0, :, 0, 0] = [0, 1, 3, 6]
+    m = motion(x)
+    np.testing.assert_array_equal(m[0, :, 0, 0], [1, 2, 3, 0])
+    v = velocity(x)
+    np.testing.assert_array_equal(v[0, :, 0, 0], [1, 2, 3, 3])
+    b = bone(x, NTU25)
+    # spine base (0) has parent spine mid (1): bone = x0 - x1; the root (20) is zero
+    np.testing.assert_array_equal(b[0, :, 0, 0], [0, 1, 3, 6])
+    np.testing.assert_array_equal(b[0, :, 1, 0], [0, 0, 0, 0])
+    rng = np.random.default_rng(0)
+    batch = rng.normal(size=(5, 3, 6, 25, 2)).astype(np.float32)
+    b = compute_view("bone", batch, NTU25)
+    assert not b[..., NTU25.center, :].any()
+    for child, parent in NTU25.edges:
+        np.testing.assert_array_equal(b[..., child, :], batch[..., child, :] - batch[..., parent, :])
+    assert compute_view("joint", batch, NTU25) is batch
+    with pytest.raises(ValueError, match="unknown view 'speed'"):
+        compute_view("speed", batch, NTU25)
+
+
+def test_every_synthetic_motion_moves():
+    for name in MOTIONS:
+        body = person(name, 60)
+        assert np.abs(np.diff(body, axis=0)).sum() > 1.0, name
