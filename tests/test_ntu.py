@@ -118,9 +118,22 @@ def test_body_count_out_of_range(tmp_path):
 def test_non_numeric_value(tmp_path):
     lines = _lines(tmp_path)
     fields = lines[10].split()
-    fields[4] = "abc"
+    fields[1] = "abc"
     lines[10] = " ".join(fields)
     assert _error(_write(tmp_path, lines)) == "line 11: non-numeric value 'abc'"
+
+
+def test_double_spaces_are_fine(tmp_path):
+    lines = _lines(tmp_path)
+    lines[10] = "  ".join(lines[10].split()) + " "
+    np.testing.assert_array_equal(read_skeleton_file(_write(tmp_path, lines)),
+                                  read_skeleton_file(need(NTU_SAMPLES) / FIRST))
+
+
+def test_joint_line_with_thirteen_values(tmp_path):
+    lines = _lines(tmp_path)
+    lines[10] += " 7"
+    assert _error(_write(tmp_path, lines)) == "line 11: joint line has 13 values, expected 12"
 
 
 def test_joint_line_with_eleven_values(tmp_path):

@@ -125,15 +125,3 @@ def check_number_line(path: str | Path, line: str, line_number: int, expected: i
         raise SampleError(path, f"line {line_number}: {what} has {len(fields)} values, "
                                 f"expected {expected}")
 
-
-def parse_numbers(text: str) -> np.ndarray | None:
-    """All whitespace-separated numbers of ``text`` as float64, or None if a token is not a number."""
-    import warnings
-
-    with warnings.catch_warnings():
-        # older numpy warns (newer raises) when it meets a token that is not a number
-        warnings.simplefilter("error", DeprecationWarning)
-        try:
-            return np.fromstring(text, dtype=np.float64, sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None

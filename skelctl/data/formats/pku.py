@@ -20,7 +20,7 @@ import numpy as np
 
 from skelctl.data.formats.base import (
     TRAIN, UNUSED, VAL, DatasetError, DatasetFormat, Inventory, RawSample, SampleError,
-    check_finite, check_number_line, check_raw_dir, find_duplicates, parse_numbers,
+    check_finite, check_number_line, check_raw_dir, find_duplicates,
 )
 from skelctl.skeletons import NTU25
 
@@ -37,15 +37,17 @@ def read_skeleton_file(path: str | Path) -> np.ndarray:
     text = path.read_text(errors="replace")
     if not text.strip():
         raise SampleError(path, "empty file")
-    values = parse_numbers(text)
     lines = [line for line in text.splitlines() if line.strip()]
-    if values is None or values.size != len(lines) * VALUES_PER_FRAME:
+    try:
+        frames = np.loadtxt(lines, dtype=np.float32, ndmin=2)
+    except ValueError:
+        frames = None
+    if frames is None or frames.shape[1] != VALUES_PER_FRAME:
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 check_number_line(path, line, number, VALUES_PER_FRAME, "frame line")
-        raise SampleError(path, f"holds {0 if values is None else values.size} values for "
-                                f"{len(lines)} frames, expected {VALUES_PER_FRAME} per frame")
-    frames = values.reshape(len(lines), 2, 25, 3).astype(np.float32)
+        raise SampleError(path, "frame data could not be read")
+    frames = frames.reshape(len(lines), 2, 25, 3)
     check_finite(path, frames)
     return frames.transpose(1, 0, 2, 3).copy()
 

@@ -1,0 +1,53 @@
+"""End to end: the real recordings through prepare, and the DVC pipeline on the demo corpus."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import NTU_SAMPLES, NW_UCLA, need
+from skelctl.data.store import Store
+from stages import demo, paths, prepare
+
+
+def test_prepare_real_ntu_samples(tmp_path):
+    summary = prepare.run("ntu60", need(NTU_SAMPLES), tmp_path, variants=("50-shoulder",))
+    # the CRLF copy has the same sample name, so it is reported as a duplicate
+    assert summary["samples"] == 11 and len(summary["rejected"]) == 1
+    assert "duplicate sample name" in summary["rejected"][0][1]
+    store = Store(summary["outputs"][0])
+    meta = store.meta()
+    two = {n for n, b in zip(meta["name"], meta["n_bodies"]) if b == 2}
+    assert two == {"S001C001P001R001A050", "S001C003P008R002A058"}
+    first = list(meta["name"]).index("S001C001P001R001A001")
+    assert meta["n_frames"][first] == 103
+    joint = store.view("joint")[first]
+    assert np.abs(joint[:, :, 20, 0]).max() < 1e-6  # centred on the spine shoulder
+    assert not joint[..., 1].any()  # no second body
+
+
+@pytest.mark.slow
+def test_prepare_real_nw_ucla(tmp_path):
+    summary = prepare.run("nw-ucla", need(NW_UCLA), tmp_path, variants=("50-shoulder",),
+                          jobs=2)
+    assert summary["samples"] == 1484
+    assert summary["splits"] == {"xview": {"train": 1020, "val": 464}}
+    store = Store(summary["outputs"][0])
+    assert store.view("bone").shape == (1484, 3, 50, 20, 1)
+
+
+@pytest.mark.slow
+def test_demo_runs_the_dvc_pipeline_and_is_cached(tmp_path):
+    workdir = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "skelctl", "demo", "--workdir", str(workdir)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ntu60 50-shoulder: 621 samples" in result.stdout
+    store = Store(paths.views(workdir / "data", "ntu60", "50-shoulder"))
+    assert len(store.split("xsub/train")) + len(store.split("xsub/val")) == 621
+    assert (workdir / "dvc.lock").is_file()
+    again = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=workdir,
+                           capture_output=True, text=True)
+    assert "up to date" in again.stdout, again.stdout
+    assert demo.summary(workdir).startswith(f"demo workspace: {workdir}")
