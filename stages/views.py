@@ -32,9 +32,13 @@ def parse_variant(variant: str) -> tuple[int, str]:
     return int(frames), normalisation
 
 
-def views_range(cleaned: Store, start: int, stop: int, frames: int, normalisation: str,
-                views: tuple[str, ...]) -> dict[str, Any]:
-    """Normalised sequences and fixed-length views of samples ``start..stop-1`` (in a worker)."""
+def views_range(cleaned: Store, start: int, stop: int, frames: int,
+                normalisation: str) -> dict[str, Any]:
+    """Normalised sequences and resampled joints of samples ``start..stop-1`` (in a worker).
+
+    The other views are cheap whole-chunk array operations, done by the caller: returning only
+    the joints keeps what crosses the process boundary small.
+    """
     layout = get_layout(cleaned.attr("layout"))
     sequences = []
     for seq in cleaned.sequences(start, stop):  # (L, C, V, M)
@@ -42,8 +46,7 @@ def views_range(cleaned: Store, start: int, stop: int, frames: int, normalisatio
         sequences.append(bodies.transpose(1, 3, 2, 0))
     # (N, C, T, V, M)
     joint = np.stack([resample(s, frames, axis=0) for s in sequences]).transpose(0, 2, 1, 3, 4)
-    return {"sequences": sequences,
-            "views": {v: compute_view(v, joint, layout) for v in views}}
+    return {"sequences": sequences, "joint": joint}
 
 
 def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIEWS,
@@ -62,13 +65,13 @@ def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIE
     attrs.update(frames=frames, normalisation=normalisation,
                  params={"clean": cleaned.attr("params"), "frames": frames,
                          "normalisation": normalisation, "views": list(views)})
-    tasks = [(cleaned, a, b, frames, normalisation, tuple(views))
-             for a, b in chunks(n, SAMPLES_PER_TASK)]
+    tasks = [(cleaned, a, b, frames, normalisation) for a, b in chunks(n, SAMPLES_PER_TASK)]
     out = paths.views(data_dir, dataset, variant)
-    with StoreWriter(out, attrs) as writer, progress(n, f"views {dataset} {variant}",
+    with StoreWriter(out, attrs, num_samples=n, num_rows=int(cleaned.offsets[-1])) as writer, progress(n, f"views {dataset} {variant}",
                                                      "sample") as bar:
         for (_, start, stop, *_), result in zip(tasks, map_chunks(views_range, tasks, jobs)):
-            writer.append(cleaned.meta(rows=slice(start, stop)), views=result["views"],
+            writer.append(cleaned.meta(rows=slice(start, stop)),
+                          views={v: compute_view(v, result["joint"], layout) for v in views},
                           sequences=result["sequences"])
             bar.update(stop - start)
         writer.close({"samples": writer.count})

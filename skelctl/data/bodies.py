@@ -41,9 +41,13 @@ def select_bodies(bodies: np.ndarray, max_bodies: int,
 
     Returns the selected bodies and how many tracks were dropped for each reason.
     """
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    out = np.zeros((max_bodies, *bodies.shape[1:]), dtype=np.float32)
+    if len(bodies) == 1:  # the common case: nothing to denoise or rank
+        out[0] = bodies[0]
+        return out, dropped
     present = bodies.any(axis=(2, 3))  # (K, T)
     keep = present.any(axis=1)
-    dropped = dict.fromkeys(DROP_REASONS, 0)
     if denoising.enabled:
         for reason, bad in (("short track", present.sum(axis=1) <= denoising.length_threshold),
                             ("spread noise", _spread_noise(bodies, present, denoising))):
@@ -55,7 +59,6 @@ def select_bodies(bodies: np.ndarray, max_bodies: int,
     ranked = candidates[np.argsort(-track_energy(bodies[candidates], present[candidates]),
                                    kind="stable")]
     dropped["low energy"] = max(len(ranked) - max_bodies, 0)
-    out = np.zeros((max_bodies, *bodies.shape[1:]), dtype=np.float32)
     chosen = ranked[:max_bodies]
     out[:len(chosen)] = bodies[chosen]
     return out, dropped

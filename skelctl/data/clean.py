@@ -40,25 +40,26 @@ def normalise(bodies: np.ndarray, layout: Layout, convention: str) -> np.ndarray
         raise ValueError(f"normalisation {convention!r} needs the joints {needed}, which layout "
                          f"{layout.name!r} does not name; use 'none'")
     present = bodies.any(axis=-1, keepdims=True)  # (M, T, V, 1): keeps absent joints at zero
-    x = bodies.astype(np.float64)
     if convention == "shoulder":
-        x = x - x[:, :, layout.spine_shoulder:layout.spine_shoulder + 1]
-        shoulders = x[:, :, layout.right_shoulder] - x[:, :, layout.left_shoulder]  # (M, T, 3)
-        angle = np.arctan2(shoulders[..., 2], shoulders[..., 0])  # (M, T)
-        cos, sin = np.cos(angle)[..., None], np.sin(angle)[..., None]
-        x_new = cos * x[..., 0] + sin * x[..., 2]
-        z_new = -sin * x[..., 0] + cos * x[..., 2]
-        x = np.stack([x_new, x[..., 1], z_new], axis=-1)
+        x = bodies - bodies[:, :, layout.spine_shoulder:layout.spine_shoulder + 1]
+        across = x[:, :, layout.right_shoulder] - x[:, :, layout.left_shoulder]  # (M, T, 3)
+        norm = np.hypot(across[..., 0], across[..., 2])
+        safe = np.where(norm > 1e-8, norm, 1.0)
+        cos = np.where(norm > 1e-8, across[..., 0] / safe, 1.0)[..., None]  # (M, T, 1)
+        sin = np.where(norm > 1e-8, across[..., 2] / safe, 0.0)[..., None]
+        out = np.empty_like(x)
+        out[..., 0] = cos * x[..., 0] + sin * x[..., 2]
+        out[..., 1] = x[..., 1]
+        out[..., 2] = cos * x[..., 2] - sin * x[..., 0]
     else:
-        x = x - x[0:1, :, layout.spine_mid:layout.spine_mid + 1]
-        x = x * present
-        first = x[0, 0]
+        x = (bodies - bodies[0:1, :, layout.spine_mid:layout.spine_mid + 1]) * present
+        first = x[0, 0].astype(np.float64)
         rot_z = rotation_between(first[layout.spine_mid] - first[layout.spine_base], (0, 0, 1))
         first = first @ rot_z.T
         rot_x = rotation_between(first[layout.right_shoulder] - first[layout.left_shoulder],
                                  (1, 0, 0))
-        x = x @ (rot_x @ rot_z).T
-    return (x * present).astype(np.float32)
+        out = x @ (rot_x @ rot_z).T.astype(np.float32)
+    return (out * present).astype(np.float32, copy=False)
 
 
 def rotation_between(vector: np.ndarray, target: tuple[float, float, float]) -> np.ndarray:
