@@ -12,34 +12,38 @@ from typing import Any
 import numpy as np
 
 from skelctl.data.bodies import DROP_REASONS, Denoising, select_bodies
-from skelctl.data.clean import drop_invalid_frames
-from skelctl.data.store import Store, StoreWriter
+from skelctl.data.clean import drop_invalid_frames, lengths_of
+from skelctl.data.store import Store, StoreWriter, to_ragged
 from skelctl.parallel import chunks, map_chunks, progress
 from stages import paths
 from stages.common import StageError, write_json_atomic
 
-SAMPLES_PER_TASK = 128
+SAMPLES_PER_TASK = 256
 
 
 def clean_range(parsed: Store, start: int, stop: int, max_bodies: int,
                 denoising: Denoising) -> dict[str, Any]:
     """Clean samples ``start..stop-1`` of a parsed store (runs in a worker)."""
     meta = parsed.meta(["n_tracks", "n_frames"], slice(start, stop))
-    kept, sequences, dropped_frames = [], [], 0
+    rows, row_offsets = parsed.sequences(start, stop)
+    chosen = []
     dropped_bodies = dict.fromkeys(DROP_REASONS, 0)
-    for k, rows in enumerate(parsed.sequences(start, stop)):
-        tracks = rows.reshape(meta["n_tracks"][k], meta["n_frames"][k], *rows.shape[1:])
+    for k, (a, b) in enumerate(zip(row_offsets[:-1], row_offsets[1:])):
+        tracks = rows[a:b].reshape(meta["n_tracks"][k], meta["n_frames"][k], *rows.shape[1:])
         bodies, dropped = select_bodies(tracks, max_bodies, denoising)
         for reason, count in dropped.items():
             dropped_bodies[reason] += count
-        valid = drop_invalid_frames(bodies)
-        dropped_frames += bodies.shape[1] - valid.shape[1]
-        if valid.shape[1] == 0:
-            continue
-        kept.append(k)
-        sequences.append(valid.transpose(1, 3, 2, 0))  # (L, C, V, M)
-    return {"kept": np.asarray(kept, dtype=np.int64), "sequences": sequences,
-            "dropped_bodies": dropped_bodies, "dropped_frames": dropped_frames}
+        chosen.append(bodies.transpose(1, 3, 2, 0))  # (T, C, V, M)
+    frames, offsets = drop_invalid_frames(*to_ragged(chosen))
+    lengths = lengths_of(offsets)
+    kept = np.flatnonzero(lengths > 0)  # a sample with no valid frame is dropped
+    offsets = np.concatenate([[0], np.cumsum(lengths[kept])]).astype(np.int64)
+    bodies_present = np.logical_or.reduceat(frames.any(axis=(1, 2)), offsets[:-1], axis=0) \
+        if len(kept) else np.zeros((0, max_bodies), dtype=bool)
+    return {"kept": kept, "frames": frames, "offsets": offsets,
+            "n_bodies": bodies_present.sum(axis=1).astype(np.int64),
+            "dropped_bodies": dropped_bodies,
+            "dropped_frames": int(meta["n_frames"].sum() - len(frames))}
 
 
 def run(dataset: str, data_dir: Path, max_bodies: int = 2, denoising: Denoising = Denoising(),
@@ -58,13 +62,11 @@ def run(dataset: str, data_dir: Path, max_bodies: int = 2, denoising: Denoising 
         for (_, start, stop, *_), result in zip(tasks, map_chunks(clean_range, tasks, jobs)):
             meta = parsed.meta(rows=slice(start, stop))
             kept = result["kept"]
-            gone = np.setdiff1d(np.arange(stop - start), kept)
-            totals["samples_without_valid_frames"] += meta["name"][gone].tolist()
-            meta = {k: v[kept] for k, v in meta.items() if k not in ("n_tracks",)}
-            meta["n_frames"] = np.array([len(s) for s in result["sequences"]], dtype=np.int64)
-            meta["n_bodies"] = np.array([np.count_nonzero(s.any(axis=(0, 1, 2)))
-                                         for s in result["sequences"]], dtype=np.int64)
-            writer.append(meta, sequences=result["sequences"])
+            totals["samples_without_valid_frames"] += np.delete(meta["name"], kept).tolist()
+            meta = {k: v[kept] for k, v in meta.items() if k != "n_tracks"}
+            meta["n_frames"] = lengths_of(result["offsets"])
+            meta["n_bodies"] = result["n_bodies"]
+            writer.append(meta, sequences=(result["frames"], result["offsets"]))
             for reason, count in result["dropped_bodies"].items():
                 totals["dropped_bodies"][reason] += count
             totals["dropped_frames"] += result["dropped_frames"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from skelctl.data.formats import get_format
 from skelctl.data.formats.base import META_INT_FIELDS, DatasetFormat, SampleError
-from skelctl.data.store import SPLIT_PREFIX, StoreWriter
+from skelctl.data.store import SPLIT_PREFIX, StoreWriter, to_ragged
 from skelctl.parallel import chunks, map_chunks, progress
 from stages import paths
 from stages.common import StageError, check_on_error, write_json_atomic, write_text_atomic
@@ -34,7 +34,7 @@ def read_items(fmt: DatasetFormat, items: list[Any]) -> tuple[dict[str, Any], li
             "n_tracks": np.array([s.bodies.shape[0] for s in samples], dtype=np.int64),
             "n_frames": np.array([s.bodies.shape[1] for s in samples], dtype=np.int64)}
     # a sample's tracks are stored as (K * T, V, 3) rows; n_tracks and n_frames reshape them
-    sequences = [s.bodies.reshape(-1, *s.bodies.shape[2:]) for s in samples]
+    sequences = to_ragged([s.bodies.reshape(-1, *s.bodies.shape[2:]) for s in samples])
     return {"meta": meta, "sequences": sequences}, rejected
 
 

@@ -40,13 +40,10 @@ def views_range(cleaned: Store, start: int, stop: int, frames: int,
     the joints keeps what crosses the process boundary small.
     """
     layout = get_layout(cleaned.attr("layout"))
-    sequences = []
-    for seq in cleaned.sequences(start, stop):  # (L, C, V, M)
-        bodies = normalise(seq.transpose(3, 0, 2, 1), layout, normalisation)  # (M, L, V, C)
-        sequences.append(bodies.transpose(1, 3, 2, 0))
-    # (N, C, T, V, M)
-    joint = np.stack([resample(s, frames, axis=0) for s in sequences]).transpose(0, 2, 1, 3, 4)
-    return {"sequences": sequences, "joint": joint}
+    data, offsets = cleaned.sequences(start, stop)  # (F, C, V, M)
+    data = normalise(data, offsets, layout, normalisation)
+    joint = resample(data, offsets, frames).transpose(0, 2, 1, 3, 4)  # (n, C, T, V, M)
+    return {"sequences": (data, offsets), "joint": np.ascontiguousarray(joint)}
 
 
 def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIEWS,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from skelctl.data.bodies import Denoising, select_bodies, track_energy
-from skelctl.data.clean import drop_invalid_frames, normalise, resample, rotation_between
+from skelctl.data.clean import drop_invalid_frames, normalise, resample, rotations_between
 from skelctl.data.synth import MOTIONS, perform, pose_sequence, rotation
 from skelctl.data.views import bone, compute_view, motion, velocity
 from skelctl.skeletons import NTU25
@@ -63,20 +63,35 @@ def test_denoising_never_drops_the_last_track():
     assert dropped["short track"] == 0
 
 
+def ragged(*bodies):
+    """(M, T, V, 3) samples to the (frames, offsets) layout of the store."""
+    frames = [b.transpose(1, 3, 2, 0) for b in bodies]
+    return np.concatenate(frames), np.cumsum([0] + [len(f) for f in frames])
+
+
+def unragged(frames, offsets, i=0):
+    return frames[offsets[i]:offsets[i + 1]].transpose(3, 0, 2, 1)
+
+
 def test_drop_invalid_frames():
     bodies = np.stack([person(frames=10), np.zeros((10, 25, 3), np.float32)])
     bodies[:, [0, 4, 9]] = 0
     bodies[1, 5] = 1.0  # body 1 alone keeps frame 5
-    kept = drop_invalid_frames(bodies)
+    empty = np.zeros((2, 4, 25, 3), np.float32)
+    frames, offsets = drop_invalid_frames(*ragged(bodies, empty, bodies))
+    np.testing.assert_array_equal(offsets, [0, 7, 7, 14])
+    kept = unragged(frames, offsets)
     assert kept.shape == (2, 7, 25, 3)
     np.testing.assert_array_equal(kept[0, :3], bodies[0, 1:4])
+    np.testing.assert_array_equal(unragged(frames, offsets, 2), kept)
 
 
 def test_shoulder_normalisation_centres_and_aligns_every_frame():
     body = person("turn", 30)  # turns round: each frame needs its own rotation
     second = np.zeros_like(body)
     second[:15] = person("wave_left", 15, shift=(1, 0, 3))
-    out = normalise(np.stack([body, second]), NTU25, "shoulder")
+    frames, offsets = ragged(np.stack([body, second]))
+    out = unragged(normalise(frames, offsets, NTU25, "shoulder"), offsets)
     assert np.abs(out[0, :, NTU25.spine_shoulder]).max() < 1e-6
     np.testing.assert_allclose(out[1, :15, NTU25.spine_shoulder], 0, atol=1e-6)
     for b, frames in ((0, slice(None)), (1, slice(0, 15))):
@@ -93,7 +108,14 @@ def test_spine_normalisation_uses_body_zero_at_the_first_frame():
     tilt = rotation("x", np.array(0.3)) @ rotation("y", np.array(1.0))
     body = (person("bow", 20) - [0, 0, 3]) @ tilt.T + [0.5, 0.2, 3]
     partner = body + np.float32([1.0, 0, 0])
-    out = normalise(np.stack([body, partner]).astype(np.float32), NTU25, "spine")
+    scene = np.stack([body, partner]).astype(np.float32)
+    other = np.stack([person("walk", 9), np.zeros((9, 25, 3), np.float32)])
+    frames, offsets = ragged(other, scene)
+    batch = normalise(frames, offsets, NTU25, "spine")
+    out = unragged(batch, offsets, 1)
+    alone, alone_offsets = ragged(scene)
+    np.testing.assert_allclose(out, unragged(normalise(alone, alone_offsets, NTU25, "spine"),
+                                             alone_offsets), atol=1e-6)  # batch-independent
     np.testing.assert_allclose(out[0, :, NTU25.spine_mid], 0, atol=1e-5)  # every frame
     first = out[0, 0]
     up = first[NTU25.spine_mid] - first[NTU25.spine_base]
@@ -104,36 +126,38 @@ def test_spine_normalisation_uses_body_zero_at_the_first_frame():
     np.testing.assert_allclose(np.linalg.norm(out[1] - out[0], axis=-1), 1.0, rtol=1e-4)
 
 
-def test_rotation_between_edge_cases():
-    np.testing.assert_allclose(rotation_between([0, 0, 2], (0, 0, 1)), np.eye(3))
-    np.testing.assert_allclose(rotation_between([0, 0, 0], (0, 0, 1)), np.eye(3))
-    flip = rotation_between([0, 0, -1], (0, 0, 1))
+def test_rotations_between_edge_cases():
+    same, zero, flip, general = rotations_between([[0, 0, 2], [0, 0, 0], [0, 0, -1], [1, 2, 3]],
+                                                  (0, 0, 1))
+    np.testing.assert_allclose(same, np.eye(3))
+    np.testing.assert_allclose(zero, np.eye(3))
     np.testing.assert_allclose(flip @ [0, 0, -1], [0, 0, 1], atol=1e-12)
-    r = rotation_between([1, 2, 3], (1, 0, 0))
+    np.testing.assert_allclose(general @ [1, 2, 3], [0, 0, np.sqrt(14)], atol=1e-12)
+    np.testing.assert_allclose(general @ general.T, np.eye(3), atol=1e-12)
+    [r] = rotations_between([[1, 2, 3]], (1, 0, 0))
     np.testing.assert_allclose(r @ [1, 2, 3], [np.sqrt(14), 0, 0], atol=1e-12)
-    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
 
 
 def test_normalisation_needs_named_joints():
     from skelctl.skeletons import graphless
 
     with pytest.raises(ValueError, match="use 'none'"):
-        normalise(np.ones((1, 2, 5, 3), np.float32), graphless(5), "spine")
+        normalise(np.ones((2, 3, 5, 1), np.float32), [0, 2], graphless(5), "spine")
     with pytest.raises(ValueError, match="unknown normalisation"):
-        normalise(np.ones((1, 2, 25, 3), np.float32), NTU25, "zscore")
+        normalise(np.ones((2, 3, 25, 1), np.float32), [0, 2], NTU25, "zscore")
 
 
 def test_resample_linear_known_values():
-    ramp = np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1)  # values 0 1 2 3
-    up = resample(ramp, 8)[0, :, 0, 0]
-    np.testing.assert_allclose(up, [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3])
-    down = resample(np.arange(10, dtype=np.float32).reshape(1, 10, 1, 1), 5)[0, :, 0, 0]
+    ramps = np.concatenate([np.arange(4), np.arange(10), [7]]).astype(np.float32)  # 3 sequences
+    out = resample(ramps[:, None], [0, 4, 14, 15], 8)[..., 0]
+    np.testing.assert_allclose(out[0], [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3])
+    np.testing.assert_allclose(out[2], [7] * 8)  # one frame repeats
+    down = resample(ramps[4:14, None], [0, 10], 5)[0, :, 0]
     np.testing.assert_allclose(down, [0.5, 2.5, 4.5, 6.5, 8.5])
-    same = np.random.default_rng(0).normal(size=(2, 7, 25, 3)).astype(np.float32)
-    np.testing.assert_allclose(resample(same, 7), same)
-    np.testing.assert_allclose(resample(same[:, :1], 5), np.repeat(same[:, :1], 5, axis=1))
+    same = np.random.default_rng(0).normal(size=(7, 3, 25, 2)).astype(np.float32)
+    np.testing.assert_allclose(resample(same, [0, 7], 7)[0], same)
     with pytest.raises(ValueError, match="no frames"):
-        resample(same[:, :0], 5)
+        resample(same, [0, 0, 7], 5)
 
 
 def test_views_known_values():

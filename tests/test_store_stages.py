@@ -43,7 +43,7 @@ def test_prepared_store_layout(prepared_ntu60):
     for i in (0, 50, n - 1):
         seq = store.sequence(i)  # (L, C, V, M)
         assert len(seq) == meta["n_frames"][i]
-        joint = resample(seq, 50, axis=0).transpose(1, 0, 2, 3)
+        joint = resample(seq, [0, len(seq)], 50)[0].transpose(1, 0, 2, 3)
         np.testing.assert_allclose(store.view("joint")[i], joint, atol=1e-6)
         for name in ("motion", "bone", "velocity"):
             np.testing.assert_allclose(store.view(name)[i], compute_view(name, joint, NTU25),
@@ -55,7 +55,7 @@ def test_variants_share_the_cleaned_sequences(prepared_ntu60):
     spine = Store(paths.views(prepared_ntu60, "ntu60", "64-spine"))
     assert spine.view("joint").shape[2] == 64
     raw = cleaned.sequence(7)
-    expected = normalise(raw.transpose(3, 0, 2, 1), NTU25, "spine").transpose(1, 3, 2, 0)
+    expected = normalise(raw, [0, len(raw)], NTU25, "spine")
     np.testing.assert_allclose(spine.sequence(7), expected, atol=1e-6)
 
 

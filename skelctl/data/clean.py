@@ -1,14 +1,18 @@
-"""Cleaning a sample's chosen bodies: drop invalid frames, normalise, resample to a fixed length.
+"""Cleaning sequences: drop invalid frames, normalise, resample to a fixed length.
 
-Arrays here are ``(M, T, V, 3)`` (body, frame, joint, xyz). Two normalisation conventions exist in
-the field (see the notes), and both are provided:
+Every function works on a ragged batch: the frames of n sequences concatenated along the first
+axis, ``frames`` of shape ``(sum of lengths, C=3, V, M)``, plus ``offsets`` ``(n + 1,)`` so that
+sequence i is ``frames[offsets[i]:offsets[i + 1]]`` (the layout of the store). A single sequence
+is a batch with ``offsets = [0, L]``. Whole chunks are thus processed with a few array operations.
+
+Two normalisation conventions exist in the field (see the notes), and both are provided:
 
 ``shoulder`` (CrosSCLR/AimCLR line, 50 frames): every frame of every body is centred on that body's
     own spine-shoulder joint, then rotated about the vertical y axis so that the shoulder vector
     (right minus left) lies along +x.
 ``spine`` (ISC/PCM3 line, 64 frames): every body is centred, frame by frame, on body 0's spine-mid
-    joint; then the whole sequence is rotated so that body 0's hip-to-spine vector of the first
-    frame points along +z and its shoulder vector (right minus left) along +x.
+    joint; then each sequence is rotated so that body 0's hip-to-spine vector of its first frame
+    points along +z and its shoulder vector (right minus left) along +x.
 ``none``: coordinates as recorded.
 
 Joints of an absent body stay exactly zero in every convention.
@@ -23,86 +27,99 @@ from skelctl.skeletons import Layout
 NORMALISATIONS = ("shoulder", "spine", "none")
 
 
-def drop_invalid_frames(bodies: np.ndarray) -> np.ndarray:
+def lengths_of(offsets: np.ndarray) -> np.ndarray:
+    return np.diff(np.asarray(offsets, dtype=np.int64))
+
+
+def drop_invalid_frames(frames: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Remove the frames in which every body is all zero (the sensor tracked nobody)."""
-    return bodies[:, bodies.any(axis=(0, 2, 3))]
+    offsets = np.asarray(offsets, dtype=np.int64)
+    valid = frames.reshape(len(frames), -1).any(axis=1)
+    counts = np.add.reduceat(valid, offsets[:-1]) if len(frames) else np.zeros(0, np.int64)
+    counts[lengths_of(offsets) == 0] = 0  # reduceat reads one element for empty sequences
+    return frames[valid], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def normalise(bodies: np.ndarray, layout: Layout, convention: str) -> np.ndarray:
-    """Apply a normalisation convention to ``(M, T, V, 3)``; returns a new float32 array."""
+def normalise(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
+              convention: str) -> np.ndarray:
+    """Apply a normalisation convention to a ragged batch; returns a new float32 array."""
     if convention not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation {convention!r}; known: {', '.join(NORMALISATIONS)}")
+    offsets = np.asarray(offsets, dtype=np.int64)
     if convention == "none":
-        return bodies.astype(np.float32, copy=True)
+        return frames.astype(np.float32, copy=True)
     needed = ("spine_shoulder", "left_shoulder", "right_shoulder") if convention == "shoulder" \
         else ("spine_base", "spine_mid", "left_shoulder", "right_shoulder")
     if any(getattr(layout, j) is None for j in needed):
         raise ValueError(f"normalisation {convention!r} needs the joints {needed}, which layout "
                          f"{layout.name!r} does not name; use 'none'")
-    present = bodies.any(axis=-1, keepdims=True)  # (M, T, V, 1): keeps absent joints at zero
+    present = frames.any(axis=1, keepdims=True)  # (F, 1, V, M): keeps absent joints at zero
     if convention == "shoulder":
-        x = bodies - bodies[:, :, layout.spine_shoulder:layout.spine_shoulder + 1]
-        across = x[:, :, layout.right_shoulder] - x[:, :, layout.left_shoulder]  # (M, T, 3)
-        norm = np.hypot(across[..., 0], across[..., 2])
-        safe = np.where(norm > 1e-8, norm, 1.0)
-        cos = np.where(norm > 1e-8, across[..., 0] / safe, 1.0)[..., None]  # (M, T, 1)
-        sin = np.where(norm > 1e-8, across[..., 2] / safe, 0.0)[..., None]
+        x = frames - frames[:, :, layout.spine_shoulder:layout.spine_shoulder + 1]
+        across = x[:, :, layout.right_shoulder] - x[:, :, layout.left_shoulder]  # (F, 3, M)
+        norm = np.hypot(across[:, 0], across[:, 2])  # (F, M)
+        aligned = norm > 1e-8
+        safe = np.where(aligned, norm, 1.0)
+        cos = np.where(aligned, across[:, 0] / safe, 1.0)[:, None]  # (F, 1, M)
+        sin = np.where(aligned, across[:, 2] / safe, 0.0)[:, None]
         out = np.empty_like(x)
-        out[..., 0] = cos * x[..., 0] + sin * x[..., 2]
-        out[..., 1] = x[..., 1]
-        out[..., 2] = cos * x[..., 2] - sin * x[..., 0]
+        out[:, 0] = cos * x[:, 0] + sin * x[:, 2]
+        out[:, 1] = x[:, 1]
+        out[:, 2] = cos * x[:, 2] - sin * x[:, 0]
     else:
-        x = (bodies - bodies[0:1, :, layout.spine_mid:layout.spine_mid + 1]) * present
-        first = x[0, 0].astype(np.float64)
-        rot_z = rotation_between(first[layout.spine_mid] - first[layout.spine_base], (0, 0, 1))
-        first = first @ rot_z.T
-        rot_x = rotation_between(first[layout.right_shoulder] - first[layout.left_shoulder],
-                                 (1, 0, 0))
-        out = x @ (rot_x @ rot_z).T.astype(np.float32)
+        x = (frames - frames[:, :, layout.spine_mid:layout.spine_mid + 1, :1]) * present
+        first = x[offsets[:-1][lengths_of(offsets) > 0], :, :, 0].astype(np.float64)  # (n, 3, V)
+        rot_z = rotations_between(first[:, :, layout.spine_mid] - first[:, :, layout.spine_base],
+                                  (0.0, 0.0, 1.0))
+        first = rot_z @ first
+        rot_x = rotations_between(first[:, :, layout.right_shoulder]
+                                  - first[:, :, layout.left_shoulder], (1.0, 0.0, 0.0))
+        per_frame = np.repeat((rot_x @ rot_z).astype(np.float32),
+                              lengths_of(offsets)[lengths_of(offsets) > 0], axis=0)  # (F, 3, 3)
+        out = np.einsum("fij,fjvm->fivm", per_frame, x)
     return (out * present).astype(np.float32, copy=False)
 
 
-def rotation_between(vector: np.ndarray, target: tuple[float, float, float]) -> np.ndarray:
-    """The 3x3 rotation turning ``vector`` towards ``target`` about their common normal.
-
-    Identity when ``vector`` is zero or already parallel to the target.
-    """
-    v = np.asarray(vector, dtype=np.float64)
+def rotations_between(vectors: np.ndarray, target: tuple[float, float, float]) -> np.ndarray:
+    """``(n, 3, 3)`` rotations turning each of ``vectors`` ``(n, 3)`` towards ``target`` about
+    their common normal (Rodrigues). Identity for a zero vector or one already along the target;
+    a half turn for one pointing the opposite way."""
+    v = np.asarray(vectors, dtype=np.float64).reshape(-1, 3)
     t = np.asarray(target, dtype=np.float64)
-    norm = np.linalg.norm(v)
-    if norm < 1e-8:
-        return np.eye(3)
-    v = v / norm
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    v = np.where(norm > 1e-8, v / np.where(norm > 1e-8, norm, 1.0), t)
     axis = np.cross(v, t)
-    sin = np.linalg.norm(axis)
-    cos = float(np.clip(v @ t, -1.0, 1.0))
-    if sin < 1e-8:
-        if cos > 0:
-            return np.eye(3)
-        # opposite: half turn about any axis normal to the target
-        normal = np.cross(t, (1.0, 0.0, 0.0) if abs(t[0]) < 0.9 else (0.0, 1.0, 0.0))
-        axis, sin, cos = normal / np.linalg.norm(normal), 0.0, -1.0
-    else:
-        axis = axis / sin
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + sin * k + (1 - cos) * (k @ k)
+    sin = np.linalg.norm(axis, axis=1)
+    cos = np.clip(v @ t, -1.0, 1.0)
+    opposite = (sin < 1e-8) & (cos < 0)
+    # half turn about an axis normal to the target
+    normal = np.cross(t, (1.0, 0.0, 0.0) if abs(t[0]) < 0.9 else (0.0, 1.0, 0.0))
+    axis = np.where((sin >= 1e-8)[:, None], axis / np.maximum(sin, 1e-12)[:, None],
+                    normal / np.linalg.norm(normal))
+    sin = np.where(opposite, 0.0, sin)
+    k = np.zeros((len(v), 3, 3))
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k[:, 1, 0], k[:, 2, 0], k[:, 2, 1] = axis[:, 2], -axis[:, 1], axis[:, 0]
+    rot = np.eye(3) + sin[:, None, None] * k + (1 - cos)[:, None, None] * (k @ k)
+    rot[(sin < 1e-8) & ~opposite] = np.eye(3)
+    return rot
 
 
-def resample(bodies: np.ndarray, frames: int, axis: int = 1) -> np.ndarray:
-    """Linear interpolation of a sequence to ``frames`` frames along ``axis``.
+def resample(frames: np.ndarray, offsets: np.ndarray, length: int) -> np.ndarray:
+    """Linear interpolation of every sequence to ``length`` frames: ``(n, length, ...)``.
 
     Sample positions follow ``align_corners=False`` (the convention of cv2.resize and
     F.interpolate used by the reference code): output frame i reads input position
-    ``(i + 0.5) * L / frames - 0.5``, clamped to the valid range.
+    ``(i + 0.5) * L / length - 0.5``, clamped to the sequence.
     """
-    length = bodies.shape[axis]
-    if length == 0:
+    offsets = np.asarray(offsets, dtype=np.int64)
+    sizes = lengths_of(offsets)
+    if (sizes == 0).any():
         raise ValueError("cannot resample a sequence with no frames")
-    pos = np.clip((np.arange(frames) + 0.5) * length / frames - 0.5, 0, length - 1)
+    pos = np.clip((np.arange(length) + 0.5)[None] * sizes[:, None] / length - 0.5,
+                  0, (sizes - 1)[:, None])  # (n, length)
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, length - 1)
-    shape = [1] * bodies.ndim
-    shape[axis] = frames
-    weight = (pos - lo).reshape(shape).astype(np.float32)
-    return (np.take(bodies, lo, axis=axis) * (1 - weight)
-            + np.take(bodies, hi, axis=axis) * weight).astype(np.float32)
+    hi = np.minimum(lo + 1, (sizes - 1)[:, None])
+    weight = (pos - lo).astype(np.float32).reshape(*pos.shape, *[1] * (frames.ndim - 1))
+    start = np.asarray(offsets[:-1], dtype=np.int64)[:, None]
+    return (frames[start + lo] * (1 - weight) + frames[start + hi] * weight).astype(np.float32)

@@ -62,6 +62,7 @@ class StoreWriter:
             self.file.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
         self.count = 0
         self.rows = 0
+        self.meta: dict[str, list[np.ndarray]] = {}  # small; written once at close
 
     def _append(self, name: str, values: np.ndarray, chunk_rows: int | None = None,
                 total: int | None = None) -> None:
@@ -79,33 +80,33 @@ class StoreWriter:
         if name not in self.file:
             chunks = (chunk_rows or max(1, min(1024, 2 ** 20 // max(values[0:1].nbytes, 1))),
                       *values.shape[1:])
-            dtype = h5py.string_dtype() if values.dtype.kind in "OU" else values.dtype
-            self.file.create_dataset(name, shape=(0, *values.shape[1:]), dtype=dtype,
+            self.file.create_dataset(name, shape=(0, *values.shape[1:]), dtype=values.dtype,
                                      maxshape=(None, *values.shape[1:]), chunks=chunks)
         ds = self.file[name]
         start = ds.shape[0]
         ds.resize(start + len(values), axis=0)
-        ds[start:] = values.astype(object) if values.dtype.kind == "U" else values
+        ds[start:] = values
 
     def append(self, meta: dict[str, np.ndarray], views: dict[str, np.ndarray] | None = None,
-               sequences: list[np.ndarray] | None = None) -> None:
-        """Add a chunk of samples: metadata columns, fixed-shape views, variable-length arrays."""
+               sequences: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Add a chunk of samples: metadata columns, fixed-shape views, and variable-length
+        arrays as a ragged pair ``(data, offsets)`` (see :func:`to_ragged`)."""
         n = len(next(iter(meta.values())))
         if n == 0:
             return
         for key, column in meta.items():
-            self._append(f"meta/{key}", np.asarray(column))
+            self.meta.setdefault(key, []).append(np.asarray(column))
         for key, array in (views or {}).items():
             self._append(f"views/{key}", np.ascontiguousarray(array, dtype=np.float32),
                          chunk_rows=1, total=self.num_samples)
         if sequences is not None:
-            lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+            data, offsets = sequences
             if self.count == 0:
                 self._append("sequences/offsets", np.zeros(1, dtype=np.int64))
-            self._append("sequences/offsets", self.rows + np.cumsum(lengths))
-            self._append("sequences/data", np.concatenate(sequences).astype(np.float32),
+            self._append("sequences/offsets", self.rows + np.asarray(offsets[1:], dtype=np.int64))
+            self._append("sequences/data", np.ascontiguousarray(data, dtype=np.float32),
                          total=self.num_rows)
-            self.rows += int(lengths.sum())
+            self.rows += int(offsets[-1])
         self.count += n
 
     def close(self, report: dict[str, Any] | None = None) -> None:
@@ -117,13 +118,17 @@ class StoreWriter:
                         raise ValueError(f"{self.tmp}: {ds.name} holds {ds.attrs['filled']} of "
                                          f"{ds.shape[0]} announced rows")
                     del ds.attrs["filled"]
-        if "meta" in self.file:
-            for key in list(self.file["meta"]):
-                if key.startswith(SPLIT_PREFIX):
-                    code = self.file["meta"][key][()]
-                    group = self.file.require_group(f"splits/{key[len(SPLIT_PREFIX):]}")
-                    group["train"] = np.flatnonzero(code == 0).astype(np.int64)
-                    group["val"] = np.flatnonzero(code == 1).astype(np.int64)
+        for key, parts in self.meta.items():
+            column = np.concatenate(parts)
+            if column.dtype.kind in "OU":
+                self.file.create_dataset(f"meta/{key}", data=column.astype(object),
+                                         dtype=h5py.string_dtype())
+            else:
+                self.file[f"meta/{key}"] = column
+            if key.startswith(SPLIT_PREFIX):
+                group = self.file.require_group(f"splits/{key[len(SPLIT_PREFIX):]}")
+                group["train"] = np.flatnonzero(column == 0).astype(np.int64)
+                group["val"] = np.flatnonzero(column == 1).astype(np.int64)
         self.file.attrs["report"] = json.dumps(report or {})
         self.file.attrs["num_samples"] = self.count
         self.file.attrs["complete"] = True
@@ -218,11 +223,16 @@ class Store:
         offsets = self.offsets
         return self.file["sequences/data"][offsets[index]:offsets[index + 1]]
 
-    def sequences(self, start: int, stop: int) -> list[np.ndarray]:
-        """Samples ``start..stop-1`` with one contiguous read."""
+    def sequences(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Samples ``start..stop-1`` as a ragged pair ``(data, offsets)``, with one read."""
         offsets = self.offsets[start:stop + 1]
-        block = self.file["sequences/data"][offsets[0]:offsets[-1]]
-        return np.split(block, offsets[1:-1] - offsets[0])
+        return self.file["sequences/data"][offsets[0]:offsets[-1]], offsets - offsets[0]
+
+
+def to_ragged(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate arrays along their first axis; ``offsets[i]:offsets[i + 1]`` selects array i."""
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
+    return np.concatenate(arrays) if arrays else np.zeros((0,)), offsets
 
 
 def open_store(path: str | Path) -> h5py.File:

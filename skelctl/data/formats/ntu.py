@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +59,11 @@ def read_skeleton_file(path: str | Path) -> np.ndarray:
         text = path.read_bytes().decode("ascii")
     except UnicodeDecodeError as err:
         raise SampleError(path, f"not a text file (byte {err.start} is not ASCII)") from None
-    lines = text.splitlines()
-    if not lines or not text.strip():
+    lines = text.split("\n")  # a CRLF line keeps its "\r", which every parse below ignores
+    if not text.strip():
         raise SampleError(path, "empty file")
+    while not lines[-1].strip():  # the final newline(s)
+        lines.pop()
 
     def integer(index: int, what: str) -> int:
         if index >= len(lines):
@@ -131,10 +132,12 @@ def read_skeleton_file(path: str | Path) -> np.ndarray:
     if not starts:
         return bodies
     joint_lines = [line for s in starts for line in lines[s:s + NUM_JOINTS]]
-    # Fast path: files as the sensor writes them separate the 12 values by single spaces, so the
-    # space count proves every line has 12 values; only x, y, z are converted (numpy's C reader).
-    # Anything else takes the slow path, which checks each line and names the first bad one.
-    if sum(map(str.count, joint_lines, repeat(" "))) != (VALUES_PER_JOINT - 1) * len(joint_lines):
+    # Fast path: files as the sensor writes them separate values by single spaces, so one count
+    # of the spaces in the file proves every joint line has 12 values; only x, y, z are then
+    # converted (numpy's C reader). Anything else takes the slow path, which checks each line
+    # and names the first bad one.
+    expected_spaces = (BODY_FIELDS - 1) * len(starts) + (VALUES_PER_JOINT - 1) * len(joint_lines)
+    if text.count(" ") != expected_spaces:
         for k, line in enumerate(joint_lines):
             check_number_line(path, line, starts[k // NUM_JOINTS] + k % NUM_JOINTS + 1,
                               VALUES_PER_JOINT, "joint line")
