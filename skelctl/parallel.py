@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections import deque
 from typing import Any, Callable, Iterator, Sequence
 
-from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
 
 
@@ -21,12 +22,29 @@ def chunks(n: int, size: int) -> list[tuple[int, int]]:
 def map_chunks(fn: Callable[..., Any], tasks: Sequence[tuple], jobs: int) -> Iterator[Any]:
     """``fn(*task)`` for every task, in order, as a generator.
 
-    With ``jobs > 1`` the tasks run in loky worker processes and results stream back in order,
-    so the caller can write each one out and memory stays bounded by the chunks in flight.
+    With ``jobs > 1`` the tasks run in (reused) loky worker processes. At most ``2 * jobs`` tasks
+    are in flight: a new one is submitted only when the caller takes a result, so a slow consumer
+    (the process writing the output) holds back the workers instead of piling results up in
+    memory, and memory stays flat whatever the number of tasks.
     """
     if jobs <= 1:
         for task in tasks:
             yield fn(*task)
         return
-    yield from Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="2*n_jobs")(
-        delayed(fn)(*task) for task in tasks)
+    executor = get_reusable_executor(max_workers=jobs)
+    pending: deque = deque()
+    todo = iter(tasks)
+    for task in todo:
+        pending.append(executor.submit(fn, *task))
+        if len(pending) == 2 * jobs:
+            break
+    try:
+        while pending:
+            result = pending.popleft().result()
+            for task in todo:
+                pending.append(executor.submit(fn, *task))
+                break
+            yield result
+    finally:
+        for future in pending:
+            future.cancel()
