@@ -132,22 +132,23 @@ def read_skeleton_file(path: str | Path) -> np.ndarray:
     if not starts:
         return bodies
     joint_lines = [line for s in starts for line in lines[s:s + NUM_JOINTS]]
-    # Fast path: files as the sensor writes them separate values by single spaces, so one count
-    # of the spaces in the file proves every joint line has 12 values; only x, y, z are then
-    # converted (numpy's C reader). Anything else takes the slow path, which checks each line
-    # and names the first bad one.
+    # Fast path: the sensor writes values separated by single spaces, so the file's space count
+    # must be 9 per body line plus 11 per joint line; then only x, y, z are converted, by numpy's
+    # C reader. Anything else takes the slow path, which checks every line for 12 numbers and
+    # names the first bad one.
     expected_spaces = (BODY_FIELDS - 1) * len(starts) + (VALUES_PER_JOINT - 1) * len(joint_lines)
-    if text.count(" ") != expected_spaces:
+    xyz = None
+    if text.count(" ") == expected_spaces:
+        try:
+            xyz = np.loadtxt(joint_lines, usecols=(0, 1, 2), dtype=np.float32, ndmin=2,
+                             delimiter=" ", comments=None, quotechar=None)
+        except ValueError:
+            pass
+    if xyz is None:
         for k, line in enumerate(joint_lines):
             check_number_line(path, line, starts[k // NUM_JOINTS] + k % NUM_JOINTS + 1,
                               VALUES_PER_JOINT, "joint line")
-    try:
         xyz = np.loadtxt(joint_lines, usecols=(0, 1, 2), dtype=np.float32, ndmin=2)
-    except ValueError:
-        for k, line in enumerate(joint_lines):
-            check_number_line(path, line, starts[k // NUM_JOINTS] + k % NUM_JOINTS + 1,
-                              VALUES_PER_JOINT, "joint line")
-        raise SampleError(path, "joint data could not be read") from None
     xyz = xyz.reshape(len(starts), NUM_JOINTS, 3)
     check_finite(path, xyz)
     bodies[rank[track], np.asarray(frames)] = xyz
