@@ -18,7 +18,7 @@ from skelctl.parallel import chunks, map_chunks, progress
 from stages import paths
 from stages.common import StageError, write_json_atomic
 
-SAMPLES_PER_TASK = 256
+SAMPLES_PER_TASK = 64
 
 
 def clean_range(parsed: Store, start: int, stop: int, max_bodies: int,

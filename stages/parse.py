@@ -14,7 +14,7 @@ from skelctl.parallel import chunks, map_chunks, progress
 from stages import paths
 from stages.common import StageError, check_on_error, write_json_atomic, write_text_atomic
 
-FILES_PER_TASK = 64
+FILES_PER_TASK = 32
 
 
 def read_items(fmt: DatasetFormat, items: list[Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:

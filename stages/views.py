@@ -20,7 +20,7 @@ from skelctl.skeletons import get_layout
 from stages import paths
 from stages.common import StageError
 
-SAMPLES_PER_TASK = 128
+SAMPLES_PER_TASK = 32
 
 
 def parse_variant(variant: str) -> tuple[int, str]:
