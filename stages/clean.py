@@ -58,9 +58,10 @@ def run(dataset: str, data_dir: Path, max_bodies: int = 2, denoising: Denoising 
     totals = {"dropped_bodies": dict.fromkeys(DROP_REASONS, 0), "dropped_frames": 0,
               "samples_without_valid_frames": []}
     out = paths.cleaned(data_dir, dataset)
+    all_meta = parsed.meta()  # one read: a few hundred bytes per sample
     with StoreWriter(out, attrs) as writer, progress(n, f"clean {dataset}", "sample") as bar:
         for (_, start, stop, *_), result in zip(tasks, map_chunks(clean_range, tasks, jobs)):
-            meta = parsed.meta(rows=slice(start, stop))
+            meta = {k: v[start:stop] for k, v in all_meta.items()}
             kept = result["kept"]
             totals["samples_without_valid_frames"] += np.delete(meta["name"], kept).tolist()
             meta = {k: v[kept] for k, v in meta.items() if k != "n_tracks"}

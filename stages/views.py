@@ -64,10 +64,11 @@ def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIE
                          "normalisation": normalisation, "views": list(views)})
     tasks = [(cleaned, a, b, frames, normalisation) for a, b in chunks(n, SAMPLES_PER_TASK)]
     out = paths.views(data_dir, dataset, variant)
+    meta = cleaned.meta()  # one read: a few hundred bytes per sample
     with StoreWriter(out, attrs, num_samples=n, num_rows=int(cleaned.offsets[-1])) as writer, progress(n, f"views {dataset} {variant}",
                                                      "sample") as bar:
         for (_, start, stop, *_), result in zip(tasks, map_chunks(views_range, tasks, jobs)):
-            writer.append(cleaned.meta(rows=slice(start, stop)),
+            writer.append({k: v[start:stop] for k, v in meta.items()},
                           views={v: compute_view(v, result["joint"], layout) for v in views},
                           sequences=result["sequences"])
             bar.update(stop - start)
