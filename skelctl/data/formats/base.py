@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ class Inventory:
     excluded: dict[str, int] = field(default_factory=dict)
 
 
-class DatasetFormat:
+class DatasetFormat(ABC):
     """Base class of a dataset format. Subclasses set the class attributes and the three methods.
 
     Instances are pickled into parallel workers, so they hold only plain data.
@@ -72,16 +73,17 @@ class DatasetFormat:
     max_bodies: int = 2
     protocols: tuple[str, ...] = ()
 
+    @abstractmethod
     def inventory(self, raw_dir: Path) -> Inventory:
-        raise NotImplementedError
+        """List the items of a raw folder, rejecting or excluding files up front."""
 
+    @abstractmethod
     def read(self, item: Any) -> list[RawSample]:
         """Parse one item; raise :class:`SampleError` naming the file on any problem."""
-        raise NotImplementedError
 
+    @abstractmethod
     def splits(self, meta: dict[str, np.ndarray], raw_dir: Path) -> dict[str, np.ndarray]:
         """Per protocol, an int8 array of TRAIN / VAL / UNUSED for every sample in ``meta``."""
-        raise NotImplementedError
 
 
 def check_raw_dir(raw_dir: Path) -> Path:
