@@ -29,7 +29,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             return command(*args, **kwargs)
-        except (DatasetError, SampleError, StoreError, StageError) as err:
+        except (DatasetError, SampleError, StoreError, StageError, ValueError) as err:
             raise click.ClickException(str(err)) from None
         except KeyboardInterrupt:
             click.echo("interrupted: no partial output was left in place; rerun to start again",
@@ -198,6 +198,150 @@ def prepare(dataset: str, raw_dir: Path, on_error: str, layout: str, max_bodies:
                         denoising=denoising(denoise, length_threshold, spread_ratio,
                                             spread_noise_ratio), view_names=view_names)
     click.echo(stage.format_summary(summary))
+
+
+def params_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--params", "params", type=click.Path(dir_okay=False, path_type=Path),
+                        default=None, help="Params file whose section this stage reads "
+                        "(default: params.yaml when present, else the papers' settings).")(command)
+
+
+def learning_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed([
+        click.option("--split", required=True, help="DATASET-PROTOCOL, e.g. ntu60-xsub."),
+        click.option("--run", "run_name", required=True,
+                     help="METHOD-VIEW[-VIEW...][-kK], e.g. skeletonclr-joint, "
+                          "crosclr-joint-motion-bone; random-VIEW for an untrained encoder."),
+        params_option, data_dir_option,
+        click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path),
+                     default=Path("models"), show_default=True),
+    ]):
+        command = decorator(command)
+    return command
+
+
+def default_params(params: Path | None) -> Path | None:
+    return params if params is not None or not Path("params.yaml").is_file() else Path("params.yaml")
+
+
+results_option = click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
+                              default=Path("results"), show_default=True)
+device_option = click.option("--device", default=None,
+                             help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+
+
+@main.command()
+@learning_options
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--batch-size", type=click.IntRange(1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@device_option
+@click.option("--amp/--no-amp", default=None, help="Mixed precision: bf16 on CPU, fp16 on CUDA.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from the run's checkpoint when it was made with the same settings.")
+@friendly_errors
+def pretrain(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
+             epochs: int | None, batch_size: int | None, lr: float | None, seed: int | None,
+             device: str | None, amp: bool | None, resume: bool) -> None:
+    """Self-supervised pretraining (also under torchrun for DDP)."""
+    from stages import pretrain as stage
+
+    result = stage.run(split, run_name, data_dir, models_dir, default_params(params),
+                       {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                        "device": device, "amp": amp}, resume=resume)
+    if result["rank"] == 0:
+        click.echo(f"{split} {run_name}: {result['epochs']} epochs, final loss "
+                   f"{result['loss']:.4f}; checkpoint in {result['output']}")
+
+
+@main.command()
+@learning_options
+@results_option
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--lr", type=float, default=None)
+@device_option
+@friendly_errors
+def linear(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
+           results_dir: Path, epochs: int | None, lr: float | None, device: str | None) -> None:
+    """Linear evaluation of every view a run learned (frozen encoder)."""
+    from stages import evaluate
+
+    results = evaluate.run_linear(split, run_name, data_dir, models_dir, results_dir,
+                                  default_params(params),
+                                  {"epochs": epochs, "lr": lr, "device": device})
+    for view, m in results.items():
+        click.echo(f"{split} {run_name} {view}: top-1 {m['top1_last']:.1f} (last epoch), "
+                   f"{m['top1_best']:.1f} (best epoch {m['best_epoch']}); top-5 "
+                   f"{m['top5_last']:.1f}")
+
+
+@main.command()
+@learning_options
+@results_option
+@click.option("-k", "k", type=click.IntRange(1), default=None, help="Neighbours (default 1).")
+@device_option
+@friendly_errors
+def knn(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
+        results_dir: Path, k: int | None, device: str | None) -> None:
+    """KNN retrieval with cosine similarity on pre-projector features."""
+    from stages import evaluate
+
+    results = evaluate.run_knn(split, run_name, data_dir, models_dir, results_dir,
+                               default_params(params), {"k": k, "device": device})
+    for view, m in results.items():
+        click.echo(f"{split} {run_name} {view}: KNN (k={m['k']}) top-1 {m['top1']:.1f}")
+
+
+def float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected comma-separated numbers, e.g. 0.6,0.4,0.6") from None
+
+
+@main.command()
+@click.option("--split", required=True, help="DATASET-PROTOCOL, e.g. ntu60-xsub.")
+@click.option("--method", "name", required=True,
+              help="A single-view method (one run per stream, e.g. skeletonclr) or a multi-view "
+                   "run (e.g. crosclr-joint-motion-bone).")
+@click.option("--streams", default=None, callback=lambda c, p, v: None if v is None else
+              comma_list(VIEW_NAMES)(c, p, v), help="e.g. joint,motion,bone")
+@click.option("--weights", default=None, callback=float_list,
+              help="One per stream (default: params ensemble.weights).")
+@params_option
+@results_option
+@friendly_errors
+def ensemble(split: str, name: str, streams: tuple[str, ...] | None,
+             weights: tuple[float, ...] | None, params: Path | None, results_dir: Path) -> None:
+    """Fuse the streams' linear-evaluation logits by weighted sum: 2s and 3s accuracy."""
+    from stages import evaluate
+
+    m = evaluate.run_ensemble(split, name, streams, results_dir, default_params(params), weights)
+    for key in [k for k in m if k.endswith("_top1_last")]:
+        group = key[:-len("_top1_last")]
+        click.echo(f"{split} {name} {group}: top-1 {m[key]:.1f} (last epoch), "
+                   f"{m[group + '_top1_best']:.1f} (best epoch)")
+
+
+@main.command()
+@params_option
+@results_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("tables"), show_default=True)
+@friendly_errors
+def tables(params: Path | None, results_dir: Path, out_dir: Path) -> None:
+    """Write the papers' tables with our numbers (Markdown) and print them."""
+    from stages import tables as stage
+
+    params = default_params(params)
+    if params is None:
+        raise click.ClickException("tables needs a params file listing splits, runs and "
+                                   "ensembles")
+    for text in stage.run(params, results_dir, out_dir).values():
+        click.echo(text)
 
 
 @main.command()

@@ -65,4 +65,5 @@ def summary(workdir: Path) -> str:
 def run(workdir: Path | None = None) -> str:
     workdir = create_workspace(workdir)
     dvc(workdir, "repro")
-    return summary(workdir)
+    tables = "\n".join(sorted(p.read_text() for p in (workdir / "tables").glob("*.md")))
+    return f"{summary(workdir)}\n\n{tables}"

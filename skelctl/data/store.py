@@ -211,6 +211,18 @@ class Store:
             raise StoreError(f"{self.path}: no view {name!r}; available: {', '.join(self.views)}")
         return self.file["views"][name]
 
+    def take(self, name: str, indices: np.ndarray, block: int = 4096) -> np.ndarray:
+        """Rows ``indices`` of a view, in the given order, read block by block (memory: the
+        result plus one block)."""
+        ds = self.view(name)
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), *ds.shape[1:]), dtype=ds.dtype)
+        for start in range(0, ds.shape[0], block):
+            hit = np.flatnonzero((indices >= start) & (indices < start + block))
+            if hit.size:
+                out[hit] = ds[start:start + block][indices[hit] - start]
+        return out
+
     @property
     def offsets(self) -> np.ndarray:
         if "sequences" not in self.file:

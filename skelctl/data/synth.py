@@ -87,8 +87,10 @@ def perform(motion: str, frames: int, rng: np.random.Generator, role: int = 0) -
         local[4], local[8] = rotation("z", lift), rotation("z", -lift)
     elif motion in ("squat", "jump"):
         bend = amp * 0.9 * (1 - np.cos(phase)) / 2
-        if motion == "jump":
-            root[:, 1] = 0.25 * amp * np.clip(np.sin(phase), 0, None)
+        if motion == "jump":  # arms swing up with every jump
+            lift = np.clip(np.sin(phase), 0, None)
+            root[:, 1] = 0.25 * amp * lift
+            local[4], local[8] = rotation("z", 2.0 * lift), rotation("z", -2.0 * lift)
             bend = bend * 0.4
         else:
             root[:, 1] = -0.35 * bend
@@ -109,8 +111,11 @@ def perform(motion: str, frames: int, rng: np.random.Generator, role: int = 0) -
         extend = np.clip(np.sin(phase), 0, None) ** 2
         local[8] = rotation("x", -amp * 1.5 * np.ones(frames))
         local[9] = rotation("x", -1.8 * (1 - extend))
-    elif motion == "turn":
-        yaw = amp * np.pi * ramp * rng.choice([-1, 1])
+    elif motion == "turn":  # turning round, looking over the shoulder, one arm pointing
+        direction = rng.choice([-1, 1])
+        yaw = amp * np.pi * ramp * direction
+        local[2] = rotation("y", 0.8 * direction * np.sin(np.pi * ramp))
+        local[8] = rotation("x", -1.3 * np.sin(np.pi * ramp))
     elif motion == "bow":
         local[1] = rotation("x", amp * 1.0 * (1 - np.cos(phase)) / 2)
         local[20] = rotation("x", amp * 0.3 * (1 - np.cos(phase)) / 2)
@@ -174,8 +179,11 @@ def synth_sample(motion: str, subjects: tuple[int, ...], camera: int, frames: in
             body[..., 0] += -0.7 if role == 0 else 0.7
         tracks.append(body)
     scene = np.stack(tracks)  # (K, T, V, 3)
-    # the scene faces the sensor (z towards it), seen from the camera's angle, about 3 m away
-    view = rotation("y", np.array(np.pi + CAMERA_YAW[camera] + rng.normal(0, 0.05)))
+    # the scene faces the sensor (z towards it), seen from the camera's angle, about 3 m away;
+    # a random shear per recording (calibration, posture) is the kind of variation shear
+    # augmentation teaches invariance to
+    distortion = np.eye(3) + rng.uniform(-0.5, 0.5, (3, 3)) * (1 - np.eye(3))
+    view = rotation("y", np.array(np.pi + CAMERA_YAW[camera] + rng.normal(0, 0.05))) @ distortion
     scene = scene @ view.T
     scene += np.array([rng.uniform(-0.3, 0.3), rng.uniform(-0.6, -0.3), rng.uniform(2.7, 3.4)])
     scene += rng.normal(0, noise, scene.shape)

@@ -1,6 +1,8 @@
 """The four input views (streams) computed from joint coordinates.
 
 Arrays are ``(..., C, T, V, M)``: any leading batch dimensions, then channel, frame, joint, body.
+The functions take numpy arrays or torch tensors alike (training derives views on the device,
+after augmentation).
 
 - joint: the coordinates themselves;
 - motion: ``x[t+1] - x[t]``, the last frame zero;
@@ -15,12 +17,12 @@ import numpy as np
 from skelctl.skeletons import Layout
 
 VIEWS = ("joint", "motion", "bone", "velocity")
-TIME_AXIS, JOINT_AXIS = -3, -2
+TIME_AXIS = -3
 
 
 def motion(x: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(x)
-    out[..., :-1, :, :] = np.diff(x, axis=TIME_AXIS)
+    out = x * 0
+    out[..., :-1, :, :] = x[..., 1:, :, :] - x[..., :-1, :, :]
     return out
 
 
@@ -32,7 +34,7 @@ def velocity(x: np.ndarray) -> np.ndarray:
 
 
 def bone(x: np.ndarray, layout: Layout) -> np.ndarray:
-    return x - np.take(x, layout.parents, axis=JOINT_AXIS)
+    return x - x[..., layout.parents, :]
 
 
 def compute_view(name: str, joint: np.ndarray, layout: Layout) -> np.ndarray:

@@ -1,0 +1,185 @@
+"""Batched skeleton augmentations, run on the training device.
+
+Every function takes a batch ``(N, C, T, V, M)`` and a ``torch.Generator`` on the batch's device,
+draws its randomness per sample in one call, and returns a new batch of the same shape. Methods name
+the augmentations they use, with parameters, in an ordered mapping (see :func:`compose`), so a new
+method never needs a new augmentation file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import torch
+
+from skelctl.skeletons import Layout
+
+Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _uniform(shape: tuple[int, ...], low: float, high: float, x: torch.Tensor,
+             generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype) * (high - low) + low
+
+
+def _chance(p: float, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A per-sample boolean mask shaped to broadcast over ``(N, C, T, V, M)``."""
+    draw = torch.rand(x.shape[0], generator=generator, device=x.device)
+    return (draw < p).view(-1, 1, 1, 1, 1)
+
+
+def shear(x: torch.Tensor, generator: torch.Generator, amplitude: float = 0.5) -> torch.Tensor:
+    """Multiply the coordinates by ``[[1, a12, a13], [a21, 1, a23], [a31, a32, 1]]``, the six
+    shear factors drawn from U(-amplitude, amplitude) per sample (CrosSCLR Eq. 9)."""
+    n = x.shape[0]
+    matrix = _uniform((n, 3, 3), -amplitude, amplitude, x, generator)
+    matrix = matrix * (1 - torch.eye(3, device=x.device, dtype=x.dtype)) + torch.eye(
+        3, device=x.device, dtype=x.dtype)
+    return torch.einsum("nij,njtvm->nitvm", matrix, x)
+
+
+def temporal_crop(x: torch.Tensor, generator: torch.Generator,
+                  padding_ratio: int = 6) -> torch.Tensor:
+    """Pad ``T // padding_ratio`` frames at each end by reflection (edge frame included), then
+    crop T frames from a random start: a random shift of up to that many frames."""
+    t = x.shape[2]
+    pad = t // padding_ratio
+    if pad == 0:
+        return x.clone()
+    padded = torch.cat([x[:, :, :pad].flip(2), x, x[:, :, t - pad:].flip(2)], dim=2)
+    start = torch.randint(0, 2 * pad + 1, (x.shape[0],), generator=generator, device=x.device)
+    index = (start[:, None] + torch.arange(t, device=x.device)).view(-1, 1, t, 1, 1)
+    return padded.gather(2, index.expand(-1, x.shape[1], -1, x.shape[3], x.shape[4]))
+
+
+def crop_resize(x: torch.Tensor, generator: torch.Generator, min_ratio: float = 0.1,
+                max_ratio: float = 1.0, frames: int | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop a random segment of ``U(min_ratio, max_ratio)`` of each sequence's valid length at a
+    random start and resize it to ``frames`` (default T) by linear interpolation
+    (``align_corners=False``), as the ISC line's temporal crop-resize.
+
+    ``lengths`` gives each sample's valid frames when the batch is zero-padded.
+    """
+    n, c, t, v, m = x.shape
+    frames = frames or t
+    valid = (lengths.to(x.device) if lengths is not None
+             else torch.full((n,), t, device=x.device)).to(x.dtype)
+    size = torch.clamp(torch.floor(valid * _uniform((n,), min_ratio, max_ratio, x, generator)),
+                       min=1)
+    size = torch.minimum(size, valid)
+    start = torch.floor(_uniform((n,), 0, 1, x, generator) * (valid - size + 1))
+    pos = (torch.arange(frames, device=x.device, dtype=x.dtype)[None] + 0.5) * size[:, None] \
+        / frames - 0.5
+    pos = start[:, None] + torch.minimum(pos.clamp(min=0), size[:, None] - 1)
+    low = pos.floor().long()
+    high = torch.minimum(low + 1, (start + size - 1).long()[:, None])
+    weight = (pos - low).view(n, 1, frames, 1, 1)
+
+    def take(index: torch.Tensor) -> torch.Tensor:
+        return x.gather(2, index.view(n, 1, frames, 1, 1).expand(-1, c, -1, v, m))
+
+    return take(low) * (1 - weight) + take(high) * weight
+
+
+def joint_jitter(x: torch.Tensor, generator: torch.Generator, joints: int = 5,
+                 std: float = 0.02) -> torch.Tensor:
+    """Gaussian noise on ``joints`` randomly chosen joints per sample, the same ones in every
+    frame (a local corruption, as the ISC line's joint perturbation)."""
+    n, _, _, v, _ = x.shape
+    chosen = torch.rand((n, v), generator=generator, device=x.device).argsort(dim=1)[:, :joints]
+    mask = torch.zeros((n, v), device=x.device, dtype=x.dtype).scatter_(1, chosen, 1.0)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * std
+    return x + noise * mask.view(n, 1, 1, v, 1)
+
+
+def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, 3)`` rotations ``Rz @ Ry @ Rx`` for angles ``(N, 3)`` about x, y, z (radians)."""
+    cos, sin = angles.cos(), angles.sin()
+    one, zero = torch.ones_like(cos[:, 0]), torch.zeros_like(cos[:, 0])
+
+    def stack(rows: list[list[torch.Tensor]]) -> torch.Tensor:
+        return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+
+    rx = stack([[one, zero, zero], [zero, cos[:, 0], -sin[:, 0]], [zero, sin[:, 0], cos[:, 0]]])
+    ry = stack([[cos[:, 1], zero, sin[:, 1]], [zero, one, zero], [-sin[:, 1], zero, cos[:, 1]]])
+    rz = stack([[cos[:, 2], -sin[:, 2], zero], [sin[:, 2], cos[:, 2], zero], [zero, zero, one]])
+    return rz @ ry @ rx
+
+
+def rotate(x: torch.Tensor, generator: torch.Generator, max_degrees: float = 30.0,
+           minor_degrees: float = 1.0) -> torch.Tensor:
+    """AimCLR's random rotation: one random main axis by U(0, max_degrees), the other two by
+    U(0, minor_degrees)."""
+    n = x.shape[0]
+    main = torch.randint(0, 3, (n,), generator=generator, device=x.device)
+    limit = torch.full((n, 3), minor_degrees, device=x.device, dtype=x.dtype)
+    limit[torch.arange(n, device=x.device), main] = max_degrees
+    angles = _uniform((n, 3), 0, 1, x, generator) * limit * (math.pi / 180)
+    return torch.einsum("nij,njtvm->nitvm", rotation_matrices(angles), x)
+
+
+def flip(x: torch.Tensor, generator: torch.Generator, layout: Layout,
+         p: float = 0.5) -> torch.Tensor:
+    """Swap left and right joints (the layout's mirror permutation) with probability p."""
+    mirrored = x[:, :, :, list(layout.flip)]
+    return torch.where(_chance(p, x, generator), mirrored, x)
+
+
+def gaussian_noise(x: torch.Tensor, generator: torch.Generator, std: float = 0.01,
+                   p: float = 0.5) -> torch.Tensor:
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * std
+    return torch.where(_chance(p, x, generator), x + noise, x)
+
+
+def gaussian_blur(x: torch.Tensor, generator: torch.Generator, kernel: int = 15,
+                  sigma: tuple[float, float] = (0.1, 2.0), p: float = 0.5) -> torch.Tensor:
+    """Temporal Gaussian smoothing with a per-sample sigma ~ U(sigma), edges replicated."""
+    n, c, t, v, m = x.shape
+    radius = kernel // 2
+    s = _uniform((n, 1), sigma[0], sigma[1], x, generator)
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)[None]
+    weights = torch.exp(-offsets ** 2 / (2 * s ** 2))
+    weights = weights / weights.sum(dim=1, keepdim=True)  # (N, K)
+    padded = torch.cat([x[:, :, :1].expand(-1, -1, radius, -1, -1), x,
+                        x[:, :, -1:].expand(-1, -1, radius, -1, -1)], dim=2)
+    windows = padded.unfold(2, kernel, 1)  # (N, C, T, V, M, K)
+    blurred = torch.einsum("nctvmk,nk->nctvm", windows, weights)
+    return torch.where(_chance(p, x, generator), blurred, x)
+
+
+def axis_mask(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Zero one random coordinate axis (x, y or z) of the whole sample, with probability p."""
+    n = x.shape[0]
+    axis = torch.randint(0, 3, (n,), generator=generator, device=x.device)
+    keep = torch.ones((n, 3), device=x.device, dtype=x.dtype)
+    keep[torch.arange(n, device=x.device), axis] = 0
+    masked = x * keep.view(n, 3, 1, 1, 1)
+    return torch.where(_chance(p, x, generator), masked, x)
+
+
+AUGMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "shear": shear, "crop": temporal_crop, "crop_resize": crop_resize, "jitter": joint_jitter,
+    "rotate": rotate, "flip": flip, "noise": gaussian_noise, "blur": gaussian_blur,
+    "axis_mask": axis_mask,
+}
+
+
+def compose(spec: Mapping[str, Mapping[str, object]], layout: Layout) -> Augmentation:
+    """Chain augmentations in the given order, e.g. ``{"crop": {"padding_ratio": 6},
+    "shear": {"amplitude": 0.5}}`` (CrosSCLR's order: crop, then shear)."""
+    unknown = set(spec) - set(AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {', '.join(sorted(unknown))}; known: "
+                         f"{', '.join(AUGMENTATIONS)}")
+    steps = [(AUGMENTATIONS[name], dict(options or {})) for name, options in spec.items()]
+
+    def apply(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for function, options in steps:
+            if function is flip:
+                options = {**options, "layout": layout}
+            x = function(x, generator, **options)
+        return x
+
+    return apply

@@ -1,0 +1,1 @@
+"""Evaluation protocols on frozen features: linear probe, KNN retrieval, multi-stream ensembles."""

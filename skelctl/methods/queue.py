@@ -1,0 +1,78 @@
+"""The MoCo core shared by every contrastive method: query and momentum key encoders with MLP
+projectors, L2-normalised embeddings, a FIFO queue of keys, and the InfoNCE loss."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def projector(in_dim: int, out_dim: int) -> nn.Module:
+    """MoCo v2 projection head: Linear(in, in) - ReLU - Linear(in, out)."""
+    return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
+
+
+def info_nce(positive: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Eq. 1: ``-log exp(l+/t) / (exp(l+/t) + sum_i exp(l_i/t))``, averaged over the batch.
+
+    ``positive`` is ``(N,)``, ``negatives`` ``(N, K)`` (already dot products of unit vectors).
+    """
+    logits = torch.cat([positive[:, None], negatives], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long,
+                                               device=logits.device))
+
+
+def gather_from_all_ranks(keys: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor from every DDP rank (itself when not distributed)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return keys
+    parts = [torch.empty_like(keys) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, keys.contiguous())
+    return torch.cat(parts)
+
+
+class MomentumContrast(nn.Module):
+    """One view's query encoder + projector, their momentum copies, and its queue of keys."""
+
+    def __init__(self, encoder: nn.Module, feature_dim: int = 128, queue_size: int = 30000,
+                 momentum: float = 0.999):
+        super().__init__()
+        self.encoder_q = encoder
+        self.projector_q = projector(encoder.out_dim, feature_dim)
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        self.projector_k = copy.deepcopy(self.projector_q)
+        for p in (*self.encoder_k.parameters(), *self.projector_k.parameters()):
+            p.requires_grad_(False)
+        self.momentum = momentum
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, feature_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projector_q(self.encoder_q(x)), dim=1)
+
+    @torch.no_grad()
+    def key(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projector_k(self.encoder_k(x)), dim=1)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """theta_k <- m theta_k + (1 - m) theta_q, for the encoder and the projector."""
+        for q, k in ((self.encoder_q, self.encoder_k), (self.projector_q, self.projector_k)):
+            for p_q, p_k in zip(q.parameters(), k.parameters()):
+                p_k.mul_(self.momentum).add_(p_q.detach(), alpha=1 - self.momentum)
+
+    def similarities(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` dot products with the queue (a copy, so enqueueing cannot alter autograd)."""
+        return z @ self.queue.clone().detach().T
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """FIFO: overwrite the oldest entries, wrapping round; the queue size need not be a
+        multiple of the batch size."""
+        keys = keys.detach().to(self.queue.dtype)[-len(self.queue):]
+        index = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % len(self.queue)
+        self.queue[index] = keys
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % len(self.queue))

@@ -1,0 +1,44 @@
+"""The ST-GCN spatial-configuration graph of a joint layout."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from skelctl.skeletons import Layout
+
+
+def hop_distance(layout: Layout, max_hop: int = 1) -> np.ndarray:
+    """Shortest-path hop counts between joints, ``inf`` beyond ``max_hop``."""
+    v = layout.num_joints
+    step = (layout.adjacency() + np.eye(v)) > 0
+    reach = np.eye(v, dtype=bool)
+    dist = np.full((v, v), np.inf)
+    dist[reach] = 0
+    for hop in range(1, max_hop + 1):
+        reach_next = (reach.astype(np.int64) @ step.astype(np.int64)) > 0
+        dist[reach_next & ~reach] = hop
+        reach = reach_next
+    return dist
+
+
+def spatial_partition(layout: Layout) -> np.ndarray:
+    """``(3, V, V)``: ST-GCN's spatial configuration partition of the 1-hop neighbourhood.
+
+    Subsets: the root itself; neighbours at the same distance from the centre as the root or
+    farther (centrifugal); neighbours closer to the centre (centripetal). The adjacency with self
+    loops is column-normalised (``A D^-1``); entry ``[j, i]`` carries joint j to joint i.
+    Distances to the centre are true hop counts, as the ST-GCN paper defines them: the reference
+    code computes them with ``max_hop=1``, so every joint beyond one hop from the centre is at
+    distance inf and most neighbours fall into the root subset.
+    """
+    if not layout.has_graph:
+        raise ValueError(f"layout {layout.name!r} has no skeleton graph; use a graph-free encoder")
+    hops = hop_distance(layout)
+    adjacency = (hops <= 1).astype(np.float64)
+    normalised = adjacency / adjacency.sum(axis=0, keepdims=True)
+    to_centre = hop_distance(layout, max_hop=layout.num_joints)[:, layout.center]
+    closer = to_centre[:, None] < to_centre[None, :]  # j closer to the centre than i
+    root = np.where(hops == 0, normalised, 0)
+    centrifugal = np.where((hops == 1) & ~closer, normalised, 0)
+    centripetal = np.where((hops == 1) & closer, normalised, 0)
+    return np.stack([root, centrifugal, centripetal]).astype(np.float32)

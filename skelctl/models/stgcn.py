@@ -1,0 +1,102 @@
+"""ST-GCN as used by CrosSCLR: 10 spatial-temporal graph blocks at a quarter of the original width.
+
+Input ``(N, C, T, V, M)``; the M persons are folded into the batch and their pooled features
+averaged, so the output is ``(N, out_dim)`` (256 by default).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from skelctl.models.graph import spatial_partition
+from skelctl.skeletons import Layout
+
+
+class Dropout(nn.Module):
+    """Inverted dropout from a uniform draw: the same as nn.Dropout, but torch's CPU Bernoulli
+    sampler is 2-4 times slower than comparing uniform numbers, and dropout was a quarter of a
+    CPU training step."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty_like(x).uniform_() >= self.p
+        return x * keep / (1 - self.p)
+
+
+class GraphBlock(nn.Module):
+    """Spatial graph convolution over K partition subsets, then a temporal convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_subsets: int, num_joints: int,
+                 stride: int = 1, dropout: float = 0.0, residual: bool = True,
+                 kernel: int = 9):
+        super().__init__()
+        self.num_subsets = num_subsets
+        self.gcn = nn.Conv2d(in_channels, out_channels * num_subsets, kernel_size=1)
+        self.edge_importance = nn.Parameter(torch.ones(num_subsets, num_joints, num_joints))
+        self.tcn = nn.Sequential(
+            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, (kernel, 1), (stride, 1), ((kernel - 1) // 2, 0)),
+            nn.BatchNorm2d(out_channels), Dropout(dropout))
+        if not residual:
+            self.residual = None
+        elif in_channels == out_channels and stride == 1:
+            self.residual = nn.Identity()
+        else:
+            self.residual = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, (stride, 1)), nn.BatchNorm2d(out_channels))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        n, _, t, v = x.shape
+        y = self.gcn(x).view(n, self.num_subsets, -1, t, v)
+        y = torch.einsum("nkctv,kvw->nctw", y, adjacency * self.edge_importance)
+        y = self.tcn(y.contiguous())
+        if self.residual is not None:
+            y = y + self.residual(x)
+        return self.relu(y)
+
+
+class STGCN(nn.Module):
+    """ST-GCN encoder: ``hidden`` base channels (16 = a quarter of the original 64)."""
+
+    def __init__(self, layout: Layout, in_channels: int = 3, hidden: int = 16,
+                 out_dim: int = 256, dropout: float = 0.5):
+        super().__init__()
+        self.register_buffer("adjacency", torch.from_numpy(spatial_partition(layout)))
+        k, v = self.adjacency.shape[:2]
+        self.data_bn = nn.BatchNorm1d(in_channels * v)
+        widths = [(in_channels, hidden, 1), (hidden, hidden, 1), (hidden, hidden, 1),
+                  (hidden, hidden, 1), (hidden, 2 * hidden, 2), (2 * hidden, 2 * hidden, 1),
+                  (2 * hidden, 2 * hidden, 1), (2 * hidden, 4 * hidden, 2),
+                  (4 * hidden, 4 * hidden, 1), (4 * hidden, out_dim, 1)]
+        self.blocks = nn.ModuleList(
+            GraphBlock(c_in, c_out, k, v, stride, dropout=0.0 if i == 0 else dropout,
+                       residual=i > 0) for i, (c_in, c_out, stride) in enumerate(widths))
+        self.out_dim = out_dim
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, t, v, m = x.shape
+        x = x.permute(0, 4, 3, 1, 2).reshape(n * m, v * c, t)
+        x = self.data_bn(x)
+        x = x.view(n, m, v, c, t).permute(0, 1, 3, 4, 2).reshape(n * m, c, t, v)
+        for block in self.blocks:
+            x = block(x, self.adjacency)
+        return x.mean(dim=(2, 3)).view(n, m, -1).mean(dim=1)
+
+
+def init_weights(module: nn.Module) -> None:
+    """The CrosSCLR initialisation: conv/linear N(0, 0.02), bias 0; batch-norm scale N(1, 0.02)."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
