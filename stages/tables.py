@@ -62,8 +62,9 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
         return [fmt(m[f"{group}_top1_last"]), fmt(m[f"{group}_top1_best"])]
 
     # CrosSCLR Table 1: every stream of every run, then the 2s/3s ensembles
+    baselines = document.get("baselines", [])
     table1 = []
-    for run_name in runs:
+    for run_name in [*runs, *baselines]:
         run = parse_run(run_name)
         for view in run.views:
             label = f"{METHOD_TITLES[run.method]} {view}" + (
@@ -130,7 +131,7 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
 
     # KNN retrieval: our runs and the papers' reported KNN results
     knn_rows = []
-    for run_name in runs:
+    for run_name in [*runs, *baselines]:
         for view in parse_run(run_name).views:
             row = [f"{run_name} ({view})", "ours"]
             for split in splits:

@@ -1,0 +1,153 @@
+"""Benchmark of the learning core: training-step throughput and how close it runs to the machine.
+
+Prints, from one run on one machine:
+- the machine's fp32 matrix-multiply rate (GFLOP/s, torch.mm of square matrices);
+- a SkeletonCLR training step (ST-GCN, batch 64, 50 frames, 2 bodies) in fp32 and bf16
+  (autocast), as samples/s, with the step's FLOPs counted by torch.utils.flop_counter and its
+  achieved GFLOP/s as a fraction of the matrix-multiply rate;
+- a BiGRU encoder step (3 layers x 1024 per direction, one sequence call) against a per-frame
+  Python loop of the same GRU carrying the hidden state (the reference code's way);
+- KNN retrieval (k = 1, cosine) in test samples/s.
+
+    python benchmarks/bench_train.py                 # CPU (or --device cuda)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from skelctl.evaluate.knn import nearest_neighbours
+from skelctl.methods import build_method
+from skelctl.models import build_encoder
+from skelctl.skeletons import NTU25
+
+
+def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Best wall time of ``fn`` over ``repeats`` runs, after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_rate(device: torch.device, size: int = 2048) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    seconds = timed(lambda: a @ b, device, repeats=10, warmup=3)
+    return 2 * size ** 3 / seconds / 1e9
+
+
+def skeletonclr_step(device: torch.device, batch: int, amp: bool):
+    torch.manual_seed(0)
+    method = build_method("skeletonclr", ("joint",), NTU25, 2, queue_size=30000,
+                          augment={"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}}
+                          ).to(device)
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1,
+                                momentum=0.9, weight_decay=1e-4)
+    data = torch.randn(batch, 3, 50, 25, 2, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
+            loss = method(data, generator, 0)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.float().backward()
+        optimizer.step()
+
+    return step
+
+
+class PerFrameBiGRU(nn.Module):
+    """The reference code's BiGRU: the same nn.GRU, fed one frame at a time in a Python loop."""
+
+    def __init__(self, size: int = 150, hidden: int = 1024, layers: int = 3):
+        super().__init__()
+        self.gru = nn.GRU(size, hidden, num_layers=layers, bidirectional=True, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, t, v, m = x.shape
+        seq = x.permute(0, 2, 3, 1, 4).reshape(n, t, v * c * m)
+        state = None
+        for frame in range(t):
+            out, state = self.gru(seq[:, frame:frame + 1], state)
+        return out[:, -1]
+
+
+def encoder_step(encoder: nn.Module, device: torch.device, batch: int, frames: int):
+    encoder.to(device)
+    head = nn.Linear(2048, 60).to(device)
+    optimizer = torch.optim.SGD([*encoder.parameters(), *head.parameters()], lr=0.01)
+    data = torch.randn(batch, 3, frames, 25, 2, device=device)
+    labels = torch.randint(0, 60, (batch,), device=device)
+
+    def step() -> None:
+        loss = nn.functional.cross_entropy(head(encoder(data)), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gru-batch", type=int, default=16)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+
+    rate = matmul_rate(device)
+    print(f"fp32 matrix multiply (2048^3): {rate:.1f} GFLOP/s")
+
+    batch = 64
+    step = skeletonclr_step(device, batch, amp=False)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    fp32 = timed(step, device, args.repeats)
+    achieved = flops / fp32 / 1e9
+    print(f"SkeletonCLR step, ST-GCN, batch {batch}, 50 frames, 2 bodies, fp32: "
+          f"{batch / fp32:.1f} samples/s, {flops / 1e9:.1f} GFLOP per step, {achieved:.1f} GFLOP/s "
+          f"= {achieved / rate:.0%} of the matrix-multiply rate")
+    bf16 = timed(skeletonclr_step(device, batch, amp=True), device, args.repeats)
+    label = "bf16" if device.type == "cpu" else "fp16"
+    print(f"SkeletonCLR step, {label} autocast: {batch / bf16:.1f} samples/s = "
+          f"{fp32 / bf16:.2f}x fp32")
+
+    frames, gru_batch = 64, args.gru_batch
+    torch.manual_seed(0)
+    sequence = build_encoder("bigru", NTU25, 2)
+    loop = PerFrameBiGRU()
+    loop.gru.load_state_dict(sequence.rnn.state_dict())
+    seq_time = timed(encoder_step(sequence, device, gru_batch, frames), device, args.repeats)
+    loop_time = timed(encoder_step(loop, device, gru_batch, frames), device, max(1, args.repeats - 1))
+    print(f"BiGRU step (3 x 1024 per direction, batch {gru_batch}, {frames} frames): "
+          f"one sequence call {gru_batch / seq_time:.2f} samples/s, per-frame loop "
+          f"{gru_batch / loop_time:.2f} samples/s: {loop_time / seq_time:.1f}x")
+
+    train = torch.randn(40_000, 256, device=device)
+    test = torch.randn(16_000, 256, device=device)
+    knn = timed(lambda: nearest_neighbours(train, test, k=1), device, args.repeats)
+    print(f"KNN (k=1, cosine), 40,000 train x 16,000 test x 256-d: {16_000 / knn:,.0f} test "
+          f"samples/s ({knn:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
