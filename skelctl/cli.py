@@ -208,10 +208,10 @@ def params_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def learning_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed([
+        # RUN is an argument, not an option: torchrun's parser would take --run for its own
+        # --run-path
+        click.argument("run_name", metavar="RUN"),
         click.option("--split", required=True, help="DATASET-PROTOCOL, e.g. ntu60-xsub."),
-        click.option("--run", "run_name", required=True,
-                     help="METHOD-VIEW[-VIEW...][-kK], e.g. skeletonclr-joint, "
-                          "crosclr-joint-motion-bone; random-VIEW for an untrained encoder."),
         params_option, data_dir_option,
         click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path),
                      default=Path("models"), show_default=True),
@@ -244,7 +244,8 @@ device_option = click.option("--device", default=None,
 def pretrain(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
              epochs: int | None, batch_size: int | None, lr: float | None, seed: int | None,
              device: str | None, amp: bool | None, resume: bool) -> None:
-    """Self-supervised pretraining (also under torchrun for DDP)."""
+    """Self-supervised pretraining of RUN, METHOD-VIEW[-VIEW...][-kK]: e.g. skeletonclr-joint,
+    crosclr-joint-motion-bone, crosclr-joint-motion-k3. Runs under torchrun too (DDP)."""
     from stages import pretrain as stage
 
     result = stage.run(split, run_name, data_dir, models_dir, default_params(params),
@@ -264,7 +265,8 @@ def pretrain(split: str, run_name: str, params: Path | None, data_dir: Path, mod
 @friendly_errors
 def linear(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
            results_dir: Path, epochs: int | None, lr: float | None, device: str | None) -> None:
-    """Linear evaluation of every view a run learned (frozen encoder)."""
+    """Linear evaluation of every view RUN learned (frozen encoder); random-VIEW evaluates an
+    untrained encoder."""
     from stages import evaluate
 
     results = evaluate.run_linear(split, run_name, data_dir, models_dir, results_dir,
@@ -284,7 +286,7 @@ def linear(split: str, run_name: str, params: Path | None, data_dir: Path, model
 @friendly_errors
 def knn(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
         results_dir: Path, k: int | None, device: str | None) -> None:
-    """KNN retrieval with cosine similarity on pre-projector features."""
+    """KNN retrieval of every view RUN learned: cosine similarity of pre-projector features."""
     from stages import evaluate
 
     results = evaluate.run_knn(split, run_name, data_dir, models_dir, results_dir,

@@ -77,8 +77,8 @@ def load_encoder(split: str, run_name: str, view: str, data_dir: Path, models_di
         return encoder, store, config
     checkpoint = paths.model_dir(models_dir, split, run_name) / "checkpoint.pt"
     if not checkpoint.is_file():
-        raise StageError(f"{checkpoint}: no checkpoint; run `skelctl pretrain --split {split} "
-                         f"--run {run_name}` first")
+        raise StageError(f"{checkpoint}: no checkpoint; run `skelctl pretrain {run_name} --split "
+                         f"{split}` first")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if state["epoch"] < config["epochs"]:
         raise StageError(f"{checkpoint}: pretraining stopped after epoch {state['epoch']} of "

@@ -43,7 +43,7 @@ def test_denoising_drops_short_and_wide_tracks_and_counts_them():
     flicker[5:10] = person("jump", 5, seed=2)  # 5 frames <= 11
     furniture = np.zeros_like(main)
     furniture[..., 0] = np.linspace(-1, 1, 25)  # wide and flat, and very "energetic"
-    furniture[..., 0] += np.random.default_rng(0).normal(0, 0.5, (60, 1))
+    furniture[..., 0] += np.random.default_rng(0).normal(0, 1.0, (60, 1))
     furniture[..., 2] = 3
     tracks = np.stack([furniture, main, flicker])
     chosen, dropped = select_bodies(tracks, 2)

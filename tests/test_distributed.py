@@ -27,7 +27,7 @@ def test_torchrun_two_processes(prepared_ntu60, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "skelctl", "pretrain", "--split", "ntu60-xsub", "--run", "skeletonclr-joint",
+         "-m", "skelctl", "pretrain", "skeletonclr-joint", "--split", "ntu60-xsub",
          "--params", str(params), "--data-dir", str(prepared_ntu60),
          "--models-dir", str(tmp_path / "models"), "--device", "cpu"],
         capture_output=True, text=True, env=env, timeout=300)
