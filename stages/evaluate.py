@@ -98,7 +98,9 @@ def run_ensemble(split: str, name: str, streams: tuple[str, ...] | None, results
     with three or more, all of them (3s); headline from the last epoch, best epoch beside it.
     ``name`` is a single-view method (one run per stream) or a multi-view run."""
     section = load_section(params, "ensemble", {})
-    runs = ensemble_runs(name, streams or tuple(section["streams"]) if name in METHODS else streams)
+    if streams is None and name in METHODS:  # a single-view method: the streams from params
+        streams = tuple(section["streams"])
+    runs = ensemble_runs(name, streams)
     streams = tuple(runs)
     if len(streams) < 2:
         raise StageError("an ensemble needs at least two streams")
