@@ -10,6 +10,7 @@ import torch
 
 from skelctl.data.store import Store
 from skelctl.methods import build_method
+from skelctl.models import build_encoder
 from skelctl.skeletons import get_layout
 from skelctl.train import TrainConfig, distributed, init_distributed, pretrain, resolve_device
 from stages import paths
@@ -70,8 +71,6 @@ def load_encoder(split: str, run_name: str, view: str, data_dir: Path, models_di
     store = Store(paths.views(data_dir, dataset, config["variant"]))
     if not run_.trained:
         torch.manual_seed(config["seed"])
-        from skelctl.models import build_encoder
-
         encoder = build_encoder(config["encoder"], get_layout(store.attr("layout")),
                                 int(store.attr("max_bodies")), **config["encoder_options"])
         return encoder, store, config

@@ -68,14 +68,16 @@ def normalise(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
         out[:, 2] = cos * x[:, 2] - sin * x[:, 0]
     else:
         x = (frames - frames[:, :, layout.spine_mid:layout.spine_mid + 1, :1]) * present
-        first = x[offsets[:-1][lengths_of(offsets) > 0], :, :, 0].astype(np.float64)  # (n, 3, V)
+        lengths = lengths_of(offsets)
+        nonempty = lengths > 0
+        first = x[offsets[:-1][nonempty], :, :, 0].astype(np.float64)  # (n, 3, V)
         rot_z = rotations_between(first[:, :, layout.spine_mid] - first[:, :, layout.spine_base],
                                   (0.0, 0.0, 1.0))
         first = rot_z @ first
         rot_x = rotations_between(first[:, :, layout.right_shoulder]
                                   - first[:, :, layout.left_shoulder], (1.0, 0.0, 0.0))
-        per_frame = np.repeat((rot_x @ rot_z).astype(np.float32),
-                              lengths_of(offsets)[lengths_of(offsets) > 0], axis=0)  # (F, 3, 3)
+        per_frame = np.repeat((rot_x @ rot_z).astype(np.float32), lengths[nonempty],
+                              axis=0)  # (F, 3, 3)
         out = np.einsum("fij,fjvm->fivm", per_frame, x)
     return (out * present).astype(np.float32, copy=False)
 

@@ -179,13 +179,13 @@ class Store:
             return json.loads(value)
         return value
 
-    def meta(self, columns: list[str] | None = None, rows: slice | np.ndarray = slice(None)
+    def meta(self, columns: list[str] | None = None, rows: slice = slice(None)
              ) -> dict[str, np.ndarray]:
         group = self.file["meta"] if "meta" in self.file else {}
         out = {}
         for key in columns or list(group):
             ds = group[key]
-            values = ds[rows] if not isinstance(rows, np.ndarray) else ds[()][rows]
+            values = ds[rows]
             out[key] = values.astype(str) if ds.dtype.kind in "OS" else values
         return out
 
