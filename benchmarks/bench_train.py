@@ -4,9 +4,12 @@ Prints, from one run on one machine:
 - the machine's fp32 matrix-multiply rate (GFLOP/s, torch.mm of square matrices);
 - a SkeletonCLR training step (ST-GCN, batch 64, 50 frames, 2 bodies) in fp32 and bf16
   (autocast), as samples/s, with the step's FLOPs counted by torch.utils.flop_counter and its
-  achieved GFLOP/s as a fraction of the matrix-multiply rate;
+  achieved GFLOP/s as a fraction of the matrix-multiply rate; on a CPU also the share of the
+  step spent in convolution and matrix-product kernels and their own rate, which bounds what
+  the whole step can reach;
 - a BiGRU encoder step (3 layers x 1024 per direction, one sequence call) against a per-frame
-  Python loop of the same GRU carrying the hidden state (the reference code's way);
+  Python loop of the same GRU carrying the hidden state (the reference code's way), with the
+  weight bytes each reads per time step (the bound on their ratio when weight reads dominate);
 - KNN retrieval (k = 1, cosine) in test samples/s.
 
     python benchmarks/bench_train.py                 # CPU (or --device cuda)
@@ -19,6 +22,7 @@ import time
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from skelctl.evaluate.knn import nearest_neighbours
@@ -48,6 +52,21 @@ def matmul_rate(device: torch.device, size: int = 2048) -> float:
     b = torch.randn(size, size, device=device)
     seconds = timed(lambda: a @ b, device, repeats=10, warmup=3)
     return 2 * size ** 3 / seconds / 1e9
+
+
+# the kernels that carry the multiply-add FLOPs counted by FlopCounterMode
+PRODUCT_KERNELS = {"aten::mkldnn_convolution", "aten::convolution_backward", "aten::mm",
+                   "aten::bmm", "aten::addmm", "aten::baddbmm"}
+
+
+def product_kernel_seconds(fn) -> tuple[float, float]:
+    """Seconds of one CPU run of ``fn`` spent in convolution/matrix-product kernels, and in all."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCT_KERNELS)
+    return products / 1e6, total / 1e6
 
 
 def skeletonclr_step(device: torch.device, batch: int, amp: bool):
@@ -126,6 +145,13 @@ def main() -> None:
     print(f"SkeletonCLR step, ST-GCN, batch {batch}, 50 frames, 2 bodies, fp32: "
           f"{batch / fp32:.1f} samples/s, {flops / 1e9:.1f} GFLOP per step, {achieved:.1f} GFLOP/s "
           f"= {achieved / rate:.0%} of the matrix-multiply rate")
+    if device.type == "cpu":
+        products, total = product_kernel_seconds(step)
+        kernel_rate = flops / products / 1e9
+        print(f"  convolution and matrix-product kernels: {products / total:.0%} of the step, at "
+              f"{kernel_rate:.1f} GFLOP/s = {kernel_rate / rate:.0%} of the matrix-multiply rate; "
+              f"the rest (batch norm, dropout, ReLU, augmentation, copies) does no multiplies, "
+              f"so the whole step cannot pass {kernel_rate / rate:.0%}")
     bf16 = timed(skeletonclr_step(device, batch, amp=True), device, args.repeats)
     label = "bf16" if device.type == "cpu" else "fp16"
     print(f"SkeletonCLR step, {label} autocast: {batch / bf16:.1f} samples/s = "
@@ -141,6 +167,13 @@ def main() -> None:
     print(f"BiGRU step (3 x 1024 per direction, batch {gru_batch}, {frames} frames): "
           f"one sequence call {gru_batch / seq_time:.2f} samples/s, per-frame loop "
           f"{gru_batch / loop_time:.2f} samples/s: {loop_time / seq_time:.1f}x")
+    # The FLOPs are the same both ways; the sequence call computes every input product in one
+    # matrix product over all frames, so per time step it reads only the recurrent weights.
+    recurrent = sum(p.numel() * 4 for n, p in sequence.rnn.named_parameters() if "weight_hh" in n)
+    inputs = sum(p.numel() * 4 for n, p in sequence.rnn.named_parameters() if "weight_ih" in n)
+    print(f"  weights read per time step: loop {(recurrent + inputs) / 1e6:.0f} MB, sequence call "
+          f"{recurrent / 1e6:.0f} MB: at most {(recurrent + inputs) / recurrent:.1f}x where weight "
+          f"reads dominate (small batches on a CPU)")
 
     train = torch.randn(40_000, 256, device=device)
     test = torch.randn(16_000, 256, device=device)

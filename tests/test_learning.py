@@ -209,6 +209,24 @@ def test_encoders(name, dim):
     assert small(torch.randn(2, 3, 16, 20, 1)).shape == (2, dim)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_graph_block_computes_the_spatial_graph_convolution(channels_last):
+    """sum_k (W_k x + b_k) A_k over the joints (ST-GCN Eq.), in either memory format."""
+    from skelctl.models.stgcn import GraphBlock
+
+    torch.manual_seed(0)
+    block = GraphBlock(4, 6, 3, 25, residual=False).eval()
+    torch.nn.init.normal_(block.edge_importance, 1.0, 0.3)
+    adjacency = torch.from_numpy(spatial_partition(NTU25))
+    x = torch.randn(2, 4, 5, 25)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.nn.functional.conv2d(x, block.gcn.weight, block.gcn.bias).view(2, 3, 6, 5, 25)
+    graph = torch.einsum("nkctv,kvw->nctw", y, adjacency * block.edge_importance)
+    expected = torch.relu(block.tcn(graph))
+    torch.testing.assert_close(block(x, adjacency), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_stgcn_size_matches_the_reference():
     params = sum(p.numel() for p in build_encoder("stgcn", NTU25).parameters())
     assert 0.80e6 < params < 0.84e6  # ~0.82 M per ST-GCN backbone (1/4 channels)
