@@ -16,6 +16,7 @@ from skelctl.methods.crosclr import cross_view_loss, top_k_mask
 from skelctl.methods.queue import MomentumContrast, info_nce
 from skelctl.models import build_encoder
 from skelctl.models.graph import hop_distance, spatial_partition
+from skelctl.models.stgcn import GraphBlock
 from skelctl.skeletons import KINECT20, NTU25
 from skelctl.train import TrainConfig, pretrain
 from stages.common import StageError
@@ -211,9 +212,7 @@ def test_encoders(name, dim):
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_graph_block_computes_the_spatial_graph_convolution(channels_last):
-    """sum_k (W_k x + b_k) A_k over the joints (ST-GCN Eq.), in either memory format."""
-    from skelctl.models.stgcn import GraphBlock
-
+    """sum_k (W_k x + b_k) A_k over the joints, in either memory format."""
     torch.manual_seed(0)
     block = GraphBlock(4, 6, 3, 25, residual=False).eval()
     torch.nn.init.normal_(block.edge_importance, 1.0, 0.3)
