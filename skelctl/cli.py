@@ -212,9 +212,21 @@ def learning_options(command: Callable[..., Any]) -> Callable[..., Any]:
         # --run-path
         click.argument("run_name", metavar="RUN"),
         click.option("--split", required=True, help="DATASET-PROTOCOL, e.g. ntu60-xsub."),
-        params_option, data_dir_option,
-        click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path),
-                     default=Path("models"), show_default=True),
+        params_option, data_dir_option, models_option,
+    ]):
+        command = decorator(command)
+    return command
+
+
+def evaluation_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """RUN (its exported encoders) or --encoder FILE (no params needed), and where to write."""
+    for decorator in reversed([
+        click.argument("run_name", metavar="[RUN]", required=False),
+        click.option("--encoder", "encoder_file", default=None,
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="An exported encoder file to evaluate instead of a run's."),
+        click.option("--split", required=True, help="DATASET-PROTOCOL, e.g. ntu60-xsub."),
+        params_option, data_dir_option, models_option, results_option,
     ]):
         command = decorator(command)
     return command
@@ -224,6 +236,8 @@ def default_params(params: Path | None) -> Path | None:
     return params if params is not None or not Path("params.yaml").is_file() else Path("params.yaml")
 
 
+models_option = click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path),
+                             default=Path("models"), show_default=True)
 results_option = click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
                               default=Path("results"), show_default=True)
 device_option = click.option("--device", default=None,
@@ -244,55 +258,168 @@ device_option = click.option("--device", default=None,
 def pretrain(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
              epochs: int | None, batch_size: int | None, lr: float | None, seed: int | None,
              device: str | None, amp: bool | None, resume: bool) -> None:
-    """Self-supervised pretraining of RUN, METHOD-VIEW[-VIEW...][-kK]: e.g. skeletonclr-joint,
-    crosclr-joint-motion-bone, crosclr-joint-motion-k3. Runs under torchrun too (DDP)."""
+    """Self-supervised pretraining of RUN, an entry of the params' runs (or an ad-hoc
+    METHOD-STREAM[-STREAM...] name, e.g. skeletonclr-joint); ends by exporting each stream's
+    encoder to MODELS_DIR/SPLIT/RUN/STREAM.encoder.pt. Runs under torchrun too (DDP)."""
     from stages import pretrain as stage
 
     result = stage.run(split, run_name, data_dir, models_dir, default_params(params),
                        {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                         "device": device, "amp": amp}, resume=resume)
     if result["rank"] == 0:
-        click.echo(f"{split} {run_name}: {result['epochs']} epochs, final loss "
-                   f"{result['loss']:.4f}; checkpoint in {result['output']}")
+        loss = "" if result["loss"] is None else f", final loss {result['loss']:.4f}"
+        click.echo(f"{split} {run_name}: {result['epochs']} epochs{loss}; encoders: "
+                   f"{', '.join(result['encoders'])}")
+
+
+def echo_accuracy(split: str, name: str, view: str, m: dict[str, Any], what: str = "") -> None:
+    epoch = f" {m['best_epoch']}" if "best_epoch" in m else ""
+    click.echo(f"{split} {name} {view}{what}: top-1 {m['top1_last']:.1f} (last epoch), "
+               f"{m['top1_best']:.1f} (best epoch{epoch})")
 
 
 @main.command()
-@learning_options
-@results_option
+@evaluation_options
 @click.option("--epochs", type=click.IntRange(1), default=None)
 @click.option("--lr", type=float, default=None)
 @device_option
 @friendly_errors
-def linear(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
-           results_dir: Path, epochs: int | None, lr: float | None, device: str | None) -> None:
-    """Linear evaluation of every view RUN learned (frozen encoder); random-VIEW evaluates an
-    untrained encoder."""
+def linear(split: str, run_name: str | None, encoder_file: Path | None, params: Path | None,
+           data_dir: Path, models_dir: Path, results_dir: Path, epochs: int | None,
+           lr: float | None, device: str | None) -> None:
+    """Linear evaluation (frozen encoder) of every stream RUN learned, or of --encoder FILE:
+    the paper's protocol, and beside it the same classifier on standardised features."""
     from stages import evaluate
 
     results = evaluate.run_linear(split, run_name, data_dir, models_dir, results_dir,
                                   default_params(params),
-                                  {"epochs": epochs, "lr": lr, "device": device})
+                                  {"epochs": epochs, "lr": lr, "device": device}, encoder_file)
     for view, m in results.items():
-        click.echo(f"{split} {run_name} {view}: top-1 {m['top1_last']:.1f} (last epoch), "
-                   f"{m['top1_best']:.1f} (best epoch {m['best_epoch']}); top-5 "
-                   f"{m['top5_last']:.1f}")
+        echo_accuracy(split, run_name or str(encoder_file), view, m)
+        echo_accuracy(split, run_name or str(encoder_file), view, m["standardised"],
+                      " (standardised features)")
+
+
+@main.command()
+@evaluation_options
+@click.option("-k", "k", type=click.IntRange(1), default=None, help="Neighbours (default 1).")
+@device_option
+@friendly_errors
+def knn(split: str, run_name: str | None, encoder_file: Path | None, params: Path | None,
+        data_dir: Path, models_dir: Path, results_dir: Path, k: int | None,
+        device: str | None) -> None:
+    """KNN retrieval (cosine similarity of pre-projector features) of every stream RUN learned,
+    or of --encoder FILE."""
+    from stages import evaluate
+
+    results = evaluate.run_knn(split, run_name, data_dir, models_dir, results_dir,
+                               default_params(params), {"k": k, "device": device}, encoder_file)
+    for view, m in results.items():
+        click.echo(f"{split} {run_name or encoder_file} {view}: KNN (k={m['k']}) top-1 "
+                   f"{m['top1']:.1f}")
+
+
+finetune_options = [
+    click.option("--epochs", type=click.IntRange(1), default=None),
+    click.option("--lr", type=float, default=None),
+    click.option("--batch-size", type=click.IntRange(1), default=None),
+    device_option,
+]
+
+
+def with_options(options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+@main.command()
+@evaluation_options
+@click.option("--percent", "percents", type=click.FloatRange(0, 100, min_open=True),
+              multiple=True, help="Percent of the training labels (repeatable; default: params "
+              "semi.percents, 1 5 10 20).")
+@click.option("--seed", "seeds", type=int, multiple=True,
+              help="Sampling and training seed (repeatable; default: params semi.seeds).")
+@with_options(finetune_options)
+@friendly_errors
+def semi(split: str, run_name: str | None, encoder_file: Path | None, params: Path | None,
+         data_dir: Path, models_dir: Path, results_dir: Path, percents: tuple[float, ...],
+         seeds: tuple[int, ...], epochs: int | None, lr: float | None, batch_size: int | None,
+         device: str | None) -> None:
+    """Semi-supervised evaluation: fine-tune encoder + linear head on a per-class fraction of
+    the training labels; several seeds are averaged."""
+    from stages import downstream
+
+    results = downstream.run_semi(split, run_name, data_dir, models_dir, results_dir,
+                                  default_params(params), {"epochs": epochs, "lr": lr,
+                                  "batch_size": batch_size, "device": device},
+                                  percents or None, seeds or None, encoder_file)
+    for view, per_percent in results.items():
+        for percent, m in per_percent.items():
+            echo_accuracy(split, run_name or str(encoder_file), view, m,
+                          f" with {percent} % labels (mean of {len(m['seeds'])} seed(s))")
+
+
+@main.command()
+@evaluation_options
+@with_options(finetune_options)
+@friendly_errors
+def finetune(split: str, run_name: str | None, encoder_file: Path | None, params: Path | None,
+             data_dir: Path, models_dir: Path, results_dir: Path, epochs: int | None,
+             lr: float | None, batch_size: int | None, device: str | None) -> None:
+    """Fine-tune the whole network (encoder + linear head) on all training labels."""
+    from stages import downstream
+
+    results = downstream.run_finetune(split, run_name, data_dir, models_dir, results_dir,
+                                      default_params(params), {"epochs": epochs, "lr": lr,
+                                      "batch_size": batch_size, "device": device},
+                                      encoder_file)
+    for view, m in results.items():
+        echo_accuracy(split, run_name or str(encoder_file), view, m, " fine-tuned")
 
 
 @main.command()
 @learning_options
 @results_option
-@click.option("-k", "k", type=click.IntRange(1), default=None, help="Neighbours (default 1).")
-@device_option
+@click.option("--source", required=True,
+              help="The split the run was pretrained on, e.g. ntu60-xsub; --split is the target.")
+@with_options(finetune_options)
 @friendly_errors
-def knn(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
-        results_dir: Path, k: int | None, device: str | None) -> None:
-    """KNN retrieval of every view RUN learned: cosine similarity of pre-projector features."""
-    from stages import evaluate
+def transfer(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
+             results_dir: Path, source: str, epochs: int | None, lr: float | None,
+             batch_size: int | None, device: str | None) -> None:
+    """Transfer: RUN pretrained on --source, linear-evaluated and fine-tuned on --split."""
+    from stages import downstream
 
-    results = evaluate.run_knn(split, run_name, data_dir, models_dir, results_dir,
-                               default_params(params), {"k": k, "device": device})
+    results = downstream.run_transfer(split, run_name, source, data_dir, models_dir,
+                                      results_dir, default_params(params),
+                                      {"epochs": epochs, "lr": lr, "batch_size": batch_size,
+                                       "device": device})
     for view, m in results.items():
-        click.echo(f"{split} {run_name} {view}: KNN (k={m['k']}) top-1 {m['top1']:.1f}")
+        echo_accuracy(split, f"{run_name}@{source}", view, m["linear"], " linear")
+        echo_accuracy(split, f"{run_name}@{source}", view, m["finetune"], " fine-tuned")
+
+
+@main.command()
+@evaluation_options
+@friendly_errors
+def occlusion(split: str, run_name: str | None, encoder_file: Path | None, params: Path | None,
+              data_dir: Path, models_dir: Path, results_dir: Path) -> None:
+    """Occlusion robustness: linear evaluation on test data with body parts masked (spatial) or
+    a block of frames zeroed (temporal), beside clean data."""
+    from stages import downstream
+
+    results = downstream.run_occlusion(split, run_name, data_dir, models_dir, results_dir,
+                                       default_params(params), encoder_file)
+    for view, m in results.items():
+        name = run_name or str(encoder_file)
+        echo_accuracy(split, name, view, m["clean"], " clean")
+        for kind in [k for k in m if isinstance(m[k], dict) and "drop_last" in m[k]]:
+            click.echo(f"{split} {name} {view} {kind} occlusion: top-1 {m[kind]['top1_last']:.1f} "
+                       f"(last epoch; drop {m[kind]['drop_last']:.1f}), "
+                       f"{m[kind]['top1_best']:.1f} (best epoch)")
 
 
 def float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
@@ -314,18 +441,23 @@ def float_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--weights", default=None, callback=float_list,
               help="One per stream (default: params ensemble.weights).")
 @params_option
+@data_dir_option
+@models_option
 @results_option
 @friendly_errors
 def ensemble(split: str, name: str, streams: tuple[str, ...] | None,
-             weights: tuple[float, ...] | None, params: Path | None, results_dir: Path) -> None:
-    """Fuse the streams' linear-evaluation logits by weighted sum: 2s and 3s accuracy."""
+             weights: tuple[float, ...] | None, params: Path | None, data_dir: Path,
+             models_dir: Path, results_dir: Path) -> None:
+    """2s and 3s ensembles by two protocols: the weighted sum of the streams' linear logits
+    (posthoc, AimCLR's) and linear heads trained jointly on the mean of their logits (joint,
+    CrosSCLR's)."""
     from stages import evaluate
 
-    m = evaluate.run_ensemble(split, name, streams, results_dir, default_params(params), weights)
-    for key in [k for k in m if k.endswith("_top1_last")]:
-        group = key[:-len("_top1_last")]
-        click.echo(f"{split} {name} {group}: top-1 {m[key]:.1f} (last epoch), "
-                   f"{m[group + '_top1_best']:.1f} (best epoch)")
+    m = evaluate.run_ensemble(split, name, streams, data_dir, models_dir, results_dir,
+                              default_params(params), weights)
+    for protocol in ("posthoc", "joint"):
+        for group, g in m[protocol].items():
+            echo_accuracy(split, name, group, g, f" ({protocol})")
 
 
 @main.command()

@@ -25,22 +25,29 @@ class PaperValue:
     protocol: str
     metric: str
     value: float
+    # the dataset the encoder was pretrained on when it differs from ``dataset`` (transfer);
+    # empty when pretrained and evaluated on the same dataset
+    source: str = ""
 
 
 def paper_results() -> list[PaperValue]:
     text = resources.files("skelctl.resources").joinpath("paper_results.csv").read_text()
-    return [PaperValue(**{**row, "value": float(row["value"])})
+    return [PaperValue(**{**row, "value": float(row["value"]), "source": row.get("source") or ""})
             for row in csv.DictReader(text.splitlines())]
 
 
 def paper_value(values: list[PaperValue], paper: str, table: str, row: str, split: str,
-                metric: str, streams: str | None = None) -> float | None:
-    """The value a paper reports in a table for a row and a split (``ntu60-xsub``), if any."""
+                metric: str, streams: str | None = None, source: str = "") -> float | None:
+    """The value a paper reports in a table for a row and a split (``ntu60-xsub``), if any.
+
+    ``split`` is the evaluation (target) split; ``source`` the pretraining dataset of a transfer
+    result (``"ntu60"``). By default only results pretrained on the evaluation dataset match.
+    """
     dataset, _, protocol = split.rpartition("-")
     for v in values:
         if (v.paper.startswith(paper) and v.table == table and v.row == row
                 and v.dataset == dataset and v.protocol == protocol and v.metric == metric
-                and (streams is None or v.streams == streams)):
+                and v.source == source and (streams is None or v.streams == streams)):
             return v.value
     return None
 

@@ -1,8 +1,10 @@
-"""The one pretraining loop, for every method.
+"""The one training loop, for self-supervised pretraining and supervised fine-tuning alike.
 
-Data: the joint sequences of the training split, held in memory as one tensor (1.2 GB for NTU-60
-at 50 frames) and fed in seeded random batches; methods augment and derive their views on the
-device. Checkpoints are written atomically (temporary file, then rename) every ``checkpoint_every``
+Data: the samples of the training split held in memory (:class:`Samples`: the views a model asks
+for, 1.2 GB for NTU-60 joints at 50 frames; labels; store indices; optionally the real
+variable-length frames as one ragged array) and fed in seeded random batches of dicts; models
+augment and derive their views on the device. Training runs in phases (:class:`Phase`), each with
+its own optimiser, schedule and trainable parameters. Checkpoints are written atomically (temporary file, then rename) every ``checkpoint_every``
 epochs and at the end; ``resume`` continues from the last one and, because every random draw is
 seeded from (seed, epoch, step, rank), gives the same weights as an uninterrupted run. Under
 ``torchrun`` each rank trains on its shard of every epoch's permutation with DDP (gloo on CPU, nccl
@@ -22,11 +24,15 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from skelctl.methods.base import Phase
 from skelctl.parallel import progress
 
 
 @dataclass
 class TrainConfig:
+    """A run's training settings (``train`` in a run entry); a method turns the optimiser part
+    into its phases."""
+
     epochs: int = 300
     batch_size: int = 128
     lr: float = 0.1
@@ -37,6 +43,47 @@ class TrainConfig:
     checkpoint_every: int = 10
     seed: int = 0
     amp: bool = False  # bf16 autocast on CPU, fp16 autocast + loss scaling on CUDA
+    device: str = "auto"
+
+    def schedule(self) -> dict[str, Any]:
+        """The arguments of :meth:`Method.phases`."""
+        return {k: getattr(self, k) for k in ("epochs", "lr", "lr_steps", "lr_gamma", "momentum",
+                                              "weight_decay")}
+
+
+@dataclass
+class Samples:
+    """Training samples in memory: ``arrays`` maps a name (a view, ``label``, ``index``) to a
+    tensor whose first axis is the sample; ``frames`` ``(F, C, V, M)`` and ``offsets`` ``(N + 1,)``
+    optionally hold the real variable-length sequences, sample i being
+    ``frames[offsets[i]:offsets[i + 1]]``."""
+
+    arrays: dict[str, torch.Tensor]
+    frames: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def to(self, device: torch.device) -> "Samples":
+        move = (lambda t: None if t is None else t.to(device))
+        return Samples({k: v.to(device) for k, v in self.arrays.items()}, move(self.frames),
+                       move(self.offsets))
+
+    def batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows as a dict of batched tensors; with sequences, ``sequence`` ``(B, C, L, V, M)``
+        padded with zeros to the longest ``length`` in the batch."""
+        out = {name: values[rows] for name, values in self.arrays.items()}
+        if self.frames is not None:
+            start = self.offsets[rows]
+            length = self.offsets[rows + 1] - start
+            steps = torch.arange(int(length.max()), device=rows.device)
+            valid = steps[None] < length[:, None]
+            picked = self.frames[start[:, None] + torch.minimum(steps[None], length[:, None] - 1)]
+            picked = picked * valid[:, :, None, None, None].to(picked.dtype)
+            out["sequence"] = picked.permute(0, 2, 1, 3, 4)
+            out["length"] = length
+        return out
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -91,92 +138,122 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def pretrain(method: nn.Module, joints: torch.Tensor, config: TrainConfig,
-             checkpoint: Path | None, device: torch.device, history_csv: Path | None = None,
-             identity: dict[str, Any] | None = None, resume: bool = True,
-             log: Callable[[str], None] = print) -> list[dict[str, float]]:
-    """Train ``method`` on ``joints`` ``(N, C, T, V, M)``; returns the per-epoch loss history.
+def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainConfig,
+        checkpoint: Path | None, device: torch.device, history_csv: Path | None = None,
+        identity: dict[str, Any] | None = None, resume: bool = True,
+        log: Callable[[str], None] = print,
+        evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
+        ) -> list[dict[str, float]]:
+    """Train ``model`` (``model(batch, generator, epoch)`` returns named losses, ``"loss"`` the
+    one to minimise) through ``phases``; returns the per-epoch history.
 
-    Rank 0 writes ``checkpoint`` and the loss history ``history_csv``. ``identity`` (the method's
-    and data's settings) is stored in the checkpoint; a checkpoint made with different settings
-    is not resumed from.
+    ``evaluate(model, epoch)``, when given, runs after every epoch and its figures join that
+    epoch's row (e.g. test accuracy while fine-tuning). Rank 0 writes ``checkpoint`` and the
+    history ``history_csv``. ``identity`` (the model's and data's settings) is stored in the
+    checkpoint; a checkpoint made with different settings is not resumed from.
     """
     rank, world = distributed()
-    method.to(device)
-    parameters = [p for p in method.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.lr_steps, config.lr_gamma)
+    model.to(device)
+    epochs = sum(p.epochs for p in phases)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
-    model = method
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            method, device_ids=[device.index] if device.type == "cuda" else None)
-    identity = {**(identity or {}), "train": config.__dict__, "world_size": world}
+    trainable = {p: p.requires_grad for p in model.parameters()}
+    phase_settings = [{k: v for k, v in p.__dict__.items() if k != "parameters"} for p in phases]
+    identity = {**(identity or {}), "train": config.__dict__, "phases": phase_settings,
+                "world_size": world}
     history: list[dict[str, float]] = []
-    start = 0
+    start, saved = 0, None
     if resume and checkpoint and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state.get("identity") == identity:
-            method.load_state_dict(state["method"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            history, start = state["history"], state["epoch"]
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if saved.get("identity") == identity:
+            model.load_state_dict(saved["model"])
+            scaler.load_state_dict(saved["scaler"])
+            history, start = saved["history"], saved["epoch"]
             if rank == 0:
                 log(f"resuming from {checkpoint} after epoch {start}")
-        elif rank == 0:
-            log(f"{checkpoint} was made with other settings; starting afresh")
+        else:
+            saved = None
+            if rank == 0:
+                log(f"{checkpoint} was made with other settings; starting afresh")
 
-    joints = joints.to(device)
-    steps = len(joints) // (config.batch_size * world)
-    if steps == 0:
-        raise ValueError(f"{len(joints)} training samples are fewer than one batch of "
+    samples = samples.to(device)
+    steps = len(samples) // (config.batch_size * world)
+    if steps == 0 and epochs > start:
+        raise ValueError(f"{len(samples)} training samples are fewer than one batch of "
                          f"{config.batch_size} x {world} process(es)")
-    bar = progress(config.epochs - start, "pretrain", "epoch") if rank == 0 else None
+    bar = progress(epochs - start, "train", "epoch") if rank == 0 and epochs > start else None
+    first = 0
+    for index, phase in enumerate(phases):
+        last = first + phase.epochs
+        if last <= start:
+            first = last
+            continue
+        groups = phase.groups(model)
+        members = {p for group in groups for p in group["params"]}
+        for p, was in trainable.items():  # only this phase's parameters get gradients
+            p.requires_grad_(was and p in members)
+        optimizer = torch.optim.SGD(groups, lr=phase.lr, momentum=phase.momentum,
+                                    weight_decay=phase.weight_decay)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, phase.lr_steps,
+                                                         phase.lr_gamma)
+        if saved is not None and saved["phase"] == index and start > first:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+        wrapped = model
+        if world > 1:
+            wrapped = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def save(epoch: int) -> None:
-        if rank == 0 and checkpoint:
-            save_atomic({"epoch": epoch, "identity": identity, "method": method.state_dict(),
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "scaler": scaler.state_dict(), "history": history}, checkpoint)
-        if rank == 0 and history_csv:
-            write_history(history, history_csv)
+        def save(epoch: int) -> None:
+            if rank == 0 and checkpoint:
+                save_atomic({"epoch": epoch, "phase": index, "identity": identity,
+                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                             "history": history}, checkpoint)
+            if rank == 0 and history_csv:
+                write_history(history, history_csv)
 
-    model.train()
-    for epoch in range(start, config.epochs):
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout: same draws after a resume
-        order = torch.randperm(len(joints), generator=torch.Generator().manual_seed(
-            config.seed * 7919 + epoch)).to(device)
-        totals: dict[str, float] = {}
-        for step in range(steps):
-            chunk = order[(step * world + rank) * config.batch_size:
-                          (step * world + rank + 1) * config.batch_size]
-            generator = step_generator(config.seed, epoch, step, rank, device)
-            autocast = torch.autocast(device.type, dtype=amp_dtype) if config.amp \
-                else contextlib.nullcontext()
-            with autocast:
-                losses = model(joints[chunk], generator, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"].float()).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach())
-        scheduler.step()
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-               **{name: total / steps for name, total in totals.items()}}
-        if world > 1:  # the mean over ranks, so every rank logs the same numbers
-            values = torch.tensor([row[k] for k in totals], device=device, dtype=torch.float64)
-            torch.distributed.all_reduce(values)
-            row.update({k: float(v) / world for k, v in zip(totals, values)})
-        history.append(row)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-            save(epoch + 1)
+        for epoch in range(max(start, first), last):
+            wrapped.train()
+            torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout: same draws on resume
+            order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(
+                config.seed * 7919 + epoch)).to(device)
+            totals: dict[str, float] = {}
+            for step in range(steps):
+                chunk = order[(step * world + rank) * config.batch_size:
+                              (step * world + rank + 1) * config.batch_size]
+                generator = step_generator(config.seed, epoch, step, rank, device)
+                autocast = torch.autocast(device.type, dtype=amp_dtype) if config.amp \
+                    else contextlib.nullcontext()
+                with autocast:
+                    losses = wrapped(samples.batch(chunk), generator, epoch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(losses["loss"].float()).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                for name, value in losses.items():
+                    totals[name] = totals.get(name, 0.0) + float(value.detach())
+            scheduler.step()
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                   **{name: total / steps for name, total in totals.items()}}
+            if world > 1:  # the mean over ranks, so every rank logs the same numbers
+                values = torch.tensor([row[k] for k in totals], device=device,
+                                      dtype=torch.float64)
+                torch.distributed.all_reduce(values)
+                row.update({k: float(v) / world for k, v in zip(totals, values)})
+            if len(phases) > 1:
+                row["phase"] = index
+            if evaluate is not None:
+                row.update(evaluate(model, epoch + 1))
+            history.append(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last:
+                save(epoch + 1)
+        first = last
+    for p, was in trainable.items():
+        p.requires_grad_(was)
     if bar is not None:
         bar.close()
     return history

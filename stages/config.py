@@ -1,111 +1,209 @@
-"""Params: each learning stage reads its own section of params.yaml; command-line options
-override single values for ad-hoc runs. Run names say what a pretraining run is."""
+"""Params: pretraining runs are entries of their own; every other stage reads its own section.
+
+``params.yaml`` holds a ``defaults`` block (the settings every run shares, written once) and a
+``runs`` mapping, run name -> entry::
+
+    defaults:
+      variant: 50-shoulder
+      encoder: stgcn
+      encoder_options: {hidden: 16, out_dim: 256, dropout: 0.5}
+      train: {epochs: 300, batch_size: 128, lr: 0.1, lr_steps: [250], ...}
+    runs:
+      crosclr-joint-motion-k3:
+        method: crosclr
+        streams: [joint, motion]
+        options: {topk: 3}          # the method's own options (its file has the defaults)
+
+A run entry may override any default (``train`` key by key). DVC tracks ``defaults`` and the run's
+own entry, so editing one run re-runs that run's stages only. Command-line options override
+single training values for ad-hoc runs.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from skelctl.data.views import VIEWS
-from skelctl.methods import METHODS
+from skelctl.methods import METHODS, Method, OptionsError, build_method, method_class
+from skelctl.skeletons import Layout
+from skelctl.train import TrainConfig
 from stages.common import StageError
 
-# The paper's settings (CrosSCLR, Sec. 4.2); params.yaml repeats them so that DVC tracks them.
+# The settings every run starts from: CrosSCLR's (Sec. 4.2); params.yaml repeats them so that DVC
+# tracks them.
+RUN_DEFAULTS: dict[str, Any] = {
+    "variant": "50-shoulder", "encoder": "stgcn",
+    "encoder_options": {"hidden": 16, "out_dim": 256, "dropout": 0.5},
+    "train": dataclasses.asdict(TrainConfig()),
+}
+RUN_KEYS = ("method", "streams", "variant", "encoder", "encoder_options", "options", "train")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+# The evaluation protocols' settings.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "pretrain": {
-        "variant": "50-shoulder", "encoder": "stgcn",
-        "encoder_options": {"hidden": 16, "out_dim": 256, "dropout": 0.5},
-        "feature_dim": 128, "queue_size": 30000, "momentum": 0.999, "temperature": 0.07,
-        "augment": {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}},
-        "topk": 1, "cross_epoch": 150, "context": True,
-        "epochs": 300, "batch_size": 128, "lr": 0.1, "sgd_momentum": 0.9,
-        "weight_decay": 1.0e-4, "lr_steps": [250], "checkpoint_every": 10, "seed": 0,
-        "amp": False, "device": "auto",
-    },
     "linear": {"epochs": 100, "lr": 3.0, "momentum": 0.9, "weight_decay": 0.0,
                "batch_size": 128, "lr_steps": [80], "seed": 0, "device": "auto"},
     "knn": {"k": 1, "device": "auto"},
     # AimCLR's weights (joint 0.6, motion 0.4, bone 0.6); velocity as motion
     "ensemble": {"weights": {"joint": 0.6, "motion": 0.4, "bone": 0.6, "velocity": 0.4},
                  "streams": ["joint", "motion", "bone"]},
+    # fine-tuning (semi-supervised, fine-tune, transfer): the whole network and a linear head,
+    # AimCLR's fine-tune settings, the pretraining augmentations
+    "finetune": {"epochs": 100, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
+                 "weight_decay": 1.0e-4, "lr_steps": [80], "seed": 0, "device": "auto",
+                 "checkpoint_every": 10,
+                 "augment": {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}}},
+    "semi": {"percents": [1, 5, 10, 20], "seeds": [0]},
+    "occlusion": {"kinds": ["spatial", "temporal"], "ratio": [0.3, 0.7], "seed": 0},
+    "transfer": {"source": None, "targets": [], "runs": []},
 }
+
+
+def read_params(params: Path | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    params = Path(params)
+    if not params.is_file():
+        raise StageError(f"{params}: params file does not exist")
+    document = yaml.safe_load(params.read_text()) or {}
+    if not isinstance(document, dict):
+        raise StageError(f"{params}: not a mapping of sections")
+    return document
 
 
 def load_section(params: Path | None, section: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Defaults, then the params file's section, then the non-None command-line overrides."""
     values = dict(DEFAULTS.get(section, {}))
-    if params is not None:
-        params = Path(params)
-        if not params.is_file():
-            raise StageError(f"{params}: params file does not exist")
-        document = yaml.safe_load(params.read_text()) or {}
-        unknown = set(document.get(section) or {}) - set(values)
-        if unknown and section in DEFAULTS:
-            raise StageError(f"{params}: unknown key(s) in '{section}': {', '.join(sorted(unknown))}")
-        values.update(document.get(section) or {})
+    given = read_params(params).get(section) or {}
+    unknown = set(given) - set(values)
+    if unknown and section in DEFAULTS:
+        raise StageError(f"{params}: unknown key(s) in '{section}': {', '.join(sorted(unknown))}; "
+                         f"accepted: {', '.join(values)}")
+    values.update(given)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return values
 
 
-def load_document(params: Path) -> dict[str, Any]:
-    return yaml.safe_load(Path(params).read_text()) or {}
-
-
 @dataclass(frozen=True)
 class Run:
-    """A pretraining run: ``<method>-<view>[-<view>...][-k<K>]``, e.g. ``skeletonclr-joint``,
-    ``crosclr-joint-motion-bone``, ``crosclr-joint-motion-k3``; ``random-<view>`` is an untrained
-    encoder (the baseline every evaluation is compared with)."""
+    """One pretraining run, resolved from its params entry and the defaults."""
 
     name: str
     method: str
-    views: tuple[str, ...]
-    overrides: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    streams: tuple[str, ...]
+    variant: str
+    encoder: str
+    encoder_options: dict[str, Any]
+    options: dict[str, Any]
+    train: TrainConfig
 
     @property
     def trained(self) -> bool:
         return self.method != "random"
 
+    def build(self, layout: Layout, num_persons: int) -> Method:
+        """A fresh method (fresh encoders for ``random``) seeded by the run's seed."""
+        torch.manual_seed(self.train.seed)
+        try:
+            return build_method(self.method, self.streams, layout, num_persons, self.encoder,
+                                self.encoder_options, self.options, where=f"run {self.name!r}")
+        except OptionsError as err:
+            raise StageError(str(err)) from None
 
-def parse_run(name: str) -> Run:
-    method, *tokens = name.split("-")
-    views, overrides = [], {}
-    for token in tokens:
-        if token in VIEWS:
-            views.append(token)
-        elif token[:1] == "k" and token[1:].isdigit():
-            overrides["topk"] = int(token[1:])
-        else:
-            raise StageError(f"run {name!r}: {token!r} is neither a view ({', '.join(VIEWS)}) "
-                             f"nor k<K>")
-    if method not in (*METHODS, "random"):
-        raise StageError(f"run {name!r}: unknown method {method!r}; known: "
-                         f"{', '.join((*METHODS, 'random'))}")
-    if not views:
-        raise StageError(f"run {name!r} names no view")
-    multi = method != "random" and METHODS[method].multi_view
-    if (len(views) > 1) != multi:
-        raise StageError(f"run {name!r}: {method} learns " +
-                         ("two or more views" if multi else "exactly one view"))
-    return Run(name, method, tuple(views), overrides)
+    def settings(self) -> dict[str, Any]:
+        """What makes the run what it is (stored with its checkpoint and encoder files)."""
+        return {"method": self.method, "streams": list(self.streams), "variant": self.variant,
+                "encoder": self.encoder, "encoder_options": self.encoder_options,
+                "options": self.options}
 
 
-def ensemble_runs(name: str, streams: tuple[str, ...] | None) -> dict[str, str]:
-    """Which run provides each stream of an ensemble. ``name`` is a single-view method (one run
-    per stream: ``skeletonclr`` -> ``skeletonclr-joint``, ...) or a multi-view run, whose views
-    are the streams (``crosclr-joint-motion-bone``)."""
+def run_names(document: dict[str, Any]) -> list[str]:
+    runs = document.get("runs") or {}
+    if not isinstance(runs, dict):
+        raise StageError("params 'runs' must map run names to entries (method, streams, ...)")
+    return list(runs)
+
+
+def adhoc_entry(name: str) -> dict[str, Any] | None:
+    """``<method>-<stream>[-<stream>...]`` names a run that params need not list."""
+    method, *streams = name.split("-")
+    if method in METHODS and streams and all(s in VIEWS for s in streams):
+        return {"method": method, "streams": streams}
+    return None
+
+
+def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = None) -> Run:
+    """The run ``name`` from params (or an ad-hoc ``<method>-<stream>`` run), checked: an
+    unknown key names the run, the key and the accepted keys."""
+    document = read_params(params)
+    where = f"{params}: run {name!r}" if params else f"run {name!r}"
+    runs = document.get("runs") or {}
+    entry = runs.get(name) if isinstance(runs, dict) else None
+    if entry is None:
+        entry = adhoc_entry(name)
+        if entry is None:
+            listed = ", ".join(run_names(document)) or "none"
+            raise StageError(f"{where}: not in the params' runs (listed: {listed}), and not an "
+                             f"ad-hoc <method>-<stream> name (methods: {', '.join(METHODS)}; "
+                             f"streams: {', '.join(VIEWS)})")
+    if not RUN_NAME.fullmatch(name):
+        raise StageError(f"{where}: a run name is letters, digits, '-' and '_'")
+    defaults = document.get("defaults") or {}
+    for what, mapping, accepted in (("defaults", defaults, RUN_KEYS[2:]),
+                                    ("entry", entry, RUN_KEYS)):
+        if not isinstance(mapping, dict):
+            raise StageError(f"{where}: the {what} must be a mapping")
+        unknown = sorted(set(mapping) - set(accepted))
+        if unknown:
+            raise StageError(f"{where}: unknown key(s) {', '.join(unknown)} in the {what}; "
+                             f"accepted: {', '.join(accepted)}")
+    merged = {**RUN_DEFAULTS, **defaults, **entry}
+    if "encoder" in entry and "encoder_options" not in entry and \
+            entry["encoder"] != defaults.get("encoder", RUN_DEFAULTS["encoder"]):
+        merged["encoder_options"] = {}  # another encoder: its own defaults, not the shared ones
+    train = {**RUN_DEFAULTS["train"], **(defaults.get("train") or {}), **(entry.get("train") or {}),
+             **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    accepted = list(RUN_DEFAULTS["train"])
+    unknown = sorted(set(train) - set(accepted))
+    if unknown:
+        raise StageError(f"{where}: unknown key(s) {', '.join(unknown)} in train; accepted: "
+                         f"{', '.join(accepted)}")
+    if "method" not in entry or "streams" not in entry:
+        raise StageError(f"{where}: an entry needs 'method' and 'streams'")
+    streams = entry["streams"]
+    if isinstance(streams, str) or not streams or any(s not in VIEWS for s in streams):
+        raise StageError(f"{where}: streams must be a list of views from {', '.join(VIEWS)}, "
+                         f"not {streams!r}")
+    try:
+        method_class(entry["method"])
+    except OptionsError as err:
+        raise StageError(f"{where}: {err}") from None
+    return Run(name, entry["method"], tuple(streams), str(merged["variant"]), merged["encoder"],
+               dict(merged["encoder_options"] or {}), dict(merged.get("options") or {}),
+               TrainConfig(**train))
+
+
+def ensemble_runs(name: str, streams: tuple[str, ...] | None,
+                  params: Path | None) -> dict[str, str]:
+    """Which run provides each stream of an ensemble. ``name`` is a single-stream method (one
+    run per stream, named ``<method>-<stream>``: ``skeletonclr`` -> ``skeletonclr-joint``, ...)
+    or a multi-stream run, whose streams are the ensemble's (``crosclr-joint-motion-bone``)."""
     if name in METHODS and not METHODS[name].multi_view:
         if not streams:
             raise StageError(f"ensemble {name!r} needs its streams")
         return {s: f"{name}-{s}" for s in streams}
-    run = parse_run(name)
-    if not run.trained or len(run.views) < 2:
-        raise StageError(f"ensemble {name!r}: name a single-view method or a multi-view run")
-    streams = streams or run.views
-    missing = [s for s in streams if s not in run.views]
+    run = load_run(params, name)
+    if len(run.streams) < 2:
+        raise StageError(f"ensemble {name!r}: name a single-stream method or a multi-stream run")
+    streams = streams or run.streams
+    missing = [s for s in streams if s not in run.streams]
     if missing:
         raise StageError(f"run {name!r} did not learn {', '.join(missing)}")
     return {s: name for s in streams}

@@ -1,106 +1,211 @@
-"""linear, knn and ensemble: the evaluation stages over pretrained runs."""
+"""linear, knn and ensemble: the frozen-encoder protocols.
+
+Every evaluation starts from exported encoder files (a run's ``<stream>.encoder.pt``, or any file
+given with ``--encoder``), never from the pretraining method or the current pretrain params.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from skelctl.data.store import Store
 from skelctl.evaluate.ensemble import fuse
-from skelctl.methods import METHODS
 from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.evaluate.knn import knn_scores, nearest_neighbours
 from skelctl.evaluate.linear import LinearConfig, train_linear
+from skelctl.methods import METHODS
+from skelctl.models import load_encoder
 from skelctl.train import resolve_device
 from stages import paths
 from stages.common import StageError, write_json_atomic, write_text_atomic
-from stages.config import ensemble_runs, load_section, parse_run
-from stages.pretrain import labels_of, load_encoder
+from stages.config import ensemble_runs, load_run, load_section
+from stages.pretrain import store_of
 
 
-def features(split: str, run_name: str, view: str, data_dir: Path, models_dir: Path,
-             params: Path | None, device: torch.device) -> dict[str, Any]:
-    encoder, store, _ = load_encoder(split, run_name, view, data_dir, models_dir, params)
-    _, protocol = paths.split_parts(split)
-    out = {"num_classes": int(store.attr("num_classes"))}
-    for part in ("train", "val"):
-        indices = store.split(f"{protocol}/{part}")
-        out[part] = (extract_features(encoder, store.take(view, indices), device),
-                     labels_of(store, indices), indices)
-    return out
+@dataclass
+class Encoder:
+    """An exported encoder opened for evaluation on a split's store."""
+
+    module: nn.Module
+    view: str
+    info: dict[str, Any]
+    store: Store
+    protocol: str
+    name: str  # the results folder: the run's name, or <run>@<split> for a file given by path
+
+    def part(self, part: str) -> np.ndarray:
+        return self.store.split(f"{self.protocol}/{part}")
+
+    def labels(self, indices: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.store.meta(["label"])["label"][indices]).long()
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.store.attr("num_classes"))
 
 
-def save_logits(path: Path, **arrays: np.ndarray) -> None:
+def open_encoder(path: Path, split: str, data_dir: Path, name: str | None = None,
+                 hint: str = "") -> Encoder:
+    """Load an encoder file and the store it is evaluated on (the split's dataset, in the
+    variant the encoder was trained on), checking that the skeletons match."""
+    try:
+        module, info = load_encoder(path)
+    except FileNotFoundError:
+        raise StageError(f"{path}: no encoder file{hint}") from None
+    except ValueError as err:
+        raise StageError(str(err)) from None
+    variant = info["provenance"].get("variant")
+    if not variant:
+        raise StageError(f"{path}: the encoder file names no data variant")
+    store, protocol = store_of(data_dir, split, variant)
+    layout, store_layout = info["layout"], store.attr("layout")
+    if layout.name != store_layout or int(store.attr("max_bodies")) != info["num_persons"]:
+        raise StageError(f"{path}: encoder made for layout {layout.name} with "
+                         f"{info['num_persons']} bodies; {store.path} holds {store_layout} with "
+                         f"{store.attr('max_bodies')} bodies")
+    provenance = info["provenance"]
+    name = name or (f"{provenance['run']}@{provenance['split']}" if "run" in provenance
+                    else Path(path).name.split(".")[0])
+    return Encoder(module, info["view"], info, store, protocol, name)
+
+
+def run_encoders(split: str, run_name: str | None, encoder_file: Path | None, data_dir: Path,
+                 models_dir: Path, params: Path | None, source: str | None = None
+                 ) -> list[Encoder]:
+    """The encoders to evaluate on ``split``: one file, or every stream of a run (trained on
+    ``source``, by default the same split)."""
+    if (run_name is None) == (encoder_file is None):
+        raise StageError("name either a RUN or an --encoder FILE")
+    if encoder_file is not None:
+        return [open_encoder(encoder_file, split, data_dir)]
+    source = source or split
+    run = load_run(params, run_name)
+    hint = f"; run `skelctl pretrain {run_name} --split {source}` first"
+    return [open_encoder(paths.encoder_file(models_dir, source, run_name, stream), split,
+                         data_dir, run_name if source == split else f"{run_name}@{source}", hint)
+            for stream in run.streams]
+
+
+def features(encoder: Encoder, part: str, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Pre-projector features, labels and store indices of a split part."""
+    indices = encoder.part(part)
+    x = extract_features(encoder.module, encoder.store.take(encoder.view, indices), device)
+    return x, encoder.labels(indices), indices
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.partial.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
 
 
-def run_linear(split: str, run_name: str, data_dir: Path, models_dir: Path, results_dir: Path,
-               params: Path | None, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Linear evaluation of every view a run learned; writes metrics.json, logits.npz and
-    curve.csv per view."""
+def write_curve(path: Path, curve: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(curve[0]))
+    writer.writeheader()
+    writer.writerows(curve)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def linear_config(params: Path | None, overrides: dict[str, Any]) -> tuple[LinearConfig,
+                                                                         torch.device]:
     config = load_section(params, "linear", overrides)
     device = resolve_device(config.pop("device"))
-    linear = LinearConfig(**{k: config[k] for k in LinearConfig.__dataclass_fields__ if k in config})
-    results = {}
-    for view in parse_run(run_name).views:
-        data = features(split, run_name, view, data_dir, models_dir, params, device)
-        (train_x, train_y, _), (test_x, test_y, test_idx) = data["train"], data["val"]
-        result = train_linear(train_x, train_y, test_x, test_y, data["num_classes"], linear,
-                              device)
-        out = paths.result_dir(results_dir, split, run_name, "linear", view)
+    return LinearConfig(**{k: config[k] for k in LinearConfig.__dataclass_fields__
+                           if k in config}), device
+
+
+def linear_protocols(train: tuple, test: tuple, num_classes: int, config: LinearConfig,
+                     device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The paper's protocol (the headline) and, labelled beside it, the same classifier on
+    standardised features; returns the paper protocol's full result and the merged metrics."""
+    paper = train_linear(train[0], train[1], test[0], test[1], num_classes, config, device)
+    config.standardise = True
+    standardised = train_linear(train[0], train[1], test[0], test[1], num_classes, config,
+                                device)
+    config.standardise = False
+    return paper, {**paper["metrics"], "protocol": "paper (frozen features, lr schedule as "
+                   "params)", "standardised": standardised["metrics"]}
+
+
+def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
+               results_dir: Path, params: Path | None, overrides: dict[str, Any],
+               encoder_file: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Linear evaluation of every encoder; writes metrics.json, logits.npz and curve.csv per
+    view."""
+    config, device = linear_config(params, overrides)
+    results, name = {}, None
+    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+        train, test = features(encoder, "train", device), features(encoder, "val", device)
+        paper, metrics = linear_protocols(train, test, encoder.num_classes, config, device)
+        out = paths.result_dir(results_dir, split, encoder.name, "linear", encoder.view)
         out.mkdir(parents=True, exist_ok=True)
-        save_logits(out / "logits.npz", last=result["logits_last"].numpy(),
-                    best=result["logits_best"].numpy(), labels=test_y.numpy(), indices=test_idx)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["epoch", "top1", "top5"])
-        writer.writeheader()
-        writer.writerows(result["curve"])
-        write_text_atomic(out / "curve.csv", buffer.getvalue())
-        write_json_atomic(out / "metrics.json", result["metrics"])
-        results[view] = result["metrics"]
-    write_json_atomic(paths.result_summary(results_dir, split, run_name, "linear"), results)
+        save_arrays(out / "logits.npz", last=paper["logits_last"].numpy(),
+                    best=paper["logits_best"].numpy(), labels=test[1].numpy(), indices=test[2])
+        write_curve(out / "curve.csv", paper["curve"])
+        write_json_atomic(out / "metrics.json", metrics)
+        results[encoder.view], name = metrics, encoder.name
+    write_json_atomic(paths.result_summary(results_dir, split, name, "linear"), results)
     return results
 
 
-def run_knn(split: str, run_name: str, data_dir: Path, models_dir: Path, results_dir: Path,
-            params: Path | None, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """KNN retrieval (cosine, k from params) for every view a run learned."""
+def run_knn(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
+            results_dir: Path, params: Path | None, overrides: dict[str, Any],
+            encoder_file: Path | None = None) -> dict[str, dict[str, Any]]:
+    """KNN retrieval (cosine, k from params) for every encoder."""
     config = load_section(params, "knn", overrides)
     device = resolve_device(config["device"])
-    results = {}
-    for view in parse_run(run_name).views:
-        data = features(split, run_name, view, data_dir, models_dir, params, device)
-        (train_x, train_y, train_idx), (test_x, test_y, test_idx) = data["train"], data["val"]
+    results, name = {}, None
+    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+        (train_x, train_y, train_idx) = features(encoder, "train", device)
+        (test_x, test_y, test_idx) = features(encoder, "val", device)
         neighbours, similarities = nearest_neighbours(train_x, test_x, config["k"])
-        scores = knn_scores(train_y[neighbours], similarities, data["num_classes"])
+        scores = knn_scores(train_y[neighbours], similarities, encoder.num_classes)
         metrics = {"top1": accuracy(scores, test_y, 1), "k": config["k"],
                    "train_samples": len(train_x), "test_samples": len(test_x)}
-        out = paths.result_dir(results_dir, split, run_name, "knn", view)
+        out = paths.result_dir(results_dir, split, encoder.name, "knn", encoder.view)
         out.mkdir(parents=True, exist_ok=True)
-        save_logits(out / "neighbours.npz", neighbours=train_idx[neighbours.numpy()],
+        save_arrays(out / "neighbours.npz", neighbours=train_idx[neighbours.numpy()],
                     similarities=similarities.numpy(), scores=scores.numpy(),
                     labels=test_y.numpy(), indices=test_idx)
         write_json_atomic(out / "metrics.json", metrics)
-        results[view] = metrics
-    write_json_atomic(paths.result_summary(results_dir, split, run_name, "knn"), results)
+        results[encoder.view], name = metrics, encoder.name
+    write_json_atomic(paths.result_summary(results_dir, split, name, "knn"), results)
     return results
 
 
-def run_ensemble(split: str, name: str, streams: tuple[str, ...] | None, results_dir: Path,
-                 params: Path | None, weights: tuple[float, ...] | None = None) -> dict[str, Any]:
-    """Fuse the linear classifiers' logits of the streams: each alone, the first two (2s) and,
-    with three or more, all of them (3s); headline from the last epoch, best epoch beside it.
-    ``name`` is a single-view method (one run per stream) or a multi-view run."""
+def ensemble_groups(streams: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Each stream alone, the first two (2s) and, with three or more, all of them (3s)."""
+    groups = {s: (s,) for s in streams}
+    groups["2s"] = streams[:2]
+    if len(streams) >= 3:
+        groups[f"{len(streams)}s"] = streams
+    return groups
+
+
+def run_ensemble(split: str, name: str, streams: tuple[str, ...] | None, data_dir: Path,
+                 models_dir: Path, results_dir: Path, params: Path | None,
+                 weights: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """Two ensemble protocols over the streams, each for the 2s and 3s groups:
+
+    - ``posthoc`` (AimCLR's): a weighted sum of the streams' linear-evaluation logits;
+    - ``joint`` (CrosSCLR's own): the streams' linear heads trained together on the mean of
+      their logits (the paper protocol's settings).
+
+    ``name`` is a single-stream method (one run per stream) or a multi-stream run.
+    """
     section = load_section(params, "ensemble", {})
-    if streams is None and name in METHODS:  # a single-view method: the streams from params
+    if streams is None and name in METHODS:  # a single-stream method: the streams from params
         streams = tuple(section["streams"])
-    runs = ensemble_runs(name, streams)
+    runs = ensemble_runs(name, streams, params)
     streams = tuple(runs)
     if len(streams) < 2:
         raise StageError("an ensemble needs at least two streams")
@@ -123,17 +228,27 @@ def run_ensemble(split: str, name: str, streams: tuple[str, ...] | None, results
                 raise StageError(f"{path}: test samples differ from the other streams'")
             labels = saved["labels"]
     target = torch.from_numpy(labels).long()
-    groups = {s: (s,) for s in streams}
-    groups["2s"] = streams[:2]
-    if len(streams) >= 3:
-        groups[f"{len(streams)}s"] = streams
+    config, device = linear_config(params, {})
+    by_stream = {e.view: e for run in dict.fromkeys(runs.values())
+                 for e in run_encoders(split, run, None, data_dir, models_dir, params)
+                 if runs.get(e.view) == run}
+    feats = {s: (features(by_stream[s], "train", device), features(by_stream[s], "val", device))
+             for s in streams}
     metrics: dict[str, Any] = {"ensemble": name, "weights": dict(zip(streams, weights)),
-                               "runs": runs}
-    for group, members in groups.items():
+                               "runs": runs, "posthoc": {}, "joint": {}}
+    for group, members in ensemble_groups(streams).items():
+        metrics["posthoc"][group] = {}
         for which in ("last", "best"):
             fused = fuse([logits[s][which] for s in members],
                          [weights[streams.index(s)] for s in members])
-            metrics[f"{group}_top1_{which}"] = accuracy(fused, target, 1)
-            metrics[f"{group}_top5_{which}"] = accuracy(fused, target, 5)
+            metrics["posthoc"][group][f"top1_{which}"] = accuracy(fused, target, 1)
+            metrics["posthoc"][group][f"top5_{which}"] = accuracy(fused, target, 5)
+        if len(members) > 1:
+            train_x = [feats[s][0][0] for s in members]
+            test_x = [feats[s][1][0] for s in members]
+            joint = train_linear(train_x, feats[members[0]][0][1], test_x, target,
+                                 by_stream[members[0]].num_classes, config, device)
+            metrics["joint"][group] = {k: joint["metrics"][k] for k in (
+                "top1_last", "top5_last", "top1_best", "top5_best", "best_epoch")}
     write_json_atomic(paths.ensemble_dir(results_dir, split, name) / "metrics.json", metrics)
     return metrics

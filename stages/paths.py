@@ -60,3 +60,13 @@ def result_summary(results_dir: Path, split: str, run: str, protocol: str) -> Pa
 
 def ensemble_dir(results_dir: Path, split: str, method: str) -> Path:
     return Path(results_dir) / split / "ensemble" / method
+
+
+def encoder_file(models_dir: Path, split: str, run: str, stream: str) -> Path:
+    """The exported encoder of one stream of a run: ``models/<split>/<run>/<stream>.encoder.pt``."""
+    return Path(models_dir) / split / run / f"{stream}.encoder.pt"
+
+
+def downstream_dir(results_dir: Path, split: str, protocol: str, name: str) -> Path:
+    """``results/<split>/<semi|finetune|transfer|occlusion>/<name>/``."""
+    return Path(results_dir) / split / protocol / name

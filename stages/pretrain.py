@@ -1,4 +1,4 @@
-"""pretrain: one self-supervised run on the training part of a split."""
+"""pretrain: one run on the training part of a split; ends by exporting each stream's encoder."""
 
 from __future__ import annotations
 
@@ -9,87 +9,61 @@ import numpy as np
 import torch
 
 from skelctl.data.store import Store
-from skelctl.methods import build_method
-from skelctl.models import build_encoder
+from skelctl.models import save_encoder
 from skelctl.skeletons import get_layout
-from skelctl.train import TrainConfig, distributed, init_distributed, pretrain, resolve_device
+from skelctl.train import Samples, distributed, fit, init_distributed, resolve_device
 from stages import paths
 from stages.common import StageError
-from stages.config import Run, load_section, parse_run
-
-METHOD_KEYS = ("encoder", "encoder_options", "feature_dim", "queue_size", "momentum",
-               "temperature", "augment", "topk", "cross_epoch", "context")
+from stages.config import Run, load_run
 
 
-def train_joints(store: Store, protocol: str) -> torch.Tensor:
-    return torch.from_numpy(store.take("joint", store.split(f"{protocol}/train")))
+def training_samples(store: Store, indices: np.ndarray, inputs: tuple[str, ...],
+                     sequences: bool = False) -> Samples:
+    """The named views, labels and store indices of ``indices`` (and, when asked, the real
+    variable-length frames) as tensors, for the training loop."""
+    arrays = {name: torch.from_numpy(store.take(name, indices)) for name in inputs}
+    arrays["label"] = torch.from_numpy(store.meta(["label"])["label"][indices]).long()
+    arrays["index"] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+    if not sequences:
+        return Samples(arrays)
+    offsets = store.offsets
+    lengths = offsets[indices + 1] - offsets[indices]
+    frames = np.concatenate([store.sequence(int(i)) for i in indices]) if len(indices) else None
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return Samples(arrays, torch.from_numpy(frames), torch.from_numpy(starts))
 
 
-def build(run: Run, config: dict[str, Any], store: Store) -> torch.nn.Module:
-    """A fresh method (or, for ``random-<view>``, a fresh encoder) seeded by ``config['seed']``."""
-    torch.manual_seed(config["seed"])
-    layout = get_layout(store.attr("layout"))
-    persons = int(store.attr("max_bodies"))
-    return build_method(run.method, run.views, layout, persons,
-                        **{k: config[k] for k in METHOD_KEYS})
+def store_of(data_dir: Path, split: str, variant: str) -> tuple[Store, str]:
+    dataset, protocol = paths.split_parts(split)
+    return Store(paths.views(data_dir, dataset, variant)), protocol
 
 
 def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Path | None,
         overrides: dict[str, Any], resume: bool = True) -> dict[str, Any]:
-    run_ = parse_run(run_name)
-    if not run_.trained:
-        raise StageError(f"run {run_name!r} is the untrained baseline: nothing to pretrain")
-    config = {**load_section(params, "pretrain", overrides), **run_.overrides}
-    dataset, protocol = paths.split_parts(split)
-    store = Store(paths.views(data_dir, dataset, config["variant"]))
-    device = init_distributed(resolve_device(config["device"]))
-    method = build(run_, config, store)
-    train = TrainConfig(epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],
-                        momentum=config["sgd_momentum"], weight_decay=config["weight_decay"],
-                        lr_steps=list(config["lr_steps"]),
-                        checkpoint_every=config["checkpoint_every"], seed=config["seed"],
-                        amp=config["amp"])
-    identity = {"split": split, "run": run_name, "data": str(store.path),
-                **{k: config[k] for k in (*METHOD_KEYS, "variant")}}
+    spec: Run = load_run(params, run_name, overrides)
+    store, protocol = store_of(data_dir, split, spec.variant)
+    device = init_distributed(resolve_device(spec.train.device))
+    layout, persons = get_layout(store.attr("layout")), int(store.attr("max_bodies"))
+    method = spec.build(layout, persons)
     out = paths.model_dir(models_dir, split, run_name)
+    files = {s: paths.encoder_file(models_dir, split, run_name, s) for s in spec.streams}
     rank, _ = distributed()
-    history = pretrain(method, train_joints(store, protocol), train, out / "checkpoint.pt", device,
-                       paths.loss_history(models_dir, split, run_name), identity, resume=resume,
-                       log=print if rank == 0 else (lambda _: None))
-    return {"output": str(out), "epochs": len(history), "loss": history[-1]["loss"],
-            "rank": rank}
-
-
-def load_encoder(split: str, run_name: str, view: str, data_dir: Path, models_dir: Path,
-                 params: Path | None) -> tuple[torch.nn.Module, Store, dict[str, Any]]:
-    """The frozen query encoder of ``view`` from a finished run (a fresh one for ``random``)."""
-    run_ = parse_run(run_name)
-    if view not in run_.views:
-        raise StageError(f"run {run_name!r} learns {', '.join(run_.views)}, not {view!r}")
-    config = {**load_section(params, "pretrain", {}), **run_.overrides}
-    dataset, _ = paths.split_parts(split)
-    store = Store(paths.views(data_dir, dataset, config["variant"]))
-    if not run_.trained:
-        torch.manual_seed(config["seed"])
-        encoder = build_encoder(config["encoder"], get_layout(store.attr("layout")),
-                                int(store.attr("max_bodies")), **config["encoder_options"])
-        return encoder, store, config
-    checkpoint = paths.model_dir(models_dir, split, run_name) / "checkpoint.pt"
-    if not checkpoint.is_file():
-        raise StageError(f"{checkpoint}: no checkpoint; run `skelctl pretrain {run_name} --split "
-                         f"{split}` first")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if state["epoch"] < config["epochs"]:
-        raise StageError(f"{checkpoint}: pretraining stopped after epoch {state['epoch']} of "
-                         f"{config['epochs']}; rerun pretrain to finish it")
-    made_with = {k: state["identity"].get(k) for k in (*METHOD_KEYS, "variant")}
-    if made_with != {k: config[k] for k in made_with}:
-        raise StageError(f"{checkpoint}: made with other pretrain settings than the params now "
-                         f"give; rerun pretrain")
-    method = build(run_, config, store)
-    method.load_state_dict(state["method"])
-    return method.encoder(view), store, config
-
-
-def labels_of(store: Store, indices: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(store.meta(["label"])["label"][indices]).long()
+    if rank == 0:  # an encoder file stands only for a finished run of these settings
+        for path in files.values():
+            path.unlink(missing_ok=True)
+    identity = {"split": split, "run": run_name, "data": str(store.path), **spec.settings()}
+    phases = method.phases(**spec.train.schedule())
+    history: list[dict[str, float]] = []
+    if phases:
+        indices = store.split(f"{protocol}/train")
+        history = fit(method, training_samples(store, indices, method.inputs, method.sequences),
+                      phases, spec.train, out / "checkpoint.pt", device,
+                      paths.loss_history(models_dir, split, run_name), identity, resume=resume,
+                      log=print if rank == 0 else (lambda _: None))
+    if rank == 0:
+        for stream, encoder in method.encoders().items():
+            save_encoder(files[stream], encoder, stream, {
+                "run": run_name, "split": split, "epochs": len(history), **spec.settings()})
+    return {"output": str(out), "epochs": len(history),
+            "loss": history[-1]["loss"] if history else None, "rank": rank,
+            "encoders": [str(p) for p in files.values()]}

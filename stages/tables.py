@@ -1,23 +1,34 @@
-"""tables: the papers' tables with our numbers, built from the combinations params.yaml lists.
+"""tables: the papers' tables with our numbers, built from the combinations params list.
 
-Expected result files are derived from ``splits``, ``runs`` and ``ensembles`` in params (never by
-globbing, which would pick up stale results of other profiles); a missing one is an error.
+Expected result files are derived from ``splits``, ``runs``, ``ensembles``, ``downstream`` and
+``transfer`` in params (never by globbing, which would pick up stale results of other profiles);
+a missing one is an error. The papers' numbers sit beside the runs that reproduce their rows
+(matched by run name, below); an empty cell is always shown as "–".
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from skelctl.methods import METHODS
-from skelctl.report import fmt, markdown_table, paper_results, paper_value
+from skelctl.report import PaperValue, fmt, markdown_table, paper_results, paper_value
 from stages import paths
 from stages.common import StageError, write_text_atomic
-from stages.config import load_document, parse_run
+from stages.config import load_run, read_params, run_names
 
 METHOD_TITLES = {"skeletonclr": "SkeletonCLR", "crosclr": "CrosSCLR", "random": "random init"}
+
+# run name -> the paper row it reproduces, per CrosSCLR table (Table 1 by method and stream)
+TABLE1_RUNS = {"skeletonclr-joint", "skeletonclr-motion", "skeletonclr-bone",
+               "crosclr-joint-motion-bone"}
+TABLE3_RUNS = {"skeletonclr-joint-noaug": "SkeletonCLR shear 0 crop 0",
+               "skeletonclr-joint-shear-only": "SkeletonCLR shear 0.5 crop 0",
+               "skeletonclr-joint": "SkeletonCLR shear 0.5 crop 6"}
+TABLE4_RUNS = {"skeletonclr-joint": "SkeletonCLR", "skeletonclr-joint-km": "SkeletonCLR + L_KM",
+               "crosclr-joint-motion-bone-noec": "CrosSCLR w/o EC",
+               "crosclr-joint-motion-bone": "CrosSCLR"}
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -27,126 +38,232 @@ def read_metrics(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def ensemble_streams(name: str, document: dict[str, Any]) -> tuple[str, ...]:
-    if name in METHODS:
-        return tuple(document.get("ensemble", {}).get("streams", ("joint", "motion", "bone")))
-    return parse_run(name).views
-
-
-def ensemble_title(name: str) -> str:
-    if name in METHODS:
-        return METHOD_TITLES[name]
-    run = parse_run(name)
-    suffix = f" K={run.overrides['topk']}" if "topk" in run.overrides else ""
-    return METHOD_TITLES[run.method] + suffix
+def published_rows(papers: list[PaperValue], metric: str, splits: list[str],
+                   source: str = "") -> list[list[str]]:
+    """Every paper row reporting ``metric`` on one of the splits: ``[row, source, values...]``."""
+    rows = []
+    for key in dict.fromkeys((p.paper, p.table, p.row) for p in papers if p.metric == metric
+                             and (not source or p.source == source)):
+        values = [paper_value(papers, key[0], key[1], key[2], s, metric, source=source)
+                  for s in splits]
+        if any(v is not None for v in values):
+            rows.append([key[2], f"{key[0].split(' (')[0]}, Table {key[1]}", *map(fmt, values)])
+    return rows
 
 
 def build(params: Path, results_dir: Path) -> dict[str, str]:
     """Every table as Markdown, by file stem."""
-    document = load_document(params)
-    splits, runs = document.get("splits", []), document.get("runs", [])
+    document = read_params(params)
+    splits = document.get("splits", [])
+    runs = {name: load_run(params, name) for name in run_names(document)}
     ensembles = document.get("ensembles", [])
+    downstream = document.get("downstream") or {}
     papers = paper_results()
-    cols = [f"{s} {part}" for s in splits for part in ("ours", "ours (best ep.)", "paper")]
-    profile = document.get("profile", "params.yaml")
-    note = (f"Linear evaluation, top-1 %. Ours: `{profile}`; 'ours' is the last epoch, "
-            f"'best ep.' the best test epoch (the reference code's figure). Paper: the "
-            f"published value for the same split.")
+    profile = document.get("profile", "")
+    ours = f"Ours: `{params}`" + (f" ({profile})" if profile else "")
+    epochs = ("'last' is the last epoch (the headline), 'best' the best test epoch (the "
+              "reference code's figure)")
+    cols = [f"{s} {part}" for s in splits for part in ("last", "best", "paper")]
 
-    def linear(split: str, run: str, view: str) -> list[str]:
-        m = read_metrics(paths.result_dir(results_dir, split, run, "linear", view) / "metrics.json")
-        return [fmt(m["top1_last"]), fmt(m["top1_best"])]
+    def result(split: str, run: str, protocol: str, view: str) -> dict[str, Any]:
+        return read_metrics(paths.result_dir(results_dir, split, run, protocol, view)
+                            / "metrics.json")
 
-    def ensemble(split: str, name: str, group: str) -> list[str]:
-        m = read_metrics(paths.ensemble_dir(results_dir, split, name) / "metrics.json")
-        return [fmt(m[f"{group}_top1_last"]), fmt(m[f"{group}_top1_best"])]
+    def title(run: str) -> str:
+        return METHOD_TITLES.get(runs[run].method, runs[run].method)
 
-    # CrosSCLR Table 1: every stream of every run, then the 2s/3s ensembles
-    baselines = document.get("baselines", [])
-    table1 = []
-    for run_name in [*runs, *baselines]:
-        run = parse_run(run_name)
-        for view in run.views:
-            label = f"{METHOD_TITLES[run.method]} {view}" + (
-                f" (K={run.overrides['topk']})" if run.overrides else "")
-            row: list[Any] = [label]
-            for split in splits:
-                paper = None if run.overrides else paper_value(
-                    papers, "CrosSCLR", "1", METHOD_TITLES[run.method], split, "linear", view)
-                row += linear(split, run_name, view) + [fmt(paper)]
-            table1.append(row)
+    def rows_for(label: Callable[[str, str], str], paper: Callable[[str, str, str], float | None],
+                 value: Callable[[str, str, str], dict[str, Any]],
+                 selected: dict[str, tuple[str, ...]]) -> list[list[str]]:
+        out = []
+        for run, views in selected.items():
+            for view in views:
+                row = [label(run, view)]
+                for split in splits:
+                    m = value(split, run, view)
+                    row += [fmt(m["top1_last"]), fmt(m["top1_best"]),
+                            fmt(paper(run, view, split))]
+                out.append(row)
+        return out
+
+    every = {r: runs[r].streams for r in runs}
+    linear_note = (f"Linear evaluation, top-1 %. {ours}; {epochs}. Paper: the published value of "
+                   f"the row this run reproduces.")
+
+    # linear evaluation of every run (CrosSCLR Table 1 beside the runs that reproduce it)
+    table1 = rows_for(
+        lambda r, v: f"{title(r)} {v} ({r})",
+        lambda r, v, s: paper_value(papers, "CrosSCLR", "1", title(r), s, "linear", v)
+        if r in TABLE1_RUNS else None,
+        lambda s, r, v: result(s, r, "linear", v), every)
+    tables = {"linear": markdown_table("Linear evaluation of every run (CrosSCLR Table 1 beside "
+                                       "its rows)", linear_note, ["model", *cols], table1)}
+    standardised = rows_for(
+        lambda r, v: f"{title(r)} {v} ({r})", lambda r, v, s: None,
+        lambda s, r, v: result(s, r, "linear", v)["standardised"], every)
+    tables["linear_standardised"] = markdown_table(
+        "Linear evaluation on standardised features (non-affine batch norm before the classifier)",
+        f"Top-1 %. {ours}; {epochs}. Not a paper protocol: a linear number that does not depend "
+        f"on the encoder's feature scale; no paper reports it.", ["model", *cols], standardised)
+
+    # ensembles: both protocols; CrosSCLR's numbers beside its own (joint-head) protocol
+    ens_rows = []
     for name in ensembles:
-        streams = ensemble_streams(name, document)
-        for group, count in (("2s", 2), (f"{len(streams)}s", len(streams))):
-            if count > len(streams) or (group != "2s" and count < 3):
-                continue
-            label = f"{group}-{ensemble_title(name)} ({'+'.join(streams[:count])})"
-            row = [label]
-            for split in splits:
-                paper = paper_value(papers, "CrosSCLR", "1", f"{group}-{ensemble_title(name)}",
-                                    split, "linear")
-                row += ensemble(split, name, group) + [fmt(paper)]
-            table1.append(row)
-    tables = {"crosclr_table1": markdown_table(
-        "CrosSCLR Table 1: single views and ensembles", note, ["model", *cols], table1)}
+        by_split = {s: read_metrics(paths.ensemble_dir(results_dir, s, name) / "metrics.json")
+                    for s in splits}
+        first = by_split[splits[0]] if splits else {"runs": {}, "joint": {}}
+        streams = list(first["runs"])
+        family = METHOD_TITLES.get(name if name in METHODS else runs[name].method, name)
+        reproduces = name in ("skeletonclr", "crosclr-joint-motion-bone")
+        for protocol in ("joint", "posthoc"):
+            for group in first["joint"]:
+                row = [f"{group}-{family} ({'+'.join(streams[:int(group[0])])}; {name}) "
+                       f"{protocol}"]
+                for split in splits:
+                    m = by_split[split][protocol][group]
+                    paper = paper_value(papers, "CrosSCLR", "1", f"{group}-{family}", split,
+                                        "linear") if protocol == "joint" and reproduces else None
+                    row += [fmt(m["top1_last"]), fmt(m["top1_best"]), fmt(paper)]
+                ens_rows.append(row)
+    tables["ensembles"] = markdown_table(
+        "Multi-stream ensembles (CrosSCLR Table 1, 2s and 3s rows)",
+        f"Top-1 %. {ours}; {epochs}. 'joint': the streams' linear heads trained together on the "
+        f"mean of their logits (CrosSCLR's protocol, the one its numbers are beside); "
+        f"'posthoc': the weighted sum of the separately trained heads' logits (AimCLR's "
+        f"protocol, weights from params).", ["ensemble", *cols], ens_rows)
 
-    # CrosSCLR Table 2: 2s-CrosSCLR (joint + motion) by top-K
-    table2 = []
+    # CrosSCLR Table 2: 2s-CrosSCLR (joint + motion) by top-K, joint-head protocol
+    table2, seen = [], set()
     for name in ensembles:
-        if not re.fullmatch(r"crosclr-joint-motion(-k\d+)?", name):
+        run = runs.get(name)
+        if run is None or run.method != "crosclr" or run.streams != ("joint", "motion"):
             continue
-        k = parse_run(name).overrides.get("topk", document.get("pretrain", {}).get("topk", 1))
-        row = [f"K={k}"]
+        k = int(run.options.get("topk", 1))
+        if k in seen:
+            continue
+        seen.add(k)
+        row = [f"K={k} ({name})"]
         for split in splits:
-            row += ensemble(split, name, "2s") + [fmt(paper_value(
-                papers, "CrosSCLR", "2", f"2s-CrosSCLR K={k}", split, "linear"))]
+            m = read_metrics(paths.ensemble_dir(results_dir, split, name) / "metrics.json")
+            row += [fmt(m["joint"]["2s"]["top1_last"]), fmt(m["joint"]["2s"]["top1_best"]),
+                    fmt(paper_value(papers, "CrosSCLR", "2", f"2s-CrosSCLR K={k}", split,
+                                    "linear"))]
         table2.append(row)
-    for k in (0, 1, 3, 5, 7, 10):
-        if not any(r[0] == f"K={k}" for r in table2):
-            table2.append([f"K={k} (not run)"] + [x for s in splits for x in (
-                "–", "–", fmt(paper_value(papers, "CrosSCLR", "2", f"2s-CrosSCLR K={k}", s,
-                                          "linear")))])
-    tables["crosclr_table2_topk"] = markdown_table(
-        "CrosSCLR Table 2: 2s-CrosSCLR by top-K", note + " Rows marked 'not run' are not in "
-        "this profile's `ensembles`.", ["top-K", *cols], table2)
+    if table2:
+        tables["crosclr_table2_topk"] = markdown_table(
+            "CrosSCLR Table 2: 2s-CrosSCLR by top-K", linear_note, ["top-K", *cols], table2)
 
-    # CrosSCLR Table 5: comparison on NTU-60 (paper rows) with our 3s-CrosSCLR
-    table5 = []
-    for p_row in dict.fromkeys((p.row, p.encoder) for p in papers if p.table == "5"):
-        row = [p_row[0], p_row[1]]
-        for split in splits:
-            row += ["", "", fmt(paper_value(papers, "CrosSCLR", "5", p_row[0], split, "linear"))]
-        table5.append(row)
-    for name in ensembles:
-        streams = ensemble_streams(name, document)
-        if len(streams) >= 3:
-            row = [f"{len(streams)}s-{ensemble_title(name)} (ours)",
-                   document.get("pretrain", {}).get("encoder", "stgcn")]
-            for split in splits:
-                row += ensemble(split, name, f"{len(streams)}s") + [""]
-            table5.append(row)
-    tables["crosclr_table5"] = markdown_table(
-        "CrosSCLR Table 5: unsupervised results, linear evaluation", note,
-        ["method", "encoder", *cols], table5)
+    # CrosSCLR Tables 3 and 4: the ablation runs params list
+    for number, mapping, caption in (
+            ("3", TABLE3_RUNS, "augmentations of SkeletonCLR (joint)"),
+            ("4", TABLE4_RUNS, "contrastive settings and embedding context (joint)")):
+        listed = {r: ("joint",) for r in mapping if r in runs}
+        if listed:
+            tables[f"crosclr_table{number}"] = markdown_table(
+                f"CrosSCLR Table {number}: {caption}", linear_note, ["model", *cols], rows_for(
+                    lambda r, v: f"{mapping[r]} ({r})",
+                    lambda r, v, s, n=number, m=mapping: paper_value(papers, "CrosSCLR", n,
+                                                                     m[r], s, "linear"),
+                    lambda s, r, v: result(s, r, "linear", v), listed))
 
-    # KNN retrieval: our runs and the papers' reported KNN results
+    # KNN retrieval
     knn_rows = []
-    for run_name in [*runs, *baselines]:
-        for view in parse_run(run_name).views:
-            row = [f"{run_name} ({view})", "ours"]
-            for split in splits:
-                m = read_metrics(paths.result_dir(results_dir, split, run_name, "knn", view)
-                                 / "metrics.json")
-                row.append(fmt(m["top1"]))
-            knn_rows.append(row)
-    for p in dict.fromkeys((p.paper, p.table, p.row) for p in papers if p.metric == "knn"):
-        values = [paper_value(papers, p[0], p[1], p[2], s, "knn") for s in splits]
-        if any(v is not None for v in values):
-            knn_rows.append([p[2], f"{p[0]}, Table {p[1]}", *map(fmt, values)])
+    for run, views in every.items():
+        for view in views:
+            knn_rows.append([f"{title(run)} {view} ({run})", "ours", *[
+                fmt(result(s, run, "knn", view)["top1"]) for s in splits]])
+    knn_rows += published_rows(papers, "knn", splits)
     tables["knn"] = markdown_table(
         "KNN retrieval (k = 1, cosine similarity of pre-projector features)",
-        f"Top-1 %. Ours: `{profile}`. Paper rows: the values the papers report for these "
-        f"splits.", ["model", "source", *splits], knn_rows)
+        f"Top-1 %. {ours}. Paper rows: the values the papers report for these splits.",
+        ["model", "source", *splits], knn_rows)
+
+    # semi-supervised (ISC Table 2, CrosSCLR Table 7, PCM3 Table 2)
+    semi_rows = []
+    percents = (document.get("semi") or {}).get("percents", [1, 5, 10, 20])
+    for run in downstream.get("semi") or []:
+        for view in runs[run].streams:
+            for percent in percents:
+                row = [f"{title(run)} {view} ({run})", f"{percent:g} %"]
+                for split in splits:
+                    m = result(split, run, "semi", view)[f"{percent:g}"]
+                    row += [f"{fmt(m['top1_last'])} / {fmt(m['top1_best'])}"]
+                semi_rows.append(row)
+    for percent in percents:
+        semi_rows += [[r[0], f"{percent:g} % ({r[1]})", *r[2:]]
+                      for r in published_rows(papers, f"semi{percent:g}", splits)]
+    if downstream.get("semi"):
+        tables["semi"] = markdown_table(
+            "Semi-supervised: fine-tuning on a per-class fraction of the labels",
+            f"Top-1 %, last / best epoch, mean over the seeds in params. {ours}. Paper rows: "
+            f"ISC Table 2 (mean of five runs), CrosSCLR Table 7 and PCM3 Table 2.",
+            ["model", "labels", *splits], semi_rows)
+
+    # fine-tuning on all labels (CrosSCLR Table 8)
+    if downstream.get("finetune"):
+        rows = [[f"{title(r)} {v} ({r})", "ours", *[
+            f"{fmt(m['top1_last'])} / {fmt(m['top1_best'])}" for m in
+            (result(s, r, "finetune", v) for s in splits)]]
+            for r in downstream["finetune"] for v in runs[r].streams]
+        rows += published_rows(papers, "finetune", splits)
+        tables["finetune"] = markdown_table(
+            "Fine-tuning on all labels", f"Top-1 %, last / best epoch. {ours}. Paper rows: "
+            f"CrosSCLR Table 8.", ["model", "source", *splits], rows)
+
+    # transfer (ISC Table 4, CRRL Table VII, CrosSCLR Table 8)
+    transfer = document.get("transfer") or {}
+    targets, source = transfer.get("targets") or [], transfer.get("source")
+    if downstream.get("transfer") and targets:
+        rows = []
+        for run in downstream["transfer"]:
+            for view in runs[run].streams:
+                row = [f"{title(run)} {view} ({run}, pretrained on {source})"]
+                for target in targets:
+                    m = result(target, f"{run}@{source}", "transfer", view)
+                    row += [f"{fmt(m['linear']['top1_last'])} / {fmt(m['linear']['top1_best'])}",
+                            f"{fmt(m['finetune']['top1_last'])} / "
+                            f"{fmt(m['finetune']['top1_best'])}"]
+                rows.append(row)
+        for metric in ("transfer-linear", "transfer-finetune"):
+            for r in published_rows(papers, metric, targets, source=source or ""):
+                values = r[2:]
+                rows.append([f"{r[0]} ({r[1]}, pretrained on {source})", *[
+                    x for v in values for x in ((v, "–") if metric == "transfer-linear"
+                                                else ("–", v))]])
+        tables["transfer"] = markdown_table(
+            f"Transfer: pretrained on {source}, evaluated on another dataset",
+            f"Top-1 %, last / best epoch. {ours}. Paper rows: the papers' transfer tables for "
+            f"the same source and target.",
+            ["model", *[f"{t} {p}" for t in targets for p in ("linear", "fine-tune")]], rows)
+
+    # occlusion robustness (PCM3 Table 4)
+    if downstream.get("occlusion"):
+        kinds = (document.get("occlusion") or {}).get("kinds", ["spatial", "temporal"])
+        rows = []
+        for run in downstream["occlusion"]:
+            for view in runs[run].streams:
+                row = [f"{title(run)} {view} ({run})", "ours"]
+                for split in splits:
+                    m = result(split, run, "occlusion", view)
+                    row.append(fmt(m["clean"]["top1_last"]))
+                    row += [f"{fmt(m[k]['top1_last'])} (-{fmt(m[k]['drop_last'])})"
+                            for k in kinds]
+                rows.append(row)
+        for key in dict.fromkeys((p.paper, p.table, p.row) for p in papers
+                                 if p.metric.startswith("occlusion-")):
+            row = [key[2], f"{key[0].split(' (')[0]}, Table {key[1]}"]
+            for split in splits:
+                row.append("–")
+                row += [fmt(paper_value(papers, key[0], key[1], key[2], split,
+                                        f"occlusion-{k}")) for k in kinds]
+            if any(c != "–" for c in row[2:]):
+                rows.append(row)
+        tables["occlusion"] = markdown_table(
+            "Occlusion robustness: linear evaluation on masked test data",
+            f"Top-1 %, last epoch, drop against clean data in brackets. {ours}. Spatial: body "
+            f"parts masked; temporal: a block of frames zeroed; masking ratio ~ U(0.3, 0.7). "
+            f"Paper rows: PCM3 Table 4.",
+            ["model", "source", *[f"{s} {k}" for s in splits for k in ("clean", *kinds)]], rows)
     return tables
 
 

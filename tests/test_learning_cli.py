@@ -11,14 +11,23 @@ from skelctl.cli import main
 TINY = {
     "profile": "test",
     "splits": ["ntu60-xsub"],
-    "runs": ["skeletonclr-joint", "crosclr-joint-motion"],
-    "baselines": ["random-joint"],
+    "defaults": {"variant": "50-shoulder", "encoder": "gru",
+                 "encoder_options": {"hidden": 8, "layers": 1},
+                 "train": {"epochs": 2, "batch_size": 16, "lr_steps": [5],
+                           "checkpoint_every": 1}},
+    "runs": {
+        "random-joint": {"method": "random", "streams": ["joint"]},
+        "skeletonclr-joint": {"method": "skeletonclr", "streams": ["joint"],
+                              "options": {"queue_size": 32}},
+        "crosclr-joint-motion": {"method": "crosclr", "streams": ["joint", "motion"],
+                                 "options": {"queue_size": 32, "cross_epoch": 1}},
+    },
     "ensembles": ["crosclr-joint-motion"],
-    "pretrain": {"variant": "50-shoulder", "encoder": "gru",
-                 "encoder_options": {"hidden": 8, "layers": 1}, "queue_size": 32,
-                 "epochs": 2, "batch_size": 16, "lr_steps": [5], "cross_epoch": 1,
-                 "checkpoint_every": 1},
+    "downstream": {"semi": ["crosclr-joint-motion"], "finetune": ["skeletonclr-joint"],
+                   "occlusion": ["skeletonclr-joint"], "transfer": []},
     "linear": {"epochs": 3, "lr_steps": [2]},
+    "finetune": {"epochs": 2, "batch_size": 16, "lr_steps": [5]},
+    "semi": {"percents": [10, 50], "seeds": [0, 1]},
 }
 
 

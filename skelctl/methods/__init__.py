@@ -1,30 +1,44 @@
-"""Self-supervised methods, by name. A method turns a batch of joint sequences into named losses
-(``"loss"`` is the one to minimise) and exposes, per view, the encoder used downstream."""
+"""Self-supervised methods, by the name a run entry gives in ``method``. Each is one file that
+declares its options (a dataclass with the paper's defaults) and turns a batch into named losses;
+see :mod:`skelctl.methods.base`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
-from skelctl.augment import compose
+from skelctl.methods.base import Method, OptionsError, make_options
 from skelctl.methods.crosclr import CrosSCLR
+from skelctl.methods.random_init import RandomInit
 from skelctl.methods.skeletonclr import SkeletonCLR
-from skelctl.models import build_encoder
+from skelctl.models import build_encoder, encoder_option_names
 from skelctl.skeletons import Layout
 
-METHODS: dict[str, type[nn.Module]] = {"skeletonclr": SkeletonCLR, "crosclr": CrosSCLR}
+METHODS: dict[str, type[Method]] = {
+    "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "random": RandomInit,
+}
 
 
-def build_method(name: str, views: tuple[str, ...], layout: Layout, num_persons: int,
-                 encoder: str = "stgcn", encoder_options: dict[str, Any] | None = None,
-                 augment: dict[str, dict[str, Any]] | None = None,
-                 **options: Any) -> nn.Module:
-    """A method with fresh encoders of the named kind for the given views."""
+def method_class(name: str) -> type[Method]:
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-    return METHODS[name](
-        tuple(views), layout,
-        build_encoder=lambda: build_encoder(encoder, layout, num_persons,
-                                            **(encoder_options or {})),
-        augment=compose(augment or {}, layout), **options)
+        raise OptionsError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def build_method(name: str, streams: tuple[str, ...], layout: Layout, num_persons: int,
+                 encoder: str = "stgcn", encoder_options: dict[str, Any] | None = None,
+                 options: dict[str, Any] | None = None, where: str = "method") -> Method:
+    """A method with fresh encoders of the named kind for the given streams; ``options`` are
+    checked against the method's own ``Options`` (errors name ``where``)."""
+    cls = method_class(name)
+    checked = make_options(cls.Options, options, where)
+    try:
+        accepted = encoder_option_names(encoder)
+    except ValueError as err:
+        raise OptionsError(f"{where}: {err}") from None
+    unknown = sorted(set(encoder_options or {}) - set(accepted))
+    if unknown:
+        raise OptionsError(f"{where}: encoder {encoder!r} has no option(s) {', '.join(unknown)}; "
+                           f"accepted: {', '.join(accepted)}")
+    return cls(tuple(streams), layout,
+               lambda: build_encoder(encoder, layout, num_persons, **(encoder_options or {})),
+               checked)

@@ -7,16 +7,24 @@ bone key encoders after epoch 150); the cross-view loss is Eq. 6, the log of the
 probabilities of the positive set, summed over all ordered view pairs (Eq. 8) (the code averages
 log-probabilities over positives and averages the two pairs of each view); and the queue holds
 30,000 keys (the code: 32,768).
+
+Options express the paper's ablations: ``topk`` (Table 2; K = 0 mines no neighbour),
+``context`` (embedding context, Table 4), ``cross_loss: false`` (the views trained independently,
+with no cross-view term at any epoch), and ``detach_teacher`` (stop the cross-view term's gradient
+into view v's similarities, a variant that neither Eq. 6 nor the authors' code has).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from skelctl.augment import compose
 from skelctl.data.views import compute_view
+from skelctl.methods.base import Method
 from skelctl.methods.queue import MomentumContrast, gather_from_all_ranks, info_nce
 from skelctl.skeletons import Layout
 
@@ -31,14 +39,16 @@ def top_k_mask(similarities: torch.Tensor, k: int) -> torch.Tensor:
 
 def cross_view_loss(positive_u: torch.Tensor, negatives_u: torch.Tensor,
                     negatives_v: torch.Tensor, k: int, temperature: float,
-                    context: bool = True) -> torch.Tensor:
+                    context: bool = True, detach_teacher: bool = False) -> torch.Tensor:
     """Eq. 6, L_{v->u}: view v's top-k neighbours become positives of view u, and with embedding
     context the similarities of u are weighted by those of v (``s_u * s_v``).
 
     ``-log [exp(l+/t) + sum_{i in N+} exp(c_i/t)] / [exp(l+/t) + sum_i exp(c_i/t)]``, averaged.
-    View v's similarities act as a teacher: no gradient flows into them from this term.
+    As in Eq. 6, the gradient flows into both views' similarities through the context product;
+    ``detach_teacher`` stops it on view v's side.
     """
-    negatives_v = negatives_v.detach()
+    if detach_teacher:
+        negatives_v = negatives_v.detach()
     contexts = negatives_u * negatives_v if context else negatives_u
     logits = torch.cat([positive_u[:, None], contexts], dim=1) / temperature
     positives = torch.cat([torch.ones_like(positive_u[:, None], dtype=torch.bool),
@@ -47,33 +57,43 @@ def cross_view_loss(positive_u: torch.Tensor, negatives_u: torch.Tensor,
             - torch.logsumexp(logits.masked_fill(~positives, float("-inf")), dim=1)).mean()
 
 
-class CrosSCLR(nn.Module):
+def crop_and_shear() -> dict[str, dict[str, Any]]:
+    """CrosSCLR's augmentations in their order: temporal crop (padding ratio 6), shear 0.5."""
+    return {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}}
+
+
+@dataclass
+class CrosSCLROptions:
+    feature_dim: int = 128
+    queue_size: int = 30000
+    momentum: float = 0.999
+    temperature: float = 0.07
+    augment: dict[str, dict[str, Any]] = field(default_factory=crop_and_shear)
+    topk: int = 1                    # knowledge mining K
+    cross_epoch: int = 150           # single-view loss before, cross-view loss from this epoch
+    context: bool = True             # embedding context (Eq. 6)
+    cross_loss: bool = True          # false: the views never exchange knowledge
+    detach_teacher: bool = False     # not in the paper: see the module docstring
+
+
+class CrosSCLR(Method):
+    Options = CrosSCLROptions
     multi_view = True
 
-    def __init__(self, views: tuple[str, ...], layout: Layout, build_encoder: Callable[[], nn.Module],
-                 augment: Callable, feature_dim: int = 128, queue_size: int = 30000,
-                 momentum: float = 0.999, temperature: float = 0.07, topk: int = 1,
-                 cross_epoch: int = 150, context: bool = True, **_: Any):
-        super().__init__()
-        if len(views) < 2:
-            raise ValueError(f"CrosSCLR needs at least two views, got {views}")
-        self.views = tuple(views)
-        self.layout = layout
-        self.augment = augment
-        self.temperature = temperature
-        self.topk = topk
-        self.cross_epoch = cross_epoch
-        self.context = context
-        self.moco = nn.ModuleDict({v: MomentumContrast(build_encoder(), feature_dim, queue_size,
-                                                       momentum) for v in self.views})
+    def __init__(self, streams: tuple[str, ...], layout: Layout,
+                 build_encoder: Callable[[], nn.Module], options: CrosSCLROptions):
+        super().__init__(streams, layout, build_encoder, options)
+        self.augment = compose(options.augment, layout)
+        self.moco = nn.ModuleDict({v: MomentumContrast(build_encoder(), options.feature_dim,
+                                                       options.queue_size, options.momentum)
+                                   for v in self.streams})
 
-    def encoder(self, view: str) -> nn.Module:
-        if view not in self.views:
-            raise ValueError(f"this model learned {self.views}, not {view!r}")
-        return self.moco[view].encoder_q
+    def encoders(self) -> dict[str, nn.Module]:
+        return {view: moco.encoder_q for view, moco in self.moco.items()}
 
-    def forward(self, joint: torch.Tensor, generator: torch.Generator,
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
                 epoch: int) -> dict[str, torch.Tensor]:
+        options, joint = self.options, batch["joint"]
         # one pair of augmented samples; every view is derived from the same pair
         aug_q, aug_k = self.augment(joint, generator), self.augment(joint, generator)
         positive, negatives, keys = {}, {}, {}
@@ -84,17 +104,17 @@ class CrosSCLR(nn.Module):
             positive[view] = (z * keys[view]).sum(dim=1)
             negatives[view] = moco.similarities(z)
         losses: dict[str, torch.Tensor] = {}
-        if epoch < self.cross_epoch:  # stage 1: each view on its own (Eq. 1)
-            for view in self.views:
+        if epoch < options.cross_epoch or not options.cross_loss:
+            for view in self.streams:  # stage 1: each view on its own (Eq. 1)
                 losses[f"infonce_{view}"] = info_nce(positive[view], negatives[view],
-                                                     self.temperature)
+                                                     options.temperature)
         else:  # stage 2: cross-view consistent knowledge mining (Eq. 8)
-            for u in self.views:
-                for v in self.views:
+            for u in self.streams:
+                for v in self.streams:
                     if u != v:
                         losses[f"cross_{v}_to_{u}"] = cross_view_loss(
-                            positive[u], negatives[u], negatives[v], self.topk, self.temperature,
-                            self.context)
+                            positive[u], negatives[u], negatives[v], options.topk,
+                            options.temperature, options.context, options.detach_teacher)
         for view, moco in self.moco.items():
             moco.enqueue(gather_from_all_ranks(keys[view]))
         total = sum(losses.values())

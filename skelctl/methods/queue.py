@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skelctl.models.stgcn import init_weights
+
 
 def projector(in_dim: int, out_dim: int) -> nn.Module:
     """MoCo v2 projection head: Linear(in, in) - ReLU - Linear(in, out)."""
@@ -38,15 +40,19 @@ class MomentumContrast(nn.Module):
     """One view's query encoder + projector, their momentum copies, and its queue of keys."""
 
     def __init__(self, encoder: nn.Module, feature_dim: int = 128, queue_size: int = 30000,
-                 momentum: float = 0.999):
+                 momentum: float = 0.999, projector_momentum: float | None = None):
         super().__init__()
         self.encoder_q = encoder
         self.projector_q = projector(encoder.out_dim, feature_dim)
+        self.projector_q.apply(init_weights)  # N(0, 0.02), as the reference code's weights_init
         self.encoder_k = copy.deepcopy(self.encoder_q)
         self.projector_k = copy.deepcopy(self.projector_q)
         for p in (*self.encoder_k.parameters(), *self.projector_k.parameters()):
             p.requires_grad_(False)
         self.momentum = momentum
+        # the key projector may follow its query projector at another rate (CRRL: m_mlp = 1.0,
+        # a key projector that is never updated)
+        self.projector_momentum = momentum if projector_momentum is None else projector_momentum
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, feature_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
@@ -59,10 +65,14 @@ class MomentumContrast(nn.Module):
 
     @torch.no_grad()
     def momentum_update(self) -> None:
-        """theta_k <- m theta_k + (1 - m) theta_q, for the encoder and the projector."""
-        for q, k in ((self.encoder_q, self.encoder_k), (self.projector_q, self.projector_k)):
+        """theta_k <- m theta_k + (1 - m) theta_q, for the encoder (m = ``momentum``) and the
+        projector (m = ``projector_momentum``)."""
+        for q, k, m in ((self.encoder_q, self.encoder_k, self.momentum),
+                        (self.projector_q, self.projector_k, self.projector_momentum)):
+            if m == 1.0:
+                continue
             for p_q, p_k in zip(q.parameters(), k.parameters()):
-                p_k.mul_(self.momentum).add_(p_q.detach(), alpha=1 - self.momentum)
+                p_k.mul_(m).add_(p_q.detach(), alpha=1 - m)
 
     def similarities(self, z: torch.Tensor) -> torch.Tensor:
         """``(N, K)`` dot products with the queue (a copy, so enqueueing cannot alter autograd)."""

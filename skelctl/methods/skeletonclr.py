@@ -1,48 +1,68 @@
-"""SkeletonCLR (CrosSCLR paper, Sec. 3.1): MoCo on one view of two augmented copies of a sample."""
+"""SkeletonCLR (CrosSCLR paper, Sec. 3.1): MoCo on one view of two augmented copies of a sample.
+
+With ``topk > 0`` it becomes the paper's "SkeletonCLR + L_KM" (Table 4): from ``mining_epoch`` on,
+the k queue entries most similar to the query are positives too (single-view knowledge mining).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from skelctl.augment import compose
 from skelctl.data.views import compute_view
+from skelctl.methods.base import Method
+from skelctl.methods.crosclr import crop_and_shear, cross_view_loss
 from skelctl.methods.queue import MomentumContrast, gather_from_all_ranks, info_nce
 from skelctl.skeletons import Layout
 
 
-class SkeletonCLR(nn.Module):
+@dataclass
+class SkeletonCLROptions:
+    feature_dim: int = 128
+    queue_size: int = 30000          # the paper's 30k (the authors' code: 32,768)
+    momentum: float = 0.999
+    temperature: float = 0.07
+    augment: dict[str, dict[str, Any]] = field(default_factory=crop_and_shear)
+    topk: int = 0                    # single-view knowledge mining (L_KM); 0: plain SkeletonCLR
+    mining_epoch: int = 150
+
+
+class SkeletonCLR(Method):
     """Single-view contrastive learning. The view (joint, motion, bone, velocity) is derived on the
     device from each augmented joint sequence, as the reference code does."""
 
-    multi_view = False
+    Options = SkeletonCLROptions
 
-    def __init__(self, views: tuple[str, ...], layout: Layout, build_encoder: Callable[[], nn.Module],
-                 augment: Callable, feature_dim: int = 128, queue_size: int = 30000,
-                 momentum: float = 0.999, temperature: float = 0.07, **_: Any):
-        super().__init__()
-        if len(views) != 1:
-            raise ValueError(f"SkeletonCLR learns one view, got {views}")
-        self.views = tuple(views)
-        self.layout = layout
-        self.augment = augment
-        self.temperature = temperature
-        self.moco = MomentumContrast(build_encoder(), feature_dim, queue_size, momentum)
+    def __init__(self, streams: tuple[str, ...], layout: Layout,
+                 build_encoder: Callable[[], nn.Module], options: SkeletonCLROptions):
+        super().__init__(streams, layout, build_encoder, options)
+        self.augment = compose(options.augment, layout)
+        self.moco = MomentumContrast(build_encoder(), options.feature_dim, options.queue_size,
+                                     options.momentum)
 
-    def encoder(self, view: str) -> nn.Module:
-        if view not in self.views:
-            raise ValueError(f"this model learned {self.views}, not {view!r}")
-        return self.moco.encoder_q
+    def encoders(self) -> dict[str, nn.Module]:
+        return {self.streams[0]: self.moco.encoder_q}
 
-    def forward(self, joint: torch.Tensor, generator: torch.Generator,
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
                 epoch: int) -> dict[str, torch.Tensor]:
-        view = self.views[0]
+        view, options = self.streams[0], self.options
+        joint = batch["joint"]
         x_q = compute_view(view, self.augment(joint, generator), self.layout)
         x_k = compute_view(view, self.augment(joint, generator), self.layout)
         z = self.moco.query(x_q)
         self.moco.momentum_update()
         key = self.moco.key(x_k)
-        loss = info_nce((z * key).sum(dim=1), self.moco.similarities(z), self.temperature)
+        positive, negatives = (z * key).sum(dim=1), self.moco.similarities(z)
+        if options.topk > 0 and epoch >= options.mining_epoch:
+            loss = cross_view_loss(positive, negatives, negatives, options.topk,
+                                   options.temperature, context=False)
+            name = f"mining_{view}"
+        else:
+            loss = info_nce(positive, negatives, options.temperature)
+            name = f"infonce_{view}"
         self.moco.enqueue(gather_from_all_ranks(key))
-        return {"loss": loss, f"infonce_{view}": loss.detach()}
+        return {"loss": loss, name: loss.detach()}

@@ -1,15 +1,27 @@
-"""Encoders, by the name params and the CLI use. Each maps ``(N, C, T, V, M)`` to ``(N, out_dim)``
-and is parameterised by the joint layout, so every encoder works with every dataset."""
+"""Encoders, by the name params and the CLI use, and the self-describing encoder file.
+
+Each encoder maps ``(N, C, T, V, M)`` to ``(N, out_dim)`` (``forward``) and also exposes its last
+feature map before pooling (``features``; ``forward(x) == pool(features(x))``). Encoders are
+parameterised by the joint layout, so every encoder works with every dataset.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import os
+from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from skelctl.models.rnn import RecurrentEncoder
 from skelctl.models.stgcn import STGCN
 from skelctl.skeletons import Layout
+
+ENCODER_FILE_FORMAT = "skelctl-encoder"
+ENCODER_FILE_VERSION = 1
 
 
 def _bigru(layout: Layout, num_persons: int, **options: Any) -> nn.Module:
@@ -40,9 +52,73 @@ def _stgcn(layout: Layout, num_persons: int, **options: Any) -> nn.Module:
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "stgcn": _stgcn, "bigru": _bigru, "gru": _gru, "lstm": _lstm,
 }
+ENCODER_CLASSES: dict[str, type[nn.Module]] = {
+    "stgcn": STGCN, "bigru": RecurrentEncoder, "gru": RecurrentEncoder, "lstm": RecurrentEncoder,
+}
+
+
+def encoder_option_names(name: str) -> list[str]:
+    """The options an encoder accepts (its constructor's keywords, less layout and persons)."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
+    parameters = inspect.signature(ENCODER_CLASSES[name]).parameters
+    return [p for p in parameters if p not in ("self", "layout", "num_persons")]
 
 
 def build_encoder(name: str, layout: Layout, num_persons: int = 2, **options: Any) -> nn.Module:
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
-    return ENCODERS[name](layout, num_persons, **options)
+    """A fresh encoder; ``encoder.spec`` records how it was built (for the encoder file)."""
+    accepted = encoder_option_names(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"encoder {name!r} has no option(s) {', '.join(unknown)}; accepted: "
+                         f"{', '.join(accepted)}")
+    encoder = ENCODERS[name](layout, num_persons, **options)
+    encoder.spec = {"name": name, "options": dict(options), "num_persons": num_persons,
+                    "layout": dataclasses.asdict(layout)}
+    return encoder
+
+
+def save_encoder(path: Path, encoder: nn.Module, view: str,
+                 provenance: dict[str, Any] | None = None) -> None:
+    """Write ``encoder`` as a self-describing file: its name, options, layout, input view, weights
+    and where it came from (``provenance``: run, split, variant, epochs ...). Atomic: the file is
+    either absent or complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": ENCODER_FILE_FORMAT, "version": ENCODER_FILE_VERSION, **encoder.spec,
+             "view": view, "provenance": dict(provenance or {}),
+             "weights": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def layout_from_dict(data: dict[str, Any]) -> Layout:
+    """The inverse of ``dataclasses.asdict`` for a layout (lists back to tuples)."""
+    def tuples(value: Any) -> Any:
+        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+    return Layout(**{k: ({p: tuples(j) for p, j in v.items()} if k == "parts" else tuples(v))
+                     for k, v in data.items()})
+
+
+def load_encoder(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """An encoder file back as ``(encoder in eval mode, description)``; the description has
+    ``name``, ``options``, ``layout`` (a Layout), ``num_persons``, ``view`` and ``provenance``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no encoder file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path}: not a readable encoder file ({err})") from None
+    if not isinstance(state, dict) or state.get("format") != ENCODER_FILE_FORMAT:
+        raise ValueError(f"{path}: not a skelctl encoder file")
+    if state.get("version") != ENCODER_FILE_VERSION:
+        raise ValueError(f"{path}: encoder file version {state.get('version')}, this skelctl "
+                         f"reads {ENCODER_FILE_VERSION}")
+    layout = layout_from_dict(state["layout"])
+    encoder = build_encoder(state["name"], layout, state["num_persons"], **state["options"])
+    encoder.load_state_dict(state["weights"])
+    info = {k: state[k] for k in ("name", "options", "num_persons", "view", "provenance")}
+    return encoder.eval(), {**info, "layout": layout}

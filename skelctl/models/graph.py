@@ -21,7 +21,10 @@ def hop_distance(layout: Layout, max_hop: int = 1) -> np.ndarray:
     return dist
 
 
-def spatial_partition(layout: Layout) -> np.ndarray:
+PARTITIONS = ("spatial", "spatial-max-hop-1")
+
+
+def spatial_partition(layout: Layout, partition: str = "spatial") -> np.ndarray:
     """``(3, V, V)``: ST-GCN's spatial configuration partition of the 1-hop neighbourhood.
 
     Subsets: the root itself; neighbours at the same distance from the centre as the root or
@@ -29,14 +32,18 @@ def spatial_partition(layout: Layout) -> np.ndarray:
     loops is column-normalised (``A D^-1``); entry ``[j, i]`` carries joint j to joint i.
     Distances to the centre are true hop counts, as the ST-GCN paper defines them: the reference
     code computes them with ``max_hop=1``, so every joint beyond one hop from the centre is at
-    distance inf and most neighbours fall into the root subset.
+    distance inf and most neighbours fall into the root subset. ``partition="spatial-max-hop-1"``
+    reproduces that (the graph behind the published CrosSCLR/AimCLR numbers).
     """
+    if partition not in PARTITIONS:
+        raise ValueError(f"unknown graph partition {partition!r}; known: {', '.join(PARTITIONS)}")
     if not layout.has_graph:
         raise ValueError(f"layout {layout.name!r} has no skeleton graph; use a graph-free encoder")
     hops = hop_distance(layout)
     adjacency = (hops <= 1).astype(np.float64)
     normalised = adjacency / adjacency.sum(axis=0, keepdims=True)
-    to_centre = hop_distance(layout, max_hop=layout.num_joints)[:, layout.center]
+    reach = layout.num_joints if partition == "spatial" else 1
+    to_centre = hop_distance(layout, max_hop=reach)[:, layout.center]
     closer = to_centre[:, None] < to_centre[None, :]  # j closer to the centre than i
     root = np.where(hops == 0, normalised, 0)
     centrifugal = np.where((hops == 1) & ~closer, normalised, 0)

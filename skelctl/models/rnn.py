@@ -45,15 +45,25 @@ class RecurrentEncoder(nn.Module):
                 nn.init.zeros_(weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The top layer's output at every step, ``(N, T, out_dim)``."""
         n, c, t, v, m = x.shape
         if m != self.num_persons:
             raise ValueError(f"encoder built for {self.num_persons} bodies, got {m}")
         seq = x.permute(0, 2, 3, 1, 4).reshape(n, t, v * c * m)
         if self.input_norm is not None:
             seq = self.input_norm(seq.transpose(1, 2)).transpose(1, 2)
-        out, state = self.rnn(seq)
+        return self.rnn(seq)[0]
+
+    def pool(self, steps: torch.Tensor) -> torch.Tensor:
+        """``(N, T, out_dim)`` to ``(N, out_dim)``. For ``"last"``: the forward direction's output
+        after the last frame and the backward direction's after the first, which are the top
+        layer's final hidden states."""
         if self.pooling == "mean":
-            return out.mean(dim=1)
-        hidden = state[0] if isinstance(state, tuple) else state  # (layers * dirs, N, H)
-        dirs = 2 if self.rnn.bidirectional else 1
-        return hidden[-dirs:].transpose(0, 1).reshape(n, -1)
+            return steps.mean(dim=1)
+        if not self.rnn.bidirectional:
+            return steps[:, -1]
+        half = steps.shape[2] // 2
+        return torch.cat([steps[:, -1, :half], steps[:, 0, half:]], dim=1)

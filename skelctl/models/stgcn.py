@@ -1,7 +1,8 @@
 """ST-GCN as used by CrosSCLR: 10 spatial-temporal graph blocks at a quarter of the original width.
 
 Input ``(N, C, T, V, M)``; the M persons are folded into the batch and their pooled features
-averaged, so the output is ``(N, out_dim)`` (256 by default).
+averaged, so the output is ``(N, out_dim)`` (256 by default). ``features`` gives the last feature
+map ``(N, M, out_dim, T', V)`` before pooling (for attention drops, decoders and masking).
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ class STGCN(nn.Module):
     """ST-GCN encoder: ``hidden`` base channels (16 = a quarter of the original 64)."""
 
     def __init__(self, layout: Layout, in_channels: int = 3, hidden: int = 16,
-                 out_dim: int = 256, dropout: float = 0.5):
+                 out_dim: int = 256, dropout: float = 0.5, partition: str = "spatial"):
         super().__init__()
-        self.register_buffer("adjacency", torch.from_numpy(spatial_partition(layout)))
+        self.register_buffer("adjacency", torch.from_numpy(spatial_partition(layout, partition)))
         k, v = self.adjacency.shape[:2]
         self.data_bn = nn.BatchNorm1d(in_channels * v)
         widths = [(in_channels, hidden, 1), (hidden, hidden, 1), (hidden, hidden, 1),
@@ -89,6 +90,15 @@ class STGCN(nn.Module):
         self.apply(init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x))
+
+    @staticmethod
+    def pool(feature_map: torch.Tensor) -> torch.Tensor:
+        """``(N, M, C, T', V)`` to ``(N, C)``: the mean over frames, joints and bodies."""
+        return feature_map.mean(dim=(3, 4)).mean(dim=1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's feature map ``(N, M, out_dim, T', V)``."""
         n, c, t, v, m = x.shape
         x = x.permute(0, 4, 3, 1, 2).reshape(n * m, v * c, t)
         x = self.data_bn(x)
@@ -97,7 +107,7 @@ class STGCN(nn.Module):
         x = x.view(n, m, v, c, t).permute(0, 1, 4, 2, 3).reshape(n * m, t, v, c).permute(0, 3, 1, 2)
         for block in self.blocks:
             x = block(x, self.adjacency)
-        return x.mean(dim=(2, 3)).view(n, m, -1).mean(dim=1)
+        return x.view(n, m, *x.shape[1:])
 
 
 def init_weights(module: nn.Module) -> None:

@@ -1,0 +1,91 @@
+"""Fine-tuning: the whole encoder and a linear head trained with labels, on the one training loop.
+
+Used by the semi-supervised protocol (a per-class fraction of the training labels), full
+fine-tuning (all labels) and transfer (an encoder pretrained on another dataset). The model sees
+the joint sequences, augments them on the device as pretraining did, and derives its input view
+after augmentation. Test accuracy is measured after every epoch (encoder in eval mode, no
+augmentation); the last epoch's is the headline, the best epoch's is given beside it, labelled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from skelctl.augment import compose
+from skelctl.data.views import compute_view
+from skelctl.evaluate.features import accuracy
+from skelctl.methods.base import Phase
+from skelctl.models.stgcn import init_weights
+from skelctl.skeletons import Layout
+from skelctl.train import Samples, TrainConfig, fit
+
+
+class Classifier(nn.Module):
+    """An encoder with a linear head (N(0, 0.02) as the reference code) on one input view."""
+
+    def __init__(self, encoder: nn.Module, view: str, layout: Layout, num_classes: int,
+                 augment: dict[str, dict[str, Any]] | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.out_dim, num_classes)
+        init_weights(self.head)
+        self.view = view
+        self.layout = layout
+        self.augment = compose(augment or {}, layout)
+
+    def logits(self, joint: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(compute_view(self.view, joint, self.layout)))
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
+                epoch: int) -> dict[str, torch.Tensor]:
+        loss = nn.functional.cross_entropy(self.logits(self.augment(batch["joint"], generator)),
+                                           batch["label"])
+        return {"loss": loss}
+
+
+@torch.no_grad()
+def classify(model: Classifier, joint: torch.Tensor | np.ndarray, device: torch.device,
+             batch_size: int = 256) -> torch.Tensor:
+    """Logits of un-augmented joint sequences, the model in eval mode; on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = [model.logits(torch.as_tensor(np.asarray(joint[i:i + batch_size])).to(device)).float()
+           .cpu() for i in range(0, len(joint), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
+             test_joint: torch.Tensor | np.ndarray, test_labels: torch.Tensor, num_classes: int,
+             config: TrainConfig, augment: dict[str, dict[str, Any]] | None,
+             device: torch.device, checkpoint: Path | None = None,
+             identity: dict[str, Any] | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fine-tune ``encoder`` (changed in place) with a fresh head on ``train`` (``joint`` and
+    ``label``); returns metrics (last and best epoch) and the per-epoch curve."""
+    # a small labelled subset (1 % of a small dataset) still gets one batch per epoch
+    config = dataclasses.replace(config, batch_size=min(config.batch_size, len(train)))
+    torch.manual_seed(config.seed)
+    model = Classifier(encoder, view, layout, num_classes, augment)
+    phase = Phase(config.epochs, config.lr, list(config.lr_steps), config.lr_gamma,
+                  config.momentum, config.weight_decay, name="finetune")
+
+    def evaluate(model: nn.Module, epoch: int) -> dict[str, float]:
+        logits = classify(model, test_joint, device)
+        return {"top1": accuracy(logits, test_labels, 1), "top5": accuracy(logits, test_labels, 5)}
+
+    history = fit(model, train, [phase], config, checkpoint, device, identity=identity, log=log,
+                  evaluate=evaluate)
+    best = max(history, key=lambda row: (row["top1"], -row["epoch"]))
+    last = history[-1]
+    return {"metrics": {"top1_last": last["top1"], "top5_last": last["top5"],
+                        "top1_best": best["top1"], "top5_best": best["top5"],
+                        "best_epoch": best["epoch"], "epochs": config.epochs,
+                        "train_samples": len(train), "test_samples": len(test_labels)},
+            "curve": [{k: row[k] for k in ("epoch", "loss", "top1", "top5")} for row in history]}

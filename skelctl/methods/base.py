@@ -1,0 +1,92 @@
+"""What every method shares: its options (a dataclass declared in the method's own file, with the
+paper's values as defaults), the batch it receives, and the training phases it asks the loop for.
+
+A method is an ``nn.Module`` whose ``forward(batch, generator, epoch)`` returns named losses
+(``"loss"`` is the one to minimise). ``batch`` is a dict of tensors on the training device: the
+views named in ``inputs`` ``(N, C, T, V, M)``, ``label`` and ``index`` ``(N,)``, and, when
+``sequences`` is true, ``sequence`` ``(N, C, L, V, M)`` (the real frames, zero after each
+sample's ``length``) and ``length`` ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from torch import nn
+
+from skelctl.skeletons import Layout
+
+
+class OptionsError(ValueError):
+    """An option a method or an encoder does not accept, or a value of the wrong kind."""
+
+
+def make_options(cls: type, values: dict[str, Any] | None, where: str) -> Any:
+    """``cls(**values)`` with an error naming ``where`` (the run), the key and the accepted
+    keys for an unknown key."""
+    values = dict(values or {})
+    accepted = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(accepted))
+    if unknown:
+        raise OptionsError(f"{where}: unknown option(s) {', '.join(unknown)}; accepted: "
+                           f"{', '.join(accepted) or 'none'}")
+    return cls(**values)
+
+
+@dataclass
+class Phase:
+    """A stretch of training with its own optimiser: epochs, learning-rate schedule (``lr`` times
+    ``lr_gamma`` at each of ``lr_steps``, counted from the phase's first epoch) and the parameters
+    it trains (``parameters(model)`` returns optimiser parameter groups; None: every parameter
+    that requires a gradient)."""
+
+    epochs: int
+    lr: float
+    lr_steps: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    name: str = "train"
+    parameters: Callable[[nn.Module], list[dict[str, Any]]] | None = None
+
+    def groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        if self.parameters is not None:
+            return self.parameters(model)
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
+class Method(nn.Module, metaclass=abc.ABCMeta):
+    """Base of the self-supervised methods."""
+
+    Options: type = type("Options", (), {})
+    multi_view: bool | None = False  # None: any number of streams
+    inputs: tuple[str, ...] = ("joint",)
+    sequences = False
+
+    def __init__(self, streams: tuple[str, ...], layout: Layout,
+                 build_encoder: Callable[[], nn.Module], options: Any):
+        super().__init__()
+        count = len(streams)
+        if count == 0 or (self.multi_view is not None and (count > 1) != self.multi_view):
+            raise OptionsError(f"{type(self).__name__} learns "
+                               + ("two or more streams" if self.multi_view else "one stream")
+                               + f", not {', '.join(streams) or 'none'}")
+        self.streams = tuple(streams)
+        self.layout = layout
+        self.options = options
+
+    @abc.abstractmethod
+    def encoders(self) -> dict[str, nn.Module]:
+        """The encoder of each stream, as used downstream (exported at the end of training)."""
+
+    def phases(self, epochs: int, lr: float, lr_steps: list[int], lr_gamma: float,
+               momentum: float, weight_decay: float) -> list[Phase]:
+        """The run's training settings as phases; one phase unless a method needs more."""
+        return [Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay)]
+
+
+def total_epochs(phases: Iterable[Phase]) -> int:
+    return sum(p.epochs for p in phases)

@@ -1,0 +1,38 @@
+"""The untrained baseline: freshly initialised encoders, seeded, that every evaluation is compared
+with (``method: random`` in a run entry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from skelctl.methods.base import Method, Phase
+from skelctl.skeletons import Layout
+
+
+@dataclass
+class RandomInitOptions:
+    pass
+
+
+class RandomInit(Method):
+    Options = RandomInitOptions
+    multi_view = None
+
+    def __init__(self, streams: tuple[str, ...], layout: Layout,
+                 build_encoder: Callable[[], nn.Module], options: RandomInitOptions):
+        super().__init__(streams, layout, build_encoder, options)
+        self.encoder = nn.ModuleDict({view: build_encoder() for view in self.streams})
+
+    def encoders(self) -> dict[str, nn.Module]:
+        return dict(self.encoder.items())
+
+    def phases(self, *args: object, **kwargs: object) -> list[Phase]:
+        return []  # nothing to train
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
+                epoch: int) -> dict[str, torch.Tensor]:
+        raise RuntimeError("an untrained baseline has no training step")

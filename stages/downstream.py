@@ -1,0 +1,192 @@
+"""semi, finetune, transfer and occlusion: the downstream protocols over exported encoders.
+
+Each writes ``results/<split>/<protocol>/<name>/<view>/metrics.json`` (last- and best-epoch
+accuracy, labelled) and a summary ``results/<split>/<protocol>/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from skelctl.data.views import compute_view
+from skelctl.evaluate.finetune import finetune
+from skelctl.evaluate.linear import predict
+from skelctl.evaluate.features import accuracy, extract_features
+from skelctl.evaluate.occlusion import OCCLUSIONS, occlude
+from skelctl.evaluate.subsets import sample_per_class
+from skelctl.models import load_encoder
+from skelctl.train import TrainConfig, resolve_device
+from stages import paths
+from stages.common import StageError, write_json_atomic
+from stages.config import load_section
+from stages.evaluate import (Encoder, features, linear_config, linear_protocols, run_encoders,
+                             write_curve)
+from stages.pretrain import training_samples
+
+
+def finetune_settings(params: Path | None, overrides: dict[str, Any]
+                      ) -> tuple[TrainConfig, dict[str, Any], torch.device]:
+    section = load_section(params, "finetune", overrides)
+    augment = section.pop("augment")
+    config = TrainConfig(**{k: v for k, v in section.items() if k in TrainConfig.__dataclass_fields__})
+    return config, augment, resolve_device(config.device)
+
+
+def finetune_encoder(encoder: Encoder, path: Path, train_indices: np.ndarray, config: TrainConfig,
+                     augment: dict[str, Any], device: torch.device, out: Path) -> dict[str, Any]:
+    """Fine-tune a fresh copy of the encoder file on ``train_indices``; test on the split's val
+    part; write metrics.json and curve.csv under ``out``."""
+    module, _ = load_encoder(path)  # a fresh copy: fine-tuning changes the weights
+    samples = training_samples(encoder.store, train_indices, ("joint",))
+    test = encoder.part("val")
+    result = finetune(module, encoder.view, encoder.info["layout"], samples,
+                      encoder.store.take("joint", test), encoder.labels(test),
+                      encoder.num_classes, config, augment, device,
+                      checkpoint=out / "checkpoint.pt",
+                      identity={"encoder": str(path), "train": train_indices.tolist()})
+    write_curve(out / "curve.csv", result["curve"])
+    write_json_atomic(out / "metrics.json", result["metrics"])
+    (out / "checkpoint.pt").unlink(missing_ok=True)  # finished: the metrics stand for it
+    return result["metrics"]
+
+
+def _encoders(split: str, run_name: str | None, encoder_file: Path | None, data_dir: Path,
+              models_dir: Path, params: Path | None, source: str | None = None
+              ) -> list[tuple[Encoder, Path]]:
+    """The encoders with the files they came from (fine-tuning reloads a fresh copy)."""
+    encoders = run_encoders(split, run_name, encoder_file, data_dir, models_dir, params, source)
+    if encoder_file is not None:
+        return [(encoders[0], Path(encoder_file))]
+    return [(e, paths.encoder_file(models_dir, source or split, run_name, e.view))
+            for e in encoders]
+
+
+def mean(values: list[float]) -> float:
+    return float(np.mean(values))
+
+
+def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
+             results_dir: Path, params: Path | None, overrides: dict[str, Any],
+             percents: tuple[float, ...] | None = None, seeds: tuple[int, ...] | None = None,
+             encoder_file: Path | None = None) -> dict[str, Any]:
+    """Semi-supervised: fine-tune encoder + linear head on p % of the training labels (sampled
+    per class, round(p n_c / 100), at least one), for every percent and seed; seeds averaged."""
+    section = load_section(params, "semi", {})
+    percents = tuple(percents or section["percents"])
+    seeds = tuple(seeds if seeds is not None else section["seeds"])
+    config, augment, device = finetune_settings(params, overrides)
+    summary: dict[str, Any] = {}
+    for encoder, path in _encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+        train = encoder.part("train")
+        labels = encoder.labels(train).numpy()
+        per_view: dict[str, Any] = {}
+        for percent in percents:
+            runs = []
+            for seed in seeds:
+                chosen = train[sample_per_class(labels, percent, seed)]
+                out = paths.result_dir(results_dir, split, encoder.name, "semi",
+                                       encoder.view) / f"p{percent:g}-s{seed}"
+                out.mkdir(parents=True, exist_ok=True)
+                np.save(out / "indices.npy", chosen)  # the labelled samples, as store indices
+                runs.append(finetune_encoder(encoder, path, chosen,
+                                             dataclasses.replace(config, seed=seed), augment,
+                                             device, out))
+            per_view[f"{percent:g}"] = {
+                "percent": percent, "seeds": list(seeds),
+                "labelled_samples": [r["train_samples"] for r in runs],
+                "top1_last": mean([r["top1_last"] for r in runs]),
+                "top1_best": mean([r["top1_best"] for r in runs]),
+                "top1_last_per_seed": [r["top1_last"] for r in runs],
+                "top1_best_per_seed": [r["top1_best"] for r in runs]}
+        write_json_atomic(paths.result_dir(results_dir, split, encoder.name, "semi",
+                                           encoder.view) / "metrics.json", per_view)
+        summary[encoder.view], name = per_view, encoder.name
+    write_json_atomic(paths.result_summary(results_dir, split, name, "semi"), summary)
+    return summary
+
+
+def run_finetune(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
+                 results_dir: Path, params: Path | None, overrides: dict[str, Any],
+                 encoder_file: Path | None = None, source: str | None = None,
+                 protocol: str = "finetune") -> dict[str, Any]:
+    """Fine-tune the whole network on all training labels of ``split`` (the encoders of a run
+    trained on ``source``, by default the same split)."""
+    config, augment, device = finetune_settings(params, overrides)
+    summary: dict[str, Any] = {}
+    for encoder, path in _encoders(split, run_name, encoder_file, data_dir, models_dir, params,
+                                   source):
+        out = paths.result_dir(results_dir, split, encoder.name, protocol, encoder.view)
+        out.mkdir(parents=True, exist_ok=True)
+        summary[encoder.view] = finetune_encoder(encoder, path, encoder.part("train"), config,
+                                                 augment, device, out)
+        name = encoder.name
+    write_json_atomic(paths.result_summary(results_dir, split, name, protocol), summary)
+    return summary
+
+
+def run_transfer(split: str, run_name: str, source: str, data_dir: Path, models_dir: Path,
+                 results_dir: Path, params: Path | None, overrides: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """Transfer: a run pretrained on ``source`` is linear-evaluated and fine-tuned on ``split``
+    (another dataset); results under ``results/<split>/transfer/<run>@<source>/``."""
+    if source == split:
+        raise StageError(f"transfer from {source} to itself: name another target split")
+    linear, device = linear_config(params, {})
+    finetuned = run_finetune(split, run_name, data_dir, models_dir, results_dir, params,
+                             overrides, source=source, protocol="transfer")
+    summary: dict[str, Any] = {}
+    for encoder in run_encoders(split, run_name, None, data_dir, models_dir, params, source):
+        _, metrics = linear_protocols(features(encoder, "train", device),
+                                      features(encoder, "val", device), encoder.num_classes,
+                                      linear, device)
+        summary[encoder.view] = {"source": source, "linear": metrics,
+                                 "finetune": finetuned[encoder.view]}
+        write_json_atomic(paths.result_dir(results_dir, split, encoder.name, "transfer",
+                                           encoder.view) / "metrics.json", summary[encoder.view])
+        name = encoder.name
+    write_json_atomic(paths.result_summary(results_dir, split, name, "transfer"), summary)
+    return summary
+
+
+def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
+                  results_dir: Path, params: Path | None, encoder_file: Path | None = None
+                  ) -> dict[str, Any]:
+    """Occlusion robustness (PCM3 Sec. 4.3): the paper's linear protocol trained on clean
+    features, tested on clean data and on test data with body parts masked (spatial) or a block
+    of frames zeroed (temporal), masking ratio ~ U(ratio), seeded; the drop against clean."""
+    section = load_section(params, "occlusion", {})
+    unknown = set(section["kinds"]) - set(OCCLUSIONS)
+    if unknown:
+        raise StageError(f"unknown occlusion kind(s) {', '.join(sorted(unknown))}; known: "
+                         f"{', '.join(OCCLUSIONS)}")
+    config, device = linear_config(params, {})
+    summary: dict[str, Any] = {}
+    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+        train, test = features(encoder, "train", device), features(encoder, "val", device)
+        paper, _ = linear_protocols(train, test, encoder.num_classes, config, device)
+        clean = {k: paper["metrics"][k] for k in ("top1_last", "top1_best", "best_epoch")}
+        metrics: dict[str, Any] = {"clean": clean, "ratio": list(section["ratio"]),
+                                   "seed": section["seed"]}
+        test_joint = torch.from_numpy(encoder.store.take("joint", test[2]))
+        layout = encoder.info["layout"]
+        out = paths.result_dir(results_dir, split, encoder.name, "occlusion", encoder.view)
+        out.mkdir(parents=True, exist_ok=True)
+        for kind in section["kinds"]:
+            generator = torch.Generator().manual_seed(int(section["seed"]))
+            masked = occlude(test_joint, kind, layout, generator, tuple(section["ratio"]))
+            x = extract_features(encoder.module, compute_view(encoder.view, masked, layout),
+                                 device)
+            metrics[kind] = {}
+            for which in ("last", "best"):
+                top1 = accuracy(predict(paper[f"head_{which}"], x), test[1], 1)
+                metrics[kind][f"top1_{which}"] = top1
+                metrics[kind][f"drop_{which}"] = clean[f"top1_{which}"] - top1
+        write_json_atomic(out / "metrics.json", metrics)
+        summary[encoder.view], name = metrics, encoder.name
+    write_json_atomic(paths.result_summary(results_dir, split, name, "occlusion"), summary)
+    return summary
