@@ -128,7 +128,7 @@ def save_atomic(obj: Any, path: Path) -> None:
 def write_history(history: list[dict[str, float]], path: Path) -> None:
     """Per-epoch losses as CSV (a DVC plot), written atomically."""
     buffer = io.StringIO()
-    names = list(dict.fromkeys(k for row in history for k in row))
+    names = list(dict.fromkeys(k for row in history for k in row)) or ["epoch", "loss"]
     writer = csv.DictWriter(buffer, fieldnames=names)
     writer.writeheader()
     writer.writerows(history)

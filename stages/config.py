@@ -31,7 +31,8 @@ import torch
 import yaml
 
 from skelctl.data.views import VIEWS
-from skelctl.methods import METHODS, Method, OptionsError, build_method, method_class
+from skelctl.methods import (METHODS, Method, OptionsError, build_method, check_encoder_options,
+                             make_options, method_class)
 from skelctl.skeletons import Layout
 from skelctl.train import TrainConfig
 from stages.common import StageError
@@ -181,10 +182,11 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
     if isinstance(streams, str) or not streams or any(s not in VIEWS for s in streams):
         raise StageError(f"{where}: streams must be a list of views from {', '.join(VIEWS)}, "
                          f"not {streams!r}")
-    try:
-        method_class(entry["method"])
+    try:  # the method's and the encoder's own options, checked now, with the file named
+        make_options(method_class(entry["method"]).Options, merged.get("options"), where)
+        check_encoder_options(merged["encoder"], merged["encoder_options"] or {}, where)
     except OptionsError as err:
-        raise StageError(f"{where}: {err}") from None
+        raise StageError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
     return Run(name, entry["method"], tuple(streams), str(merged["variant"]), merged["encoder"],
                dict(merged["encoder_options"] or {}), dict(merged.get("options") or {}),
                TrainConfig(**train))

@@ -8,15 +8,13 @@ import pytest
 import torch
 
 TINY = """
-pretrain:
+defaults:
   variant: 50-shoulder
   encoder: gru
   encoder_options: {hidden: 8, layers: 1}
-  queue_size: 50
-  epochs: 2
-  batch_size: 8
-  lr_steps: [10]
-  checkpoint_every: 1
+  train: {epochs: 2, batch_size: 8, lr_steps: [10], checkpoint_every: 1}
+runs:
+  skeletonclr-joint: {method: skeletonclr, streams: [joint], options: {queue_size: 50}}
 """
 
 
@@ -38,5 +36,7 @@ def test_torchrun_two_processes(prepared_ntu60, tmp_path):
     assert state["identity"]["world_size"] == 2 and state["epoch"] == 2
     # 78 training samples: 4 steps per epoch of 8 samples on each of 2 ranks; every step
     # enqueues the keys gathered from both ranks (16), so 128 keys went into a queue of 50
-    assert int(state["method"]["moco.queue_ptr"]) == 128 % 50
+    assert int(state["model"]["moco.queue_ptr"]) == 128 % 50
     assert len(list((tmp_path / "models" / "ntu60-xsub").iterdir())) == 2  # run dir + loss.csv
+    run_dir = tmp_path / "models" / "ntu60-xsub" / "skeletonclr-joint"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "joint.encoder.pt"]

@@ -11,16 +11,16 @@ from skelctl.evaluate.ensemble import fuse
 from skelctl.evaluate.features import accuracy
 from skelctl.evaluate.knn import knn_scores, nearest_neighbours
 from skelctl.evaluate.linear import LinearConfig, train_linear
-from skelctl.methods import build_method
+from skelctl.methods import OptionsError, build_method
 from skelctl.methods.crosclr import cross_view_loss, top_k_mask
 from skelctl.methods.queue import MomentumContrast, info_nce
 from skelctl.models import build_encoder
 from skelctl.models.graph import hop_distance, spatial_partition
 from skelctl.models.stgcn import GraphBlock
 from skelctl.skeletons import KINECT20, NTU25
-from skelctl.train import TrainConfig, pretrain
+from skelctl.train import Samples, TrainConfig, fit
 from stages.common import StageError
-from stages.config import ensemble_runs, parse_run
+from stages.config import ensemble_runs
 
 
 def gen(seed=0):
@@ -66,11 +66,14 @@ def test_cross_view_loss_known_values():
         float(info_nce(pos_u, neg_u, t)), rel=1e-6)
 
 
-def test_cross_view_loss_does_not_train_the_teacher_view():
-    neg_v = torch.tensor([[0.9, 0.1]], requires_grad=True)
-    neg_u = torch.tensor([[0.2, 0.8]], requires_grad=True)
-    cross_view_loss(torch.tensor([0.5]), neg_u, neg_v, 1, 0.5).backward()
-    assert neg_v.grad is None and neg_u.grad.abs().sum() > 0
+def test_cross_view_loss_trains_both_views_unless_the_teacher_is_detached():
+    for detach in (False, True):
+        neg_v = torch.tensor([[0.9, 0.1]], requires_grad=True)
+        neg_u = torch.tensor([[0.2, 0.8]], requires_grad=True)
+        cross_view_loss(torch.tensor([0.5]), neg_u, neg_v, 1, 0.5,
+                        detach_teacher=detach).backward()
+        assert neg_u.grad.abs().sum() > 0
+        assert (neg_v.grad is None) if detach else (neg_v.grad.abs().sum() > 0)
 
 
 # --- the MoCo core ----------------------------------------------------------------------------
@@ -106,23 +109,28 @@ def test_momentum_update():
                                          ("crosclr", ("joint", "motion", "bone"))])
 def test_methods_train_and_fill_their_queues(name, views):
     torch.manual_seed(0)
+    options = {"queue_size": 12, "augment": {"crop": {}, "shear": {}}}
+    if name == "crosclr":
+        options["cross_epoch"] = 1
     method = build_method(name, views, NTU25, 2, encoder="gru",
-                          encoder_options={"hidden": 16, "layers": 1}, queue_size=12,
-                          augment={"crop": {}, "shear": {}}, cross_epoch=1)
+                          encoder_options={"hidden": 16, "layers": 1}, options=options)
     x = torch.randn(4, 3, 12, 25, 2)
     for epoch in (0, 1):
-        losses = method(x, gen(epoch), epoch)
+        losses = method({"joint": x}, gen(epoch), epoch)
         losses["loss"].backward()
         assert torch.isfinite(losses["loss"])
     names = set(losses) - {"loss"}
     if name == "crosclr":  # after cross_epoch: one term per ordered pair of views
         assert names == {f"cross_{v}_to_{u}" for u in views for v in views if u != v}
         assert all(int(m.queue_ptr) == 8 for m in method.moco.values())
-        assert method.encoder("motion") is method.moco["motion"].encoder_q
+        assert method.encoders()["motion"] is method.moco["motion"].encoder_q
     else:
         assert names == {"infonce_bone"} and int(method.moco.queue_ptr) == 8
-    with pytest.raises(ValueError, match="not 'velocity'"):
-        method.encoder("velocity")
+    assert list(method.encoders()) == list(views)
+    with pytest.raises(OptionsError, match="learns one stream" if name == "skeletonclr"
+                       else "two or more streams"):
+        build_method(name, ("joint", "bone") if name == "skeletonclr" else ("joint",), NTU25, 2,
+                     encoder="gru", encoder_options={"hidden": 8, "layers": 1})
 
 
 # --- augmentations ----------------------------------------------------------------------------
@@ -250,8 +258,14 @@ def test_bigru_is_truly_bidirectional():
 def small_method(seed=0):
     torch.manual_seed(seed)
     return build_method("skeletonclr", ("joint",), NTU25, 2, encoder="gru",
-                        encoder_options={"hidden": 8, "layers": 1}, queue_size=16,
-                        augment={"crop": {}, "shear": {}})
+                        encoder_options={"hidden": 8, "layers": 1},
+                        options={"queue_size": 16, "augment": {"crop": {}, "shear": {}}})
+
+
+def pretrain(method, joints, config, checkpoint, device, log=print):
+    """Self-supervised training as the pretrain stage runs it."""
+    return fit(method, Samples({"joint": joints}), method.phases(**config.schedule()), config,
+               checkpoint, device, log=log)
 
 
 def test_resume_gives_the_same_weights(tmp_path):
@@ -265,7 +279,9 @@ def test_resume_gives_the_same_weights(tmp_path):
     checkpoint = tmp_path / "b" / "checkpoint.pt"
     pretrain(first, data, half, checkpoint, torch.device("cpu"), log=lambda _: None)
     state = torch.load(checkpoint, weights_only=False)
-    state["identity"]["train"]["epochs"] = 4  # as if the longer run had been interrupted
+    # as if the longer run had been interrupted
+    state["identity"]["train"]["epochs"] = 4
+    state["identity"]["phases"][0]["epochs"] = 4
     torch.save(state, checkpoint)
     resumed = small_method(seed=99)  # weights come from the checkpoint
     messages = []
@@ -327,16 +343,10 @@ def test_linear_evaluation_learns_separable_features():
     assert len(result["curve"]) == 10 and result["logits_last"].shape == (50, 5)
 
 
-def test_run_names():
-    run = parse_run("crosclr-joint-motion-k3")
-    assert (run.method, run.views, run.overrides) == ("crosclr", ("joint", "motion"), {"topk": 3})
-    assert parse_run("random-bone").trained is False
-    for bad, message in (("skeletonclr-joint-motion", "exactly one view"),
-                         ("crosclr-joint", "two or more views"),
-                         ("simclr-joint", "unknown method"), ("skeletonclr-speed", "neither")):
-        with pytest.raises(StageError, match=message):
-            parse_run(bad)
-    assert ensemble_runs("skeletonclr", ("joint", "bone")) == {
+def test_ensemble_runs():
+    assert ensemble_runs("skeletonclr", ("joint", "bone"), None) == {
         "joint": "skeletonclr-joint", "bone": "skeletonclr-bone"}
-    assert ensemble_runs("crosclr-joint-motion-bone", None) == dict.fromkeys(
+    assert ensemble_runs("crosclr-joint-motion-bone", None, None) == dict.fromkeys(
         ("joint", "motion", "bone"), "crosclr-joint-motion-bone")
+    with pytest.raises(StageError, match="did not learn velocity"):
+        ensemble_runs("crosclr-joint-motion", ("joint", "velocity"), None)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -45,52 +46,81 @@ def run(*args):
 
 def test_pretrain_evaluate_ensemble_tables(project):
     root, data = project
-    for name in ("skeletonclr-joint", "crosclr-joint-motion"):
-        result = run("pretrain", name, "--split", "ntu60-xsub", *data)
+    split = ("--split", "ntu60-xsub")
+    for name in TINY["runs"]:
+        result = run("pretrain", name, *split, *data)
         assert result.exit_code == 0, result.output
-        assert "2 epochs, final loss" in result.stdout
         assert (root / "models" / "ntu60-xsub" / f"{name}.loss.csv").read_text().startswith(
-            "epoch,lr,loss")
+            "epoch,")
         for command in ("linear", "knn"):
-            result = run(command, name, "--split", "ntu60-xsub", *data)
+            result = run(command, name, *split, *data)
             assert result.exit_code == 0, result.output
-    for command in ("linear", "knn"):
-        assert run(command, "random-joint", "--split", "ntu60-xsub", *data).exit_code == 0
+    assert "2 epochs, final loss" in run("pretrain", "crosclr-joint-motion", *split, "--no-resume",
+                                         *data).stdout
     metrics = json.loads((root / "results" / "ntu60-xsub" / "linear" / "crosclr-joint-motion"
                           / "motion" / "metrics.json").read_text())
     assert {"top1_last", "top1_best", "top5_last", "top5_best", "best_epoch"} <= set(metrics)
     assert metrics["test_samples"] == 39 and metrics["train_samples"] == 78
-    result = run("ensemble", "--split", "ntu60-xsub", "--method", "crosclr-joint-motion",
-                 "--weights", "1,1")
+    assert {"top1_last", "top1_best"} <= set(metrics["standardised"])
+    result = run("ensemble", *split, "--method", "crosclr-joint-motion", "--weights", "1,1",
+                 *data)
     assert result.exit_code == 0, result.output
-    assert "2s: top-1" in result.stdout
+    assert "2s (posthoc): top-1" in result.stdout and "2s (joint): top-1" in result.stdout
+    # the downstream protocols
+    result = run("semi", "crosclr-joint-motion", *split, *data)
+    assert result.exit_code == 0, result.output
+    semi = json.loads((root / "results" / "ntu60-xsub" / "semi" / "crosclr-joint-motion"
+                       / "joint" / "metrics.json").read_text())
+    # 78 training samples of 13 classes, 6 each: 10 % -> 1 per class, 50 % -> 3 per class
+    assert semi["10"]["labelled_samples"] == [13, 13] and semi["50"]["labelled_samples"] == [39, 39]
+    assert semi["10"]["top1_last"] == pytest.approx(sum(semi["10"]["top1_last_per_seed"]) / 2)
+    chosen = [np.load(root / "results" / "ntu60-xsub" / "semi" / "crosclr-joint-motion" / "joint"
+                      / f"p10-s{seed}" / "indices.npy") for seed in (0, 1)]
+    assert len(set(chosen[0])) == 13 and not np.array_equal(chosen[0], chosen[1])
+    for command in ("finetune", "occlusion"):
+        result = run(command, "skeletonclr-joint", *split, *data)
+        assert result.exit_code == 0, result.output
+    occlusion = json.loads((root / "results" / "ntu60-xsub" / "occlusion" / "skeletonclr-joint"
+                            / "joint" / "metrics.json").read_text())
+    assert set(occlusion) >= {"clean", "spatial", "temporal"}
     result = run("tables")
     assert result.exit_code == 0, result.output
-    table = (root / "tables" / "crosclr_table1.md").read_text()
-    for row in ("SkeletonCLR joint", "CrosSCLR motion", "random init joint",
-                "2s-CrosSCLR (joint+motion)"):
-        assert row in table
+    table = (root / "tables" / "linear.md").read_text()
+    for row in ("SkeletonCLR joint (skeletonclr-joint)", "CrosSCLR motion (crosclr-joint-motion)",
+                "random init joint (random-joint)"):
+        assert table.count(row) == 1
+    assert "`params.yaml` (test)" in table
+    assert "2s-CrosSCLR (joint+motion; crosclr-joint-motion) joint" in (
+        root / "tables" / "ensembles.md").read_text()
     assert "K=1" in (root / "tables" / "crosclr_table2_topk.md").read_text()
+    for name in ("semi", "finetune", "occlusion"):
+        assert (root / "tables" / f"{name}.md").is_file()
     # resuming a finished run does no more work
-    result = run("pretrain", "skeletonclr-joint", "--split", "ntu60-xsub", *data)
+    result = run("pretrain", "skeletonclr-joint", *split, *data)
     assert "resuming from" in result.stdout and "after epoch 2" in result.stdout
 
 
 def test_errors_name_the_file(project):
     root, data = project
-    result = run("linear", "skeletonclr-joint", "--split", "ntu60-xsub", *data)
-    assert result.exit_code == 1 and "checkpoint.pt: no checkpoint" in result.stderr
-    result = run("pretrain", "skeletonclr-joint", "--split", "ntu60-xsub", "--epochs", "1",
-                 *data)
-    assert result.exit_code == 0
-    result = run("linear", "skeletonclr-joint", "--split", "ntu60-xsub", *data)
-    assert result.exit_code == 1 and "stopped after epoch 1 of 2" in result.stderr
-    result = run("pretrain", "simclr-joint", "--split", "ntu60-xsub", *data)
-    assert result.exit_code == 1 and "unknown method 'simclr'" in result.stderr
+    split = ("--split", "ntu60-xsub")
+    result = run("linear", "skeletonclr-joint", *split, *data)
+    assert result.exit_code == 1 and "joint.encoder.pt: no encoder file" in result.stderr
+    assert "run `skelctl pretrain skeletonclr-joint --split ntu60-xsub` first" in result.stderr
+    result = run("linear", *split, *data)
+    assert result.exit_code == 1 and "name either a RUN or an --encoder FILE" in result.stderr
+    result = run("pretrain", "simclr-joint", *split, *data)
+    assert result.exit_code == 1 and "not in the params' runs" in result.stderr
     result = run("pretrain", "skeletonclr-joint", "--split", "ntu60-xset", *data)
     assert result.exit_code == 1 and "no split 'xset/train'" in result.stderr
     result = run("tables")
     assert result.exit_code == 1 and "missing" in result.stderr
-    (root / "params.yaml").write_text(yaml.safe_dump({"pretrain": {"epoch": 3}}))
-    result = run("pretrain", "skeletonclr-joint", "--split", "ntu60-xsub", *data)
-    assert result.exit_code == 1 and "unknown key(s) in 'pretrain': epoch" in result.stderr
+    params = {**TINY, "runs": {**TINY["runs"], "crosclr-joint-motion": {
+        **TINY["runs"]["crosclr-joint-motion"], "options": {"cross_epochs": 3}}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run("pretrain", "crosclr-joint-motion", *split, *data)
+    assert result.exit_code == 1
+    assert ("params.yaml: run 'crosclr-joint-motion': unknown option(s) cross_epochs; "
+            "accepted: feature_dim, queue_size") in result.stderr
+    (root / "params.yaml").write_text(yaml.safe_dump({**TINY, "linear": {"epoch": 3}}))
+    result = run("linear", "skeletonclr-joint", *split, *data)
+    assert result.exit_code == 1 and "unknown key(s) in 'linear': epoch" in result.stderr

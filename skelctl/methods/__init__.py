@@ -24,6 +24,18 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
+def check_encoder_options(encoder: str, options: dict[str, Any], where: str) -> None:
+    """An unknown encoder, or an option it lacks, is an error naming ``where`` (the run)."""
+    try:
+        accepted = encoder_option_names(encoder)
+    except ValueError as err:
+        raise OptionsError(f"{where}: {err}") from None
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise OptionsError(f"{where}: encoder {encoder!r} has no option(s) {', '.join(unknown)}; "
+                           f"accepted: {', '.join(accepted)}")
+
+
 def build_method(name: str, streams: tuple[str, ...], layout: Layout, num_persons: int,
                  encoder: str = "stgcn", encoder_options: dict[str, Any] | None = None,
                  options: dict[str, Any] | None = None, where: str = "method") -> Method:
@@ -31,14 +43,7 @@ def build_method(name: str, streams: tuple[str, ...], layout: Layout, num_person
     checked against the method's own ``Options`` (errors name ``where``)."""
     cls = method_class(name)
     checked = make_options(cls.Options, options, where)
-    try:
-        accepted = encoder_option_names(encoder)
-    except ValueError as err:
-        raise OptionsError(f"{where}: {err}") from None
-    unknown = sorted(set(encoder_options or {}) - set(accepted))
-    if unknown:
-        raise OptionsError(f"{where}: encoder {encoder!r} has no option(s) {', '.join(unknown)}; "
-                           f"accepted: {', '.join(accepted)}")
+    check_encoder_options(encoder, encoder_options or {}, where)
     return cls(tuple(streams), layout,
                lambda: build_encoder(encoder, layout, num_persons, **(encoder_options or {})),
                checked)
