@@ -350,3 +350,29 @@ def test_ensemble_runs():
         ("joint", "motion", "bone"), "crosclr-joint-motion-bone")
     with pytest.raises(StageError, match="did not learn velocity"):
         ensemble_runs("crosclr-joint-motion", ("joint", "velocity"), None)
+
+
+@pytest.mark.parametrize("name, streams, options, losses", [
+    ("skeletonclr", ("joint",), {}, [2.3112764626857825, 0.4050067514181137, 2.0980359613895416]),
+    ("crosclr", ("joint", "motion"), {"topk": 1, "cross_epoch": 1, "detach_teacher": True},
+     [4.848108098725788, 0.6525406390428543, 3.8934653401374817]),
+])
+def test_methods_reproduce_the_previous_implementation(monkeypatch, name, streams, options,
+                                                       losses):
+    """The loss histories the methods gave before they moved onto the method platform (flat
+    params, a joint tensor in, a pooled-only encoder), to float precision. The two defaults that
+    changed on purpose are set back: the projector's N(0, 0.02) initialisation (torch's default
+    before) and ``detach_teacher`` (True before; the paper's Eq. 6 does not detach)."""
+    import skelctl.methods.queue as queue
+
+    monkeypatch.setattr(queue, "init_weights", lambda module: None)
+    torch.manual_seed(0)
+    joints = torch.randn(64, 3, 20, 25, 2)
+    torch.manual_seed(0)
+    method = build_method(name, streams, NTU25, 2, encoder="stgcn",
+                          encoder_options={"hidden": 8, "out_dim": 32, "dropout": 0.1},
+                          options={"feature_dim": 16, "queue_size": 40, "momentum": 0.9,
+                                   "temperature": 0.07, **options})
+    config = TrainConfig(epochs=3, batch_size=16, lr=0.1, lr_steps=[2], checkpoint_every=10)
+    history = pretrain(method, joints, config, None, torch.device("cpu"), log=lambda _: None)
+    assert [row["loss"] for row in history] == pytest.approx(losses, rel=1e-5)
