@@ -124,3 +124,23 @@ def test_errors_name_the_file(project):
     (root / "params.yaml").write_text(yaml.safe_dump({**TINY, "linear": {"epoch": 3}}))
     result = run("linear", "skeletonclr-joint", *split, *data)
     assert result.exit_code == 1 and "unknown key(s) in 'linear': epoch" in result.stderr
+
+
+def test_transfer_to_another_dataset(project, synth_pku1, tmp_path_factory):
+    """Pretrained on the NTU-60 corpus, linear-evaluated and fine-tuned on PKU-MMD I."""
+    from stages import prepare
+
+    root, data = project
+    prepare.run("pku1", synth_pku1, data[1], variants=("50-shoulder",))
+    assert run("pretrain", "skeletonclr-joint", "--split", "ntu60-xsub", *data).exit_code == 0
+    result = run("transfer", "skeletonclr-joint", "--source", "ntu60-xsub", "--split",
+                 "pku1-xsub", *data)
+    assert result.exit_code == 0, result.output
+    assert "pku1-xsub skeletonclr-joint@ntu60-xsub joint linear: top-1" in result.stdout
+    metrics = json.loads((root / "results" / "pku1-xsub" / "transfer"
+                          / "skeletonclr-joint@ntu60-xsub" / "joint" / "metrics.json").read_text())
+    assert metrics["source"] == "ntu60-xsub"
+    assert metrics["finetune"]["epochs"] == 2 and "top1_best" in metrics["linear"]
+    result = run("transfer", "skeletonclr-joint", "--source", "ntu60-xsub", "--split",
+                 "ntu60-xsub", *data)
+    assert result.exit_code == 1 and "transfer from ntu60-xsub to itself" in result.stderr
