@@ -166,6 +166,11 @@ AUGMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def crop_and_shear() -> dict[str, dict[str, object]]:
+    """CrosSCLR's augmentations in their order: temporal crop (padding ratio 6), shear 0.5."""
+    return {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}}
+
+
 def compose(spec: Mapping[str, Mapping[str, object]], layout: Layout) -> Augmentation:
     """Chain augmentations in the given order, e.g. ``{"crop": {"padding_ratio": 6},
     "shear": {"amplitude": 0.5}}`` (CrosSCLR's order: crop, then shear)."""

@@ -182,6 +182,25 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
         raise ValueError(f"{len(samples)} training samples are fewer than one batch of "
                          f"{config.batch_size} x {world} process(es)")
     bar = progress(epochs - start, "train", "epoch") if rank == 0 and epochs > start else None
+    try:
+        run_phases(model, samples, phases, config, device, start, saved, trainable, scaler,
+                   amp_dtype, steps, history, checkpoint, history_csv, identity, bar, evaluate)
+    finally:  # the caller's trainable flags come back, however training stopped
+        for p, was in trainable.items():
+            p.requires_grad_(was)
+        if bar is not None:
+            bar.close()
+    return history
+
+
+def run_phases(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainConfig,
+               device: torch.device, start: int, saved: dict[str, Any] | None,
+               trainable: dict[nn.Parameter, bool], scaler: torch.amp.GradScaler,
+               amp_dtype: torch.dtype, steps: int, history: list[dict[str, float]],
+               checkpoint: Path | None, history_csv: Path | None, identity: dict[str, Any],
+               bar: Any, evaluate: Callable[[nn.Module, int], dict[str, float]] | None) -> None:
+    """The epochs of :func:`fit` from ``start`` on, phase by phase."""
+    rank, world = distributed()
     first = 0
     for index, phase in enumerate(phases):
         last = first + phase.epochs
@@ -196,7 +215,7 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                                     weight_decay=phase.weight_decay)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, phase.lr_steps,
                                                          phase.lr_gamma)
-        if saved is not None and saved["phase"] == index and start > first:
+        if saved is not None and start > first:  # resuming inside this phase
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
         wrapped = model
@@ -233,8 +252,9 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                 scaler.update()
                 for name, value in losses.items():
                     totals[name] = totals.get(name, 0.0) + float(value.detach())
+            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
             scheduler.step()
-            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+            row = {"epoch": epoch + 1, "lr": lr,
                    **{name: total / steps for name, total in totals.items()}}
             if world > 1:  # the mean over ranks, so every rank logs the same numbers
                 values = torch.tensor([row[k] for k in totals], device=device,
@@ -252,8 +272,3 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last:
                 save(epoch + 1)
         first = last
-    for p, was in trainable.items():
-        p.requires_grad_(was)
-    if bar is not None:
-        bar.close()
-    return history

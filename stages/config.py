@@ -166,9 +166,14 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
             raise StageError(f"{where}: unknown key(s) {', '.join(unknown)} in the {what}; "
                              f"accepted: {', '.join(accepted)}")
     merged = {**RUN_DEFAULTS, **defaults, **entry}
-    if "encoder" in entry and "encoder_options" not in entry and \
-            entry["encoder"] != defaults.get("encoder", RUN_DEFAULTS["encoder"]):
-        merged["encoder_options"] = {}  # another encoder: its own defaults, not the shared ones
+    # encoder options belong to their encoder: a level that switches encoders without giving
+    # options starts from that encoder's own defaults, not from the options of the one before
+    encoder, encoder_options = RUN_DEFAULTS["encoder"], RUN_DEFAULTS["encoder_options"]
+    for level in (defaults, entry):
+        if level.get("encoder", encoder) != encoder:
+            encoder, encoder_options = level["encoder"], {}
+        encoder_options = level.get("encoder_options", encoder_options)
+    merged["encoder_options"] = encoder_options
     train = {**RUN_DEFAULTS["train"], **(defaults.get("train") or {}), **(entry.get("train") or {}),
              **{k: v for k, v in (overrides or {}).items() if v is not None}}
     accepted = list(RUN_DEFAULTS["train"])
@@ -183,7 +188,12 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
         raise StageError(f"{where}: streams must be a list of views from {', '.join(VIEWS)}, "
                          f"not {streams!r}")
     try:  # the method's and the encoder's own options, checked now, with the file named
-        make_options(method_class(entry["method"]).Options, merged.get("options"), where)
+        cls = method_class(entry["method"])
+        if cls.multi_view is not None and (len(streams) > 1) != cls.multi_view:
+            raise OptionsError(f"{where}: {entry['method']} learns "
+                               + ("two or more streams" if cls.multi_view else "one stream")
+                               + f", not {', '.join(streams)}")
+        make_options(cls.Options, merged.get("options"), where)
         check_encoder_options(merged["encoder"], merged["encoder_options"] or {}, where)
     except OptionsError as err:
         raise StageError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None

@@ -14,7 +14,6 @@ from skelctl.skeletons import get_layout
 from skelctl.train import (Samples, distributed, fit, init_distributed, resolve_device,
                            write_history)
 from stages import paths
-from stages.common import StageError
 from stages.config import Run, load_run
 
 

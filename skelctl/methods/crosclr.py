@@ -16,8 +16,8 @@ into view v's similarities, a variant that neither Eq. 6 nor the authors' code h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -25,7 +25,8 @@ from torch import nn
 from skelctl.augment import compose
 from skelctl.data.views import compute_view
 from skelctl.methods.base import Method
-from skelctl.methods.queue import MomentumContrast, gather_from_all_ranks, info_nce
+from skelctl.methods.queue import (ContrastOptions, MomentumContrast, gather_from_all_ranks,
+                                  info_nce)
 from skelctl.skeletons import Layout
 
 
@@ -57,18 +58,8 @@ def cross_view_loss(positive_u: torch.Tensor, negatives_u: torch.Tensor,
             - torch.logsumexp(logits.masked_fill(~positives, float("-inf")), dim=1)).mean()
 
 
-def crop_and_shear() -> dict[str, dict[str, Any]]:
-    """CrosSCLR's augmentations in their order: temporal crop (padding ratio 6), shear 0.5."""
-    return {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}}
-
-
 @dataclass
-class CrosSCLROptions:
-    feature_dim: int = 128
-    queue_size: int = 30000
-    momentum: float = 0.999
-    temperature: float = 0.07
-    augment: dict[str, dict[str, Any]] = field(default_factory=crop_and_shear)
+class CrosSCLROptions(ContrastOptions):
     topk: int = 1                    # knowledge mining K
     cross_epoch: int = 150           # single-view loss before, cross-view loss from this epoch
     context: bool = True             # embedding context (Eq. 6)

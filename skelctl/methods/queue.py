@@ -4,12 +4,26 @@ projectors, L2-normalised embeddings, a FIFO queue of keys, and the InfoNCE loss
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skelctl.augment import crop_and_shear
 from skelctl.models.stgcn import init_weights
+
+
+@dataclass
+class ContrastOptions:
+    """The options every MoCo-based method shares; the defaults are CrosSCLR's (Sec. 4.2)."""
+
+    feature_dim: int = 128
+    queue_size: int = 30000          # the paper's 30k (the authors' code: 32,768)
+    momentum: float = 0.999
+    temperature: float = 0.07
+    augment: dict[str, dict[str, Any]] = field(default_factory=crop_and_shear)
 
 
 def projector(in_dim: int, out_dim: int) -> nn.Module:

@@ -6,8 +6,8 @@ the k queue entries most similar to the query are positives too (single-view kno
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -15,18 +15,14 @@ from torch import nn
 from skelctl.augment import compose
 from skelctl.data.views import compute_view
 from skelctl.methods.base import Method
-from skelctl.methods.crosclr import crop_and_shear, cross_view_loss
-from skelctl.methods.queue import MomentumContrast, gather_from_all_ranks, info_nce
+from skelctl.methods.crosclr import cross_view_loss
+from skelctl.methods.queue import (ContrastOptions, MomentumContrast, gather_from_all_ranks,
+                                  info_nce)
 from skelctl.skeletons import Layout
 
 
 @dataclass
-class SkeletonCLROptions:
-    feature_dim: int = 128
-    queue_size: int = 30000          # the paper's 30k (the authors' code: 32,768)
-    momentum: float = 0.999
-    temperature: float = 0.07
-    augment: dict[str, dict[str, Any]] = field(default_factory=crop_and_shear)
+class SkeletonCLROptions(ContrastOptions):
     topk: int = 0                    # single-view knowledge mining (L_KM); 0: plain SkeletonCLR
     mining_epoch: int = 150
 

@@ -32,7 +32,8 @@ def spatial_partition(layout: Layout, partition: str = "spatial") -> np.ndarray:
     loops is column-normalised (``A D^-1``); entry ``[j, i]`` carries joint j to joint i.
     Distances to the centre are true hop counts, as the ST-GCN paper defines them: the reference
     code computes them with ``max_hop=1``, so every joint beyond one hop from the centre is at
-    distance inf and most neighbours fall into the root subset. ``partition="spatial-max-hop-1"``
+    distance inf, and two such neighbours count as equally far from the centre (the subset of
+    neighbours at the same distance or farther) whatever their true distances. ``partition="spatial-max-hop-1"``
     reproduces that (the graph behind the published CrosSCLR/AimCLR numbers).
     """
     if partition not in PARTITIONS:
