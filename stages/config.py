@@ -59,7 +59,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # AimCLR's fine-tune settings, the pretraining augmentations
     "finetune": {"epochs": 100, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
                  "weight_decay": 1.0e-4, "lr_steps": [80], "seed": 0, "device": "auto",
-                 "checkpoint_every": 10,
+                 "checkpoint_every": 10, "eval_every": 1,
                  "augment": {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}}},
     "semi": {"percents": [1, 5, 10, 20], "seeds": [0]},
     "occlusion": {"kinds": ["spatial", "temporal"], "ratio": [0.3, 0.7], "seed": 0},

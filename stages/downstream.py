@@ -31,14 +31,15 @@ from stages.pretrain import training_samples
 
 def finetune_settings(params: Path | None, overrides: dict[str, Any]
                       ) -> tuple[TrainConfig, dict[str, Any], torch.device]:
+    """The loop's settings, the rest (augmentations, test interval), the device."""
     section = load_section(params, "finetune", overrides)
-    augment = section.pop("augment")
+    settings = {"augment": section.pop("augment"), "eval_every": section.pop("eval_every")}
     config = TrainConfig(**{k: v for k, v in section.items() if k in TrainConfig.__dataclass_fields__})
-    return config, augment, resolve_device(config.device)
+    return config, settings, resolve_device(config.device)
 
 
 def finetune_encoder(encoder: Encoder, path: Path, train_indices: np.ndarray, config: TrainConfig,
-                     augment: dict[str, Any], device: torch.device, out: Path) -> dict[str, Any]:
+                     settings: dict[str, Any], device: torch.device, out: Path) -> dict[str, Any]:
     """Fine-tune a fresh copy of the encoder file on ``train_indices``; test on the split's val
     part; write metrics.json and curve.csv under ``out``."""
     module, _ = load_encoder(path)  # a fresh copy: fine-tuning changes the weights
@@ -46,9 +47,10 @@ def finetune_encoder(encoder: Encoder, path: Path, train_indices: np.ndarray, co
     test = encoder.part("val")
     result = finetune(module, encoder.view, encoder.info["layout"], samples,
                       encoder.store.take("joint", test), encoder.labels(test),
-                      encoder.num_classes, config, augment, device,
+                      encoder.num_classes, config, settings["augment"], device,
                       checkpoint=out / "checkpoint.pt",
-                      identity={"encoder": str(path), "train": train_indices.tolist()})
+                      identity={"encoder": str(path), "train": train_indices.tolist()},
+                      eval_every=settings["eval_every"])
     write_curve(out / "curve.csv", result["curve"])
     write_json_atomic(out / "metrics.json", result["metrics"])
     (out / "checkpoint.pt").unlink(missing_ok=True)  # finished: the metrics stand for it
@@ -79,7 +81,7 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
     section = load_section(params, "semi", {})
     percents = tuple(percents or section["percents"])
     seeds = tuple(seeds if seeds is not None else section["seeds"])
-    config, augment, device = finetune_settings(params, overrides)
+    config, settings, device = finetune_settings(params, overrides)
     summary: dict[str, Any] = {}
     for encoder, path in _encoders(split, run_name, encoder_file, data_dir, models_dir, params):
         train = encoder.part("train")
@@ -94,7 +96,7 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                 out.mkdir(parents=True, exist_ok=True)
                 np.save(out / "indices.npy", chosen)  # the labelled samples, as store indices
                 runs.append(finetune_encoder(encoder, path, chosen,
-                                             dataclasses.replace(config, seed=seed), augment,
+                                             dataclasses.replace(config, seed=seed), settings,
                                              device, out))
             per_view[f"{percent:g}"] = {
                 "percent": percent, "seeds": list(seeds),
@@ -116,14 +118,14 @@ def run_finetune(split: str, run_name: str | None, data_dir: Path, models_dir: P
                  protocol: str = "finetune") -> dict[str, Any]:
     """Fine-tune the whole network on all training labels of ``split`` (the encoders of a run
     trained on ``source``, by default the same split)."""
-    config, augment, device = finetune_settings(params, overrides)
+    config, settings, device = finetune_settings(params, overrides)
     summary: dict[str, Any] = {}
     for encoder, path in _encoders(split, run_name, encoder_file, data_dir, models_dir, params,
                                    source):
         out = paths.result_dir(results_dir, split, encoder.name, protocol, encoder.view)
         out.mkdir(parents=True, exist_ok=True)
         summary[encoder.view] = finetune_encoder(encoder, path, encoder.part("train"), config,
-                                                 augment, device, out)
+                                                 settings, device, out)
         name = encoder.name
     write_json_atomic(paths.result_summary(results_dir, split, name, protocol), summary)
     return summary

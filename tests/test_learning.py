@@ -357,16 +357,13 @@ def test_ensemble_runs():
     ("crosclr", ("joint", "motion"), {"topk": 1, "cross_epoch": 1, "detach_teacher": True},
      [4.849648282746784, 0.6434328407049179, 3.9017298221588135]),
 ])
-def test_methods_reproduce_the_previous_implementation(monkeypatch, request, name, streams,
-                                                       options, losses):
+def test_methods_reproduce_the_previous_implementation(request, name, streams, options,
+                                                       losses):
     """The loss histories the methods gave before they moved onto the method platform (flat
     params, a joint tensor in, a pooled-only encoder), to float precision. The two defaults that
     changed on purpose are set back: the projector's N(0, 0.02) initialisation (torch's default
     before) and ``detach_teacher`` (True before; the paper's Eq. 6 does not detach). One CPU
     thread, as when the figures were recorded: float sums in another order drift apart."""
-    import skelctl.methods.queue as queue
-
-    monkeypatch.setattr(queue, "init_weights", lambda module: None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     request.addfinalizer(lambda: torch.set_num_threads(threads))
@@ -376,7 +373,7 @@ def test_methods_reproduce_the_previous_implementation(monkeypatch, request, nam
     method = build_method(name, streams, NTU25, 2, encoder="stgcn",
                           encoder_options={"hidden": 8, "out_dim": 32, "dropout": 0.1},
                           options={"feature_dim": 16, "queue_size": 40, "momentum": 0.9,
-                                   "temperature": 0.07, **options})
+                                   "temperature": 0.07, "projector_init_std": None, **options})
     config = TrainConfig(epochs=3, batch_size=16, lr=0.1, lr_steps=[2], checkpoint_every=10)
     history = pretrain(method, joints, config, None, torch.device("cpu"), log=lambda _: None)
     assert [row["loss"] for row in history] == pytest.approx(losses, rel=1e-5)

@@ -65,10 +65,11 @@ def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
              test_joint: torch.Tensor | np.ndarray, test_labels: torch.Tensor, num_classes: int,
              config: TrainConfig, augment: dict[str, dict[str, Any]] | None,
              device: torch.device, checkpoint: Path | None = None,
-             identity: dict[str, Any] | None = None,
+             identity: dict[str, Any] | None = None, eval_every: int = 1,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune ``encoder`` (changed in place) with a fresh head on ``train`` (``joint`` and
-    ``label``); returns metrics (last and best epoch) and the per-epoch curve."""
+    ``label``); returns metrics (last and best tested epoch) and the curve. The test set is
+    classified every ``eval_every`` epochs and after the last one."""
     # a small labelled subset (1 % of a small dataset) still gets one batch per epoch
     config = dataclasses.replace(config, batch_size=min(config.batch_size, len(train)))
     torch.manual_seed(config.seed)
@@ -77,15 +78,19 @@ def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
                   config.momentum, config.weight_decay, name="finetune")
 
     def evaluate(model: nn.Module, epoch: int) -> dict[str, float]:
+        if epoch % eval_every and epoch != config.epochs:
+            return {}
         logits = classify(model, test_joint, device)
         return {"top1": accuracy(logits, test_labels, 1), "top5": accuracy(logits, test_labels, 5)}
 
     history = fit(model, train, [phase], config, checkpoint, device, identity=identity, log=log,
                   evaluate=evaluate)
-    best = max(history, key=lambda row: (row["top1"], -row["epoch"]))
-    last = history[-1]
+    tested = [row for row in history if "top1" in row]
+    best = max(tested, key=lambda row: (row["top1"], -row["epoch"]))
+    last = tested[-1]
     return {"metrics": {"top1_last": last["top1"], "top5_last": last["top5"],
                         "top1_best": best["top1"], "top5_best": best["top5"],
                         "best_epoch": best["epoch"], "epochs": config.epochs,
                         "train_samples": len(train), "test_samples": len(test_labels)},
-            "curve": [{k: row[k] for k in ("epoch", "loss", "top1", "top5")} for row in history]}
+            "curve": [{k: row.get(k, "") for k in ("epoch", "loss", "top1", "top5")}
+                      for row in history]}

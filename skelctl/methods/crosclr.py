@@ -75,9 +75,9 @@ class CrosSCLR(Method):
                  build_encoder: Callable[[], nn.Module], options: CrosSCLROptions):
         super().__init__(streams, layout, build_encoder, options)
         self.augment = compose(options.augment, layout)
-        self.moco = nn.ModuleDict({v: MomentumContrast(build_encoder(), options.feature_dim,
-                                                       options.queue_size, options.momentum)
-                                   for v in self.streams})
+        self.moco = nn.ModuleDict({v: MomentumContrast(
+            build_encoder(), options.feature_dim, options.queue_size, options.momentum,
+            projector_init_std=options.projector_init_std) for v in self.streams})
 
     def encoders(self) -> dict[str, nn.Module]:
         return {view: moco.encoder_q for view, moco in self.moco.items()}

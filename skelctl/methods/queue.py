@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from skelctl.augment import crop_and_shear
-from skelctl.models.stgcn import init_weights
 
 
 @dataclass
@@ -24,6 +23,9 @@ class ContrastOptions:
     momentum: float = 0.999
     temperature: float = 0.07
     augment: dict[str, dict[str, Any]] = field(default_factory=crop_and_shear)
+    # the query projector's initial weights: N(0, std) and zero bias, as the reference code's
+    # weights_init (0.02); null: PyTorch's default (uniform, +-1/sqrt(fan_in))
+    projector_init_std: float | None = 0.02
 
 
 def projector(in_dim: int, out_dim: int) -> nn.Module:
@@ -54,11 +56,16 @@ class MomentumContrast(nn.Module):
     """One view's query encoder + projector, their momentum copies, and its queue of keys."""
 
     def __init__(self, encoder: nn.Module, feature_dim: int = 128, queue_size: int = 30000,
-                 momentum: float = 0.999, projector_momentum: float | None = None):
+                 momentum: float = 0.999, projector_momentum: float | None = None,
+                 projector_init_std: float | None = 0.02):
         super().__init__()
         self.encoder_q = encoder
         self.projector_q = projector(encoder.out_dim, feature_dim)
-        self.projector_q.apply(init_weights)  # N(0, 0.02), as the reference code's weights_init
+        if projector_init_std is not None:
+            for layer in self.projector_q:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, 0.0, projector_init_std)
+                    nn.init.zeros_(layer.bias)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         self.projector_k = copy.deepcopy(self.projector_q)
         for p in (*self.encoder_k.parameters(), *self.projector_k.parameters()):

@@ -38,7 +38,8 @@ class SkeletonCLR(Method):
         super().__init__(streams, layout, build_encoder, options)
         self.augment = compose(options.augment, layout)
         self.moco = MomentumContrast(build_encoder(), options.feature_dim, options.queue_size,
-                                     options.momentum)
+                                     options.momentum,
+                                     projector_init_std=options.projector_init_std)
 
     def encoders(self) -> dict[str, nn.Module]:
         return {self.streams[0]: self.moco.encoder_q}
