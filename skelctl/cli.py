@@ -348,8 +348,8 @@ def semi(split: str, run_name: str | None, encoder_file: Path | None, params: Pa
          data_dir: Path, models_dir: Path, results_dir: Path, percents: tuple[float, ...],
          seeds: tuple[int, ...], epochs: int | None, lr: float | None, batch_size: int | None,
          device: str | None) -> None:
-    """Semi-supervised evaluation: fine-tune encoder + linear head on a per-class fraction of
-    the training labels; several seeds are averaged."""
+    """Semi-supervised evaluation on a per-class fraction of the training labels: encoder +
+    linear head fine-tuned, and a linear classifier on the frozen features; seeds averaged."""
     from stages import downstream
 
     results = downstream.run_semi(split, run_name, data_dir, models_dir, results_dir,
@@ -358,8 +358,11 @@ def semi(split: str, run_name: str | None, encoder_file: Path | None, params: Pa
                                   percents or None, seeds or None, encoder_file)
     for view, per_percent in results.items():
         for percent, m in per_percent.items():
-            echo_accuracy(split, run_name or str(encoder_file), view, m,
-                          f" with {percent} % labels (mean of {len(m['seeds'])} seed(s))")
+            for protocol in ("finetune", "linear"):
+                if protocol in m:
+                    echo_accuracy(split, run_name or str(encoder_file), view, m[protocol],
+                                  f" with {percent} % labels, {protocol} (mean of "
+                                  f"{len(m['seeds'])} seed(s))")
 
 
 @main.command()

@@ -61,7 +61,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                  "weight_decay": 1.0e-4, "lr_steps": [80], "seed": 0, "device": "auto",
                  "checkpoint_every": 10, "eval_every": 1,
                  "augment": {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}}},
-    "semi": {"percents": [1, 5, 10, 20], "seeds": [0]},
+    "semi": {"percents": [1, 5, 10, 20], "seeds": [0], "protocols": ["finetune", "linear"]},
     "occlusion": {"kinds": ["spatial", "temporal"], "ratio": [0.3, 0.7], "seed": 0},
     "transfer": {"source": None, "targets": [], "runs": []},
 }

@@ -15,7 +15,7 @@ import torch
 
 from skelctl.data.views import compute_view
 from skelctl.evaluate.finetune import finetune
-from skelctl.evaluate.linear import predict
+from skelctl.evaluate.linear import predict, train_linear
 from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.evaluate.occlusion import OCCLUSIONS, occlude
 from skelctl.evaluate.subsets import sample_per_class
@@ -72,39 +72,62 @@ def mean(values: list[float]) -> float:
     return float(np.mean(values))
 
 
+SEMI_PROTOCOLS = ("finetune", "linear")
+
+
 def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
              results_dir: Path, params: Path | None, overrides: dict[str, Any],
              percents: tuple[float, ...] | None = None, seeds: tuple[int, ...] | None = None,
              encoder_file: Path | None = None) -> dict[str, Any]:
-    """Semi-supervised: fine-tune encoder + linear head on p % of the training labels (sampled
-    per class, round(p n_c / 100), at least one), for every percent and seed; seeds averaged."""
+    """Semi-supervised evaluation on p % of the training labels (sampled per class,
+    round(p n_c / 100), at least one), for every percent and seed, seeds averaged, by the
+    protocols params name: ``finetune`` (encoder + linear head fine-tuned, ISC Table 2) and
+    ``linear`` (a linear classifier on the frozen features, CrosSCLR Table 7)."""
     section = load_section(params, "semi", {})
     percents = tuple(percents or section["percents"])
     seeds = tuple(seeds if seeds is not None else section["seeds"])
+    protocols = tuple(section["protocols"])
+    unknown = set(protocols) - set(SEMI_PROTOCOLS)
+    if unknown or not protocols:
+        raise StageError(f"semi protocols must be among {', '.join(SEMI_PROTOCOLS)}, not "
+                         f"{', '.join(protocols) or 'none'}")
     config, settings, device = finetune_settings(params, overrides)
+    linear, _ = linear_config(params, {})
     summary: dict[str, Any] = {}
     for encoder, path in _encoders(split, run_name, encoder_file, data_dir, models_dir, params):
         train = encoder.part("train")
         labels = encoder.labels(train).numpy()
+        frozen = None
+        if "linear" in protocols:
+            frozen = features(encoder, "train", device), features(encoder, "val", device)
         per_view: dict[str, Any] = {}
         for percent in percents:
-            runs = []
+            results: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
+            counts = []
             for seed in seeds:
-                chosen = train[sample_per_class(labels, percent, seed)]
+                picked = sample_per_class(labels, percent, seed)
+                chosen = train[picked]
+                counts.append(len(chosen))
                 out = paths.result_dir(results_dir, split, encoder.name, "semi",
                                        encoder.view) / f"p{percent:g}-s{seed}"
                 out.mkdir(parents=True, exist_ok=True)
                 np.save(out / "indices.npy", chosen)  # the labelled samples, as store indices
-                runs.append(finetune_encoder(encoder, path, chosen,
-                                             dataclasses.replace(config, seed=seed), settings,
-                                             device, out))
-            per_view[f"{percent:g}"] = {
-                "percent": percent, "seeds": list(seeds),
-                "labelled_samples": [r["train_samples"] for r in runs],
-                "top1_last": mean([r["top1_last"] for r in runs]),
-                "top1_best": mean([r["top1_best"] for r in runs]),
-                "top1_last_per_seed": [r["top1_last"] for r in runs],
-                "top1_best_per_seed": [r["top1_best"] for r in runs]}
+                if "finetune" in protocols:
+                    results["finetune"].append(finetune_encoder(
+                        encoder, path, chosen, dataclasses.replace(config, seed=seed), settings,
+                        device, out))
+                if "linear" in protocols:
+                    (train_x, train_y, _), (test_x, test_y, _) = frozen
+                    results["linear"].append(train_linear(
+                        train_x[picked], train_y[picked], test_x, test_y, encoder.num_classes,
+                        dataclasses.replace(linear, seed=seed), device)["metrics"])
+            per_view[f"{percent:g}"] = {"percent": percent, "seeds": list(seeds),
+                                        "labelled_samples": counts, **{
+                protocol: {"top1_last": mean([r["top1_last"] for r in runs]),
+                           "top1_best": mean([r["top1_best"] for r in runs]),
+                           "top1_last_per_seed": [r["top1_last"] for r in runs],
+                           "top1_best_per_seed": [r["top1_best"] for r in runs]}
+                for protocol, runs in results.items()}}
         write_json_atomic(paths.result_dir(results_dir, split, encoder.name, "semi",
                                            encoder.view) / "metrics.json", per_view)
         summary[encoder.view], name = per_view, encoder.name

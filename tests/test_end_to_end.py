@@ -54,16 +54,21 @@ def test_demo_runs_the_pipeline_and_learning_happens(tmp_path):
     def metrics(*parts):
         return json.loads((results.joinpath(*parts) / "metrics.json").read_text())
 
-    random_linear = metrics("linear", "random-joint", "joint")["top1_last"]
-    random_knn = metrics("knn", "random-joint", "joint")["top1"]
+    random_linear = metrics("linear", "random-joint-motion-bone", "joint")["top1_last"]
+    random_knn = metrics("knn", "random-joint-motion-bone", "motion")["top1"]
     # a pretrained encoder beats an untrained one under the same linear protocol ...
     assert metrics("linear", "skeletonclr-joint", "joint")["top1_last"] >= random_linear + 10
     # ... and under KNN, where the feature scale plays no part
     assert metrics("knn", "crosclr-joint-motion-bone", "motion")["top1"] >= random_knn + 10
-    # ... and when fine-tuned on 10 % of the labels (the semi-supervised protocol)
-    random_semi = metrics("semi", "random-joint", "joint")["10"]["top1_last"]
-    assert metrics("semi", "crosclr-joint-motion-bone", "joint")["10"]["top1_last"] >= \
-        random_semi + 5
+    # ... and with 10 % of the labels, stream by stream, when a linear classifier learns them
+    # on the frozen features (CrosSCLR Table 7's protocol); the fine-tuned protocol is reported
+    # (README, "Demo figures"), not asserted: on 39 labelled samples it is within the noise
+    for stream in ("joint", "motion", "bone"):
+        semi = {run: metrics("semi", run, stream)["10"] for run in (
+            "random-joint-motion-bone", "crosclr-joint-motion-bone")}
+        assert semi["crosclr-joint-motion-bone"]["linear"]["top1_last"] >= \
+            semi["random-joint-motion-bone"]["linear"]["top1_last"] + 10
+        assert {"top1_last", "top1_best"} <= set(semi["crosclr-joint-motion-bone"]["finetune"])
     ensemble = metrics("ensemble", "crosclr-joint-motion-bone")
     for protocol in ("posthoc", "joint"):
         singles = [ensemble["posthoc"][s]["top1_last"] for s in ("joint", "motion", "bone")]
