@@ -856,11 +856,11 @@ def test_projector_starts_from_n_0_002_with_zero_bias():
 def test_projector_init_std_none_keeps_torchs_default():
     torch.manual_seed(0)
     moco = MomentumContrast(Wide(), feature_dim=512, queue_size=4, projector_init_std=None)
-    first = moco.projector_q[0]
+    first = moco.projector_q[0].requires_grad_(False)
     # PyTorch's Linear default: uniform within +-1/sqrt(fan_in), so std 1/sqrt(3 fan_in)
     assert abs(float(first.weight.std()) - (3 * 1024) ** -0.5) < 2e-4
     assert float(first.weight.abs().max()) <= 1024 ** -0.5 and first.bias.abs().sum() > 0
     method = build_method("skeletonclr", ("joint",), NTU25, 2, encoder="gru",
                           encoder_options={"hidden": 8, "layers": 1},
                           options={"projector_init_std": 0.5, "queue_size": 4})
-    assert abs(float(method.moco.projector_q[0].weight.std()) - 0.5) < 0.05
+    assert abs(float(method.moco.projector_q[0].weight.detach().std()) - 0.5) < 0.05
