@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from torch import nn
 
@@ -86,7 +86,3 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
                momentum: float, weight_decay: float) -> list[Phase]:
         """The run's training settings as phases; one phase unless a method needs more."""
         return [Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay)]
-
-
-def total_epochs(phases: Iterable[Phase]) -> int:
-    return sum(p.epochs for p in phases)
