@@ -4,8 +4,9 @@ Data: the samples of the training split held in memory (:class:`Samples`: the vi
 for, 1.2 GB for NTU-60 joints at 50 frames; labels; store indices; optionally the real
 variable-length frames as one ragged array) and fed in seeded random batches of dicts; models
 augment and derive their views on the device. Training runs in phases (:class:`Phase`), each with
-its own optimiser, schedule and trainable parameters. Checkpoints are written atomically (temporary file, then rename) every ``checkpoint_every``
-epochs and at the end; ``resume`` continues from the last one and, because every random draw is
+its own optimiser, schedule and trainable parameters. Checkpoints are written atomically
+(temporary file, then rename) every ``checkpoint_every`` epochs, at the end of each phase and at
+the end; ``resume`` continues from the last one and, because every random draw is
 seeded from (seed, epoch, step, rank), gives the same weights as an uninterrupted run. Under
 ``torchrun`` each rank trains on its shard of every epoch's permutation with DDP (gloo on CPU, nccl
 on CUDA); keys from all ranks enter the queues, and only rank 0 writes files.
@@ -183,92 +184,81 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                          f"{config.batch_size} x {world} process(es)")
     bar = progress(epochs - start, "train", "epoch") if rank == 0 and epochs > start else None
     try:
-        run_phases(model, samples, phases, config, device, start, saved, trainable, scaler,
-                   amp_dtype, steps, history, checkpoint, history_csv, identity, bar, evaluate)
+        first = 0
+        for index, phase in enumerate(phases):
+            last = first + phase.epochs
+            if last <= start:
+                first = last
+                continue
+            groups = phase.groups(model)
+            members = {p for group in groups for p in group["params"]}
+            for p, was in trainable.items():  # only this phase's parameters get gradients
+                p.requires_grad_(was and p in members)
+            optimizer = torch.optim.SGD(groups, lr=phase.lr, momentum=phase.momentum,
+                                        weight_decay=phase.weight_decay)
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, phase.lr_steps,
+                                                             phase.lr_gamma)
+            if saved is not None and start > first:  # resuming inside this phase
+                optimizer.load_state_dict(saved["optimizer"])
+                scheduler.load_state_dict(saved["scheduler"])
+            wrapped = model
+            if world > 1:
+                wrapped = nn.parallel.DistributedDataParallel(
+                    model, device_ids=[device.index] if device.type == "cuda" else None)
+
+            def save(epoch: int) -> None:
+                if rank == 0 and checkpoint:
+                    save_atomic({"epoch": epoch, "phase": index, "identity": identity,
+                                 "model": model.state_dict(),
+                                 "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(),
+                                 "scaler": scaler.state_dict(), "history": history}, checkpoint)
+                if rank == 0 and history_csv:
+                    write_history(history, history_csv)
+
+            for epoch in range(max(start, first), last):
+                wrapped.train()
+                torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout: same draws on resume
+                order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(
+                    config.seed * 7919 + epoch)).to(device)
+                totals: dict[str, float] = {}
+                for step in range(steps):
+                    chunk = order[(step * world + rank) * config.batch_size:
+                                  (step * world + rank + 1) * config.batch_size]
+                    generator = step_generator(config.seed, epoch, step, rank, device)
+                    autocast = torch.autocast(device.type, dtype=amp_dtype) if config.amp \
+                        else contextlib.nullcontext()
+                    with autocast:
+                        losses = wrapped(samples.batch(chunk), generator, epoch)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(losses["loss"].float()).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    for name, value in losses.items():
+                        totals[name] = totals.get(name, 0.0) + float(value.detach())
+                lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+                scheduler.step()
+                row = {"epoch": epoch + 1, "lr": lr,
+                       **{name: total / steps for name, total in totals.items()}}
+                if world > 1:  # the mean over ranks, so every rank logs the same numbers
+                    values = torch.tensor([row[k] for k in totals], device=device,
+                                          dtype=torch.float64)
+                    torch.distributed.all_reduce(values)
+                    row.update({k: float(v) / world for k, v in zip(totals, values)})
+                if len(phases) > 1:
+                    row["phase"] = index
+                if evaluate is not None:
+                    row.update(evaluate(model, epoch + 1))
+                history.append(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last:
+                    save(epoch + 1)
+            first = last
     finally:  # the caller's trainable flags come back, however training stopped
         for p, was in trainable.items():
             p.requires_grad_(was)
         if bar is not None:
             bar.close()
     return history
-
-
-def run_phases(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainConfig,
-               device: torch.device, start: int, saved: dict[str, Any] | None,
-               trainable: dict[nn.Parameter, bool], scaler: torch.amp.GradScaler,
-               amp_dtype: torch.dtype, steps: int, history: list[dict[str, float]],
-               checkpoint: Path | None, history_csv: Path | None, identity: dict[str, Any],
-               bar: Any, evaluate: Callable[[nn.Module, int], dict[str, float]] | None) -> None:
-    """The epochs of :func:`fit` from ``start`` on, phase by phase."""
-    rank, world = distributed()
-    first = 0
-    for index, phase in enumerate(phases):
-        last = first + phase.epochs
-        if last <= start:
-            first = last
-            continue
-        groups = phase.groups(model)
-        members = {p for group in groups for p in group["params"]}
-        for p, was in trainable.items():  # only this phase's parameters get gradients
-            p.requires_grad_(was and p in members)
-        optimizer = torch.optim.SGD(groups, lr=phase.lr, momentum=phase.momentum,
-                                    weight_decay=phase.weight_decay)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, phase.lr_steps,
-                                                         phase.lr_gamma)
-        if saved is not None and start > first:  # resuming inside this phase
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-        wrapped = model
-        if world > 1:
-            wrapped = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
-
-        def save(epoch: int) -> None:
-            if rank == 0 and checkpoint:
-                save_atomic({"epoch": epoch, "phase": index, "identity": identity,
-                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                             "history": history}, checkpoint)
-            if rank == 0 and history_csv:
-                write_history(history, history_csv)
-
-        for epoch in range(max(start, first), last):
-            wrapped.train()
-            torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout: same draws on resume
-            order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(
-                config.seed * 7919 + epoch)).to(device)
-            totals: dict[str, float] = {}
-            for step in range(steps):
-                chunk = order[(step * world + rank) * config.batch_size:
-                              (step * world + rank + 1) * config.batch_size]
-                generator = step_generator(config.seed, epoch, step, rank, device)
-                autocast = torch.autocast(device.type, dtype=amp_dtype) if config.amp \
-                    else contextlib.nullcontext()
-                with autocast:
-                    losses = wrapped(samples.batch(chunk), generator, epoch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(losses["loss"].float()).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                for name, value in losses.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.detach())
-            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
-            scheduler.step()
-            row = {"epoch": epoch + 1, "lr": lr,
-                   **{name: total / steps for name, total in totals.items()}}
-            if world > 1:  # the mean over ranks, so every rank logs the same numbers
-                values = torch.tensor([row[k] for k in totals], device=device,
-                                      dtype=torch.float64)
-                torch.distributed.all_reduce(values)
-                row.update({k: float(v) / world for k, v in zip(totals, values)})
-            if len(phases) > 1:
-                row["phase"] = index
-            if evaluate is not None:
-                row.update(evaluate(model, epoch + 1))
-            history.append(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last:
-                save(epoch + 1)
-        first = last
