@@ -60,15 +60,19 @@ def test_demo_runs_the_pipeline_and_learning_happens(tmp_path):
     assert metrics("linear", "skeletonclr-joint", "joint")["top1_last"] >= random_linear + 10
     # ... and under KNN, where the feature scale plays no part
     assert metrics("knn", "crosclr-joint-motion-bone", "motion")["top1"] >= random_knn + 10
-    # ... and with 10 % of the labels, stream by stream, when a linear classifier learns them
-    # on the frozen features (CrosSCLR Table 7's protocol); the fine-tuned protocol is reported
-    # (README, "Demo figures"), not asserted: on 39 labelled samples it is within the noise
+    # ... and with 10 % of the labels: stream by stream when a linear classifier learns them on
+    # the frozen features (CrosSCLR Table 7's protocol), and over the three streams when the
+    # whole network is fine-tuned on them (ISC Table 2's; on 39 labelled samples one stream's
+    # figure moves by 5-15 points with the seed, README "Demo figures")
+    finetuned = {"random-joint-motion-bone": [], "crosclr-joint-motion-bone": []}
     for stream in ("joint", "motion", "bone"):
-        semi = {run: metrics("semi", run, stream)["10"] for run in (
-            "random-joint-motion-bone", "crosclr-joint-motion-bone")}
+        semi = {run: metrics("semi", run, stream)["10"] for run in finetuned}
         assert semi["crosclr-joint-motion-bone"]["linear"]["top1_last"] >= \
             semi["random-joint-motion-bone"]["linear"]["top1_last"] + 10
-        assert {"top1_last", "top1_best"} <= set(semi["crosclr-joint-motion-bone"]["finetune"])
+        for run in finetuned:
+            finetuned[run].append(semi[run]["finetune"]["top1_last"])
+    assert np.mean(finetuned["crosclr-joint-motion-bone"]) >= \
+        np.mean(finetuned["random-joint-motion-bone"]) + 3
     ensemble = metrics("ensemble", "crosclr-joint-motion-bone")
     for protocol in ("posthoc", "joint"):
         singles = [ensemble["posthoc"][s]["top1_last"] for s in ("joint", "motion", "bone")]
