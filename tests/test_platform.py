@@ -864,3 +864,21 @@ def test_projector_init_std_none_keeps_torchs_default():
                           encoder_options={"hidden": 8, "layers": 1},
                           options={"projector_init_std": 0.5, "queue_size": 4})
     assert abs(float(method.moco.projector_q[0].weight.detach().std()) - 0.5) < 0.05
+
+
+def test_training_samples_carry_the_stores_real_sequences(prepared_ntu60):
+    from stages.pretrain import training_samples
+
+    store = Store(prepared_ntu60 / "processed" / "ntu60" / "50-shoulder.h5")
+    indices = store.split("xsub/train")[:6]
+    samples = training_samples(store, indices, ("joint", "motion"), sequences=True)
+    assert torch.equal(samples.arrays["index"], torch.from_numpy(indices))
+    assert torch.equal(samples.arrays["motion"], torch.from_numpy(store.take("motion", indices)))
+    batch = samples.batch(torch.tensor([4, 1]))
+    for row, position in enumerate((4, 1)):
+        real = torch.from_numpy(store.sequence(int(indices[position]))).permute(1, 0, 2, 3)
+        length = real.shape[1]
+        assert int(batch["length"][row]) == length
+        assert torch.equal(batch["sequence"][row, :, :length], real)
+        assert not batch["sequence"][row, :, length:].any()
+    assert batch["label"].tolist() == store.meta(["label"])["label"][indices[[4, 1]]].tolist()
