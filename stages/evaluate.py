@@ -7,6 +7,7 @@ given with ``--encoder``), never from the pretraining method or the current pret
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,10 +129,8 @@ def linear_protocols(train: tuple, test: tuple, num_classes: int, config: Linear
     """The paper's protocol (the headline) and, labelled beside it, the same classifier on
     standardised features; returns the paper protocol's full result and the merged metrics."""
     paper = train_linear(train[0], train[1], test[0], test[1], num_classes, config, device)
-    config.standardise = True
-    standardised = train_linear(train[0], train[1], test[0], test[1], num_classes, config,
-                                device)
-    config.standardise = False
+    standardised = train_linear(train[0], train[1], test[0], test[1], num_classes,
+                                dataclasses.replace(config, standardise=True), device)
     return paper, {**paper["metrics"], "protocol": "paper (frozen features, lr schedule as "
                    "params)", "standardised": standardised["metrics"]}
 
