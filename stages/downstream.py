@@ -38,34 +38,23 @@ def finetune_settings(params: Path | None, overrides: dict[str, Any]
     return config, settings, resolve_device(config.device)
 
 
-def finetune_encoder(encoder: Encoder, path: Path, train_indices: np.ndarray, config: TrainConfig,
+def finetune_encoder(encoder: Encoder, train_indices: np.ndarray, config: TrainConfig,
                      settings: dict[str, Any], device: torch.device, out: Path) -> dict[str, Any]:
-    """Fine-tune a fresh copy of the encoder file on ``train_indices``; test on the split's val
-    part; write metrics.json and curve.csv under ``out``."""
-    module, _ = load_encoder(path)  # a fresh copy: fine-tuning changes the weights
+    """Fine-tune a fresh copy of the encoder file on ``train_indices``, test on the split's val
+    part, write curve.csv under ``out``; returns the metrics."""
+    module, _ = load_encoder(encoder.path)  # a fresh copy: fine-tuning changes the weights
     samples = training_samples(encoder.store, train_indices, ("joint",))
     test = encoder.part("val")
+    out.mkdir(parents=True, exist_ok=True)
     result = finetune(module, encoder.view, encoder.info["layout"], samples,
                       encoder.store.take("joint", test), encoder.labels(test),
                       encoder.num_classes, config, settings["augment"], device,
                       checkpoint=out / "checkpoint.pt",
-                      identity={"encoder": str(path), "train": train_indices.tolist()},
+                      identity={"encoder": str(encoder.path), "train": train_indices.tolist()},
                       eval_every=settings["eval_every"])
     write_curve(out / "curve.csv", result["curve"])
-    write_json_atomic(out / "metrics.json", result["metrics"])
     (out / "checkpoint.pt").unlink(missing_ok=True)  # finished: the metrics stand for it
     return result["metrics"]
-
-
-def _encoders(split: str, run_name: str | None, encoder_file: Path | None, data_dir: Path,
-              models_dir: Path, params: Path | None, source: str | None = None
-              ) -> list[tuple[Encoder, Path]]:
-    """The encoders with the files they came from (fine-tuning reloads a fresh copy)."""
-    encoders = run_encoders(split, run_name, encoder_file, data_dir, models_dir, params, source)
-    if encoder_file is not None:
-        return [(encoders[0], Path(encoder_file))]
-    return [(e, paths.encoder_file(models_dir, source or split, run_name, e.view))
-            for e in encoders]
 
 
 def mean(values: list[float]) -> float:
@@ -94,7 +83,7 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
     config, settings, device = finetune_settings(params, overrides)
     linear, _ = linear_config(params, {})
     summary: dict[str, Any] = {}
-    for encoder, path in _encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
         train = encoder.part("train")
         labels = encoder.labels(train).numpy()
         frozen = None
@@ -113,9 +102,11 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                 out.mkdir(parents=True, exist_ok=True)
                 np.save(out / "indices.npy", chosen)  # the labelled samples, as store indices
                 if "finetune" in protocols:
-                    results["finetune"].append(finetune_encoder(
-                        encoder, path, chosen, dataclasses.replace(config, seed=seed), settings,
-                        device, out))
+                    metrics = finetune_encoder(encoder, chosen,
+                                               dataclasses.replace(config, seed=seed), settings,
+                                               device, out)
+                    write_json_atomic(out / "metrics.json", metrics)
+                    results["finetune"].append(metrics)
                 if "linear" in protocols:
                     (train_x, train_y, _), (test_x, test_y, _) = frozen
                     results["linear"].append(train_linear(
@@ -137,20 +128,17 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
 
 def run_finetune(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                  results_dir: Path, params: Path | None, overrides: dict[str, Any],
-                 encoder_file: Path | None = None, source: str | None = None,
-                 protocol: str = "finetune") -> dict[str, Any]:
-    """Fine-tune the whole network on all training labels of ``split`` (the encoders of a run
-    trained on ``source``, by default the same split)."""
+                 encoder_file: Path | None = None) -> dict[str, Any]:
+    """Fine-tune the whole network on all training labels of ``split``."""
     config, settings, device = finetune_settings(params, overrides)
     summary: dict[str, Any] = {}
-    for encoder, path in _encoders(split, run_name, encoder_file, data_dir, models_dir, params,
-                                   source):
-        out = paths.result_dir(results_dir, split, encoder.name, protocol, encoder.view)
-        out.mkdir(parents=True, exist_ok=True)
-        summary[encoder.view] = finetune_encoder(encoder, path, encoder.part("train"), config,
+    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+        out = paths.result_dir(results_dir, split, encoder.name, "finetune", encoder.view)
+        summary[encoder.view] = finetune_encoder(encoder, encoder.part("train"), config,
                                                  settings, device, out)
+        write_json_atomic(out / "metrics.json", summary[encoder.view])
         name = encoder.name
-    write_json_atomic(paths.result_summary(results_dir, split, name, protocol), summary)
+    write_json_atomic(paths.result_summary(results_dir, split, name, "finetune"), summary)
     return summary
 
 
@@ -162,17 +150,16 @@ def run_transfer(split: str, run_name: str, source: str, data_dir: Path, models_
     if source == split:
         raise StageError(f"transfer from {source} to itself: name another target split")
     linear, device = linear_config(params, {})
-    finetuned = run_finetune(split, run_name, data_dir, models_dir, results_dir, params,
-                             overrides, source=source, protocol="transfer")
+    config, settings, _ = finetune_settings(params, overrides)
     summary: dict[str, Any] = {}
     for encoder in run_encoders(split, run_name, None, data_dir, models_dir, params, source):
+        out = paths.result_dir(results_dir, split, encoder.name, "transfer", encoder.view)
         _, metrics = linear_protocols(features(encoder, "train", device),
                                       features(encoder, "val", device), encoder.num_classes,
                                       linear, device)
-        summary[encoder.view] = {"source": source, "linear": metrics,
-                                 "finetune": finetuned[encoder.view]}
-        write_json_atomic(paths.result_dir(results_dir, split, encoder.name, "transfer",
-                                           encoder.view) / "metrics.json", summary[encoder.view])
+        summary[encoder.view] = {"source": source, "linear": metrics, "finetune": finetune_encoder(
+            encoder, encoder.part("train"), config, settings, device, out)}
+        write_json_atomic(out / "metrics.json", summary[encoder.view])
         name = encoder.name
     write_json_atomic(paths.result_summary(results_dir, split, name, "transfer"), summary)
     return summary

@@ -41,6 +41,7 @@ class Encoder:
     store: Store
     protocol: str
     name: str  # the results folder: the run's name, or <run>@<split> for a file given by path
+    path: Path  # the encoder file (fine-tuning starts from a fresh copy of it)
 
     def part(self, part: str) -> np.ndarray:
         return self.store.split(f"{self.protocol}/{part}")
@@ -75,7 +76,7 @@ def open_encoder(path: Path, split: str, data_dir: Path, name: str | None = None
     provenance = info["provenance"]
     name = name or (f"{provenance['run']}@{provenance['split']}" if "run" in provenance
                     else Path(path).name.split(".")[0])
-    return Encoder(module, info["view"], info, store, protocol, name)
+    return Encoder(module, info["view"], info, store, protocol, name, Path(path))
 
 
 def run_encoders(split: str, run_name: str | None, encoder_file: Path | None, data_dir: Path,

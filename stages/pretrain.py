@@ -26,11 +26,13 @@ def training_samples(store: Store, indices: np.ndarray, inputs: tuple[str, ...],
     arrays["index"] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
     if not sequences:
         return Samples(arrays)
-    offsets = store.offsets
-    lengths = offsets[indices + 1] - offsets[indices]
-    frames = np.concatenate([store.sequence(int(i)) for i in indices]) if len(indices) else None
+    # one read of the range the indices span, then one gather of their frames
+    low = int(indices.min())
+    data, offsets = store.sequences(low, int(indices.max()) + 1)
+    first, lengths = offsets[indices - low], offsets[indices - low + 1] - offsets[indices - low]
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return Samples(arrays, torch.from_numpy(frames), torch.from_numpy(starts))
+    rows = np.arange(starts[-1]) + np.repeat(first - starts[:-1], lengths)
+    return Samples(arrays, torch.from_numpy(data[rows]), torch.from_numpy(starts))
 
 
 def store_of(data_dir: Path, split: str, variant: str) -> tuple[Store, str]:
