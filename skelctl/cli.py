@@ -162,7 +162,8 @@ def clean(dataset: str, max_bodies: int, denoise: bool, length_threshold: int,
 @main.command()
 @dataset_argument
 @click.option("--variant", default="50-shoulder", show_default=True,
-              help="FRAMES-NORMALISATION, normalisation one of shoulder, spine, none.")
+              help="[upto]FRAMES-NORMALISATION, normalisation one of shoulder, spine, minmax, "
+              "none; upto: at most FRAMES frames, shorter sequences zero-padded.")
 @views_options
 @data_dir_option
 @jobs_option

@@ -18,6 +18,8 @@ import contextlib
 import csv
 import io
 import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +29,7 @@ from torch import nn
 
 from skelctl.methods.base import Phase
 from skelctl.parallel import progress
+from skelctl.plots import save_curves
 
 
 @dataclass
@@ -139,10 +142,33 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def log_line(line: str) -> None:
+    """Print at once: under DVC or a pipe, stdout is otherwise flushed only at exit."""
+    print(line, flush=True)
+
+
+def epoch_line(row: dict[str, float], epochs: int, seconds: float, left: float) -> str:
+    """The log line of an epoch: its losses, learning rate, duration and the time left."""
+    figures = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "phase"))
+    return (f"epoch {int(row['epoch'])}/{epochs} {figures} lr {row['lr']:.4g} "
+            f"{seconds:.1f} s/epoch, {left / 60:.1f} min left")
+
+
+def save_history_plots(history: list[dict[str, float]], loss_names: set[str],
+                       path: Path, title: str) -> None:
+    """The loss curves beside the history CSV (``<name>.png``) and, when the rows carry
+    evaluation figures, those too (``<name>.eval.png``)."""
+    others = [k for k in dict.fromkeys(k for row in history for k in row)
+              if k not in loss_names and k not in ("epoch", "lr", "phase")]
+    save_curves(history, "epoch", sorted(loss_names), path.with_suffix(".png"), title, "loss")
+    if others:
+        save_curves(history, "epoch", others, path.with_suffix(".eval.png"), title)
+
+
 def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainConfig,
         checkpoint: Path | None, device: torch.device, history_csv: Path | None = None,
         identity: dict[str, Any] | None = None, resume: bool = True,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] = log_line,
         evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
         ) -> list[dict[str, float]]:
     """Train ``model`` (``model(batch, generator, epoch)`` returns named losses, ``"loss"`` the
@@ -183,6 +209,10 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
         raise ValueError(f"{len(samples)} training samples are fewer than one batch of "
                          f"{config.batch_size} x {world} process(es)")
     bar = progress(epochs - start, "train", "epoch") if rank == 0 and epochs > start else None
+    log_epochs = rank == 0 and not sys.stderr.isatty()
+    loss_names: set[str] = {k for row in history for k in row
+                            if k not in ("epoch", "lr", "phase")}
+    began, trained = time.monotonic(), 0
     try:
         first = 0
         for index, phase in enumerate(phases):
@@ -215,6 +245,7 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                                  "scaler": scaler.state_dict(), "history": history}, checkpoint)
                 if rank == 0 and history_csv:
                     write_history(history, history_csv)
+                    save_history_plots(history, loss_names, history_csv, history_csv.stem)
 
             for epoch in range(max(start, first), last):
                 wrapped.train()
@@ -247,14 +278,21 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                     row.update({k: float(v) / world for k, v in zip(totals, values)})
                 if len(phases) > 1:
                     row["phase"] = index
+                loss_names.update(totals)
                 if evaluate is not None:
                     row.update(evaluate(model, epoch + 1))
                 history.append(row)
+                trained += 1
+                per_epoch = (time.monotonic() - began) / trained
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if log_epochs:
+                    log(epoch_line(row, epochs, per_epoch, per_epoch * (epochs - epoch - 1)))
                 if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last:
                     save(epoch + 1)
+                elif rank == 0 and history_csv:
+                    write_history(history, history_csv)
             first = last
     finally:  # the caller's trainable flags come back, however training stopped
         for p, was in trainable.items():

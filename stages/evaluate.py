@@ -20,6 +20,7 @@ from torch import nn
 from skelctl.data.store import Store
 from skelctl.evaluate.ensemble import fuse
 from skelctl.evaluate.features import accuracy, extract_features
+from skelctl.plots import confusion_matrix, save_confusion, save_curves, save_embedding
 from skelctl.evaluate.knn import knn_scores, nearest_neighbours
 from skelctl.evaluate.linear import LinearConfig, train_linear
 from skelctl.methods import METHODS
@@ -109,12 +110,27 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def write_curve(path: Path, curve: list[dict[str, float]]) -> None:
+def write_curve(path: Path, curve: list[dict[str, float]], title: str = "") -> None:
+    """The per-epoch curve as CSV and, beside it, its accuracy (and loss) lines as PNG."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(curve[0]))
     writer.writeheader()
     writer.writerows(curve)
     write_text_atomic(path, buffer.getvalue())
+    save_curves(curve, "epoch", [k for k in curve[0] if k != "epoch"], path.with_suffix(".png"),
+                title or path.parent.name, "accuracy (%)")
+
+
+def write_class_figures(out: Path, features_x: torch.Tensor, labels: torch.Tensor,
+                        logits: torch.Tensor, num_classes: int, title: str) -> None:
+    """The confusion matrix of the classifier (CSV and PNG) and a t-SNE of the evaluated test
+    features coloured by class (PNG), as CRRL's Figs. 6 and 8."""
+    matrix = confusion_matrix(labels.numpy(), logits.argmax(1).numpy(), num_classes)
+    write_text_atomic(out / "confusion.csv", "\n".join(",".join(map(str, row))
+                                                        for row in matrix) + "\n")
+    save_confusion(matrix, out / "confusion.png", f"{title}: confusion (last epoch)")
+    save_embedding(features_x.numpy(), labels.numpy(), out / "tsne.png",
+                   f"{title}: t-SNE of test features")
 
 
 def linear_config(params: Path | None, overrides: dict[str, Any]) -> tuple[LinearConfig,
@@ -150,7 +166,9 @@ def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Pat
         out.mkdir(parents=True, exist_ok=True)
         save_arrays(out / "logits.npz", last=paper["logits_last"].numpy(),
                     best=paper["logits_best"].numpy(), labels=test[1].numpy(), indices=test[2])
-        write_curve(out / "curve.csv", paper["curve"])
+        write_curve(out / "curve.csv", paper["curve"], f"{encoder.name} {encoder.view} linear")
+        write_class_figures(out, test[0].cpu(), test[1].cpu(), paper["logits_last"],
+                            encoder.num_classes, f"{encoder.name} {encoder.view}")
         write_json_atomic(out / "metrics.json", metrics)
         results[encoder.view], name = metrics, encoder.name
     write_json_atomic(paths.result_summary(results_dir, split, name, "linear"), results)

@@ -11,8 +11,8 @@ import torch
 from skelctl.data.store import Store
 from skelctl.models import save_encoder
 from skelctl.skeletons import get_layout
-from skelctl.train import (Samples, distributed, fit, init_distributed, resolve_device,
-                           write_history)
+from skelctl.train import (Samples, distributed, fit, init_distributed, log_line,
+                           resolve_device, write_history)
 from stages import paths
 from stages.config import Run, load_run
 
@@ -61,7 +61,7 @@ def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Pat
         history = fit(method, training_samples(store, indices, method.inputs, method.sequences),
                       phases, spec.train, out / "checkpoint.pt", device,
                       paths.loss_history(models_dir, split, run_name), identity, resume=resume,
-                      log=print if rank == 0 else (lambda _: None))
+                      log=log_line if rank == 0 else (lambda _: None))
     if rank == 0:
         if not phases:  # an untrained baseline: an empty loss history (a DVC plot) all the same
             write_history([], paths.loss_history(models_dir, split, run_name))

@@ -1,7 +1,9 @@
 """views: normalise and resample the cleaned sequences, then write the views of one variant.
 
 A variant is ``<frames>-<normalisation>``, e.g. ``50-shoulder`` (CrosSCLR line) or ``64-spine``
-(ISC line). The output store holds the fixed-length views, the normalised variable-length
+(ISC line): every sequence interpolated to exactly that many frames; or ``upto<frames>-...``, e.g.
+``upto50-minmax`` (CRRL on NW-UCLA): longer sequences subsampled to that many frames, shorter ones
+kept as they are and zero-padded. The output store holds the fixed-length views, the normalised variable-length
 sequences (for crop-resize augmentation), the metadata and the split indices.
 """
 
@@ -12,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from skelctl.data.clean import NORMALISATIONS, normalise, resample
+from skelctl.data.clean import NORMALISATIONS, normalise, resample, subsample
 from skelctl.data.store import Store, StoreWriter
 from skelctl.data.views import VIEWS, compute_view
 from skelctl.parallel import chunks, map_chunks, progress
@@ -23,17 +25,20 @@ from stages.common import StageError
 SAMPLES_PER_TASK = 32
 
 
-def parse_variant(variant: str) -> tuple[int, str]:
-    """``"50-shoulder"`` to ``(50, "shoulder")``."""
+def parse_variant(variant: str) -> tuple[int, str, bool]:
+    """``"50-shoulder"`` to ``(50, "shoulder", False)``; ``"upto50-minmax"`` to
+    ``(50, "minmax", True)`` (variable length, at most 50 frames)."""
     frames, _, normalisation = variant.partition("-")
+    variable = frames.startswith("upto")
+    frames = frames.removeprefix("upto")
     if not frames.isdigit() or int(frames) < 2 or normalisation not in NORMALISATIONS:
-        raise StageError(f"variant {variant!r} must be <frames>-<normalisation> with frames >= 2 "
-                         f"and normalisation one of {', '.join(NORMALISATIONS)}")
-    return int(frames), normalisation
+        raise StageError(f"variant {variant!r} must be [upto]<frames>-<normalisation> with "
+                         f"frames >= 2 and normalisation one of {', '.join(NORMALISATIONS)}")
+    return int(frames), normalisation, variable
 
 
 def views_range(cleaned: Store, start: int, stop: int, frames: int,
-                normalisation: str) -> dict[str, Any]:
+                normalisation: str, variable: bool = False) -> dict[str, Any]:
     """Normalised sequences and resampled joints of samples ``start..stop-1`` (in a worker).
 
     The other views are cheap whole-chunk array operations, done by the caller: returning only
@@ -42,13 +47,14 @@ def views_range(cleaned: Store, start: int, stop: int, frames: int,
     layout = get_layout(cleaned.attr("layout"))
     data, offsets = cleaned.sequences(start, stop)  # (F, C, V, M)
     data = normalise(data, offsets, layout, normalisation)
-    joint = resample(data, offsets, frames).transpose(0, 2, 1, 3, 4)  # (n, C, T, V, M)
+    fit = subsample if variable else resample
+    joint = fit(data, offsets, frames).transpose(0, 2, 1, 3, 4)  # (n, C, T, V, M)
     return {"sequences": (data, offsets), "joint": np.ascontiguousarray(joint)}
 
 
 def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIEWS,
         jobs: int = 1) -> dict[str, Any]:
-    frames, normalisation = parse_variant(variant)
+    frames, normalisation, variable = parse_variant(variant)
     unknown = set(views) - set(VIEWS)
     if unknown:
         raise StageError(f"unknown view(s) {', '.join(sorted(unknown))}; known: {', '.join(VIEWS)}")
@@ -59,10 +65,11 @@ def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIE
     n = len(cleaned)
     attrs = {k: cleaned.attr(k) for k in ("dataset", "layout", "num_classes", "protocols",
                                            "max_bodies")}
-    attrs.update(frames=frames, normalisation=normalisation,
+    attrs.update(frames=frames, normalisation=normalisation, variable_length=variable,
                  params={"clean": cleaned.attr("params"), "frames": frames,
-                         "normalisation": normalisation, "views": list(views)})
-    tasks = [(cleaned, a, b, frames, normalisation) for a, b in chunks(n, SAMPLES_PER_TASK)]
+                         "variable_length": variable, "normalisation": normalisation,
+                         "views": list(views)})
+    tasks = [(cleaned, a, b, frames, normalisation, variable) for a, b in chunks(n, SAMPLES_PER_TASK)]
     out = paths.views(data_dir, dataset, variant)
     meta = cleaned.meta()  # one read: a few hundred bytes per sample
     with StoreWriter(out, attrs, num_samples=n, num_rows=int(cleaned.offsets[-1])) as writer, progress(n, f"views {dataset} {variant}",
@@ -73,4 +80,5 @@ def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIE
                           sequences=result["sequences"])
             bar.update(stop - start)
         writer.close({"samples": writer.count})
-    return {"output": str(out), "samples": n, "frames": frames, "normalisation": normalisation}
+    return {"output": str(out), "samples": n, "frames": frames, "normalisation": normalisation,
+            "variable_length": variable}

@@ -157,7 +157,7 @@ def test_on_error_fail_names_the_file(synth_ntu60, tmp_path):
 
 
 def test_stage_errors(tmp_path, prepared_ntu60):
-    with pytest.raises(StageError, match="variant '50' must be <frames>-<normalisation>"):
+    with pytest.raises(StageError, match=r"variant .50. must be \[upto\]<frames>-<normalisation>"):
         views.parse_variant("50")
     with pytest.raises(StoreError, match="clean.h5: store file does not exist"):
         views.run("ntu120", "50-shoulder", tmp_path)

@@ -13,6 +13,9 @@ Two normalisation conventions exist in the field (see the notes), and both are p
 ``spine`` (ISC/PCM3 line, 64 frames): every body is centred, frame by frame, on body 0's spine-mid
     joint; then each sequence is rotated so that body 0's hip-to-spine vector of its first frame
     points along +z and its shoulder vector (right minus left) along +x.
+``minmax`` (CRRL, Sec. IV-B): each dimension (joint x axis x body) of each sequence is scaled to
+    [-1, 1] by its own minimum and maximum over the sequence's frames; a constant dimension
+    becomes 0.
 ``none``: coordinates as recorded.
 
 Joints of an absent body stay exactly zero in every convention.
@@ -24,7 +27,7 @@ import numpy as np
 
 from skelctl.skeletons import Layout
 
-NORMALISATIONS = ("shoulder", "spine", "none")
+NORMALISATIONS = ("shoulder", "spine", "minmax", "none")
 
 
 def lengths_of(offsets: np.ndarray) -> np.ndarray:
@@ -48,6 +51,8 @@ def normalise(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
     offsets = np.asarray(offsets, dtype=np.int64)
     if convention == "none":
         return frames.astype(np.float32, copy=True)
+    if convention == "minmax":
+        return min_max(frames, offsets)
     needed = ("spine_shoulder", "left_shoulder", "right_shoulder") if convention == "shoulder" \
         else ("spine_base", "spine_mid", "left_shoulder", "right_shoulder")
     if any(getattr(layout, j) is None for j in needed):
@@ -82,6 +87,18 @@ def normalise(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
     return (out * present).astype(np.float32, copy=False)
 
 
+def min_max(frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per sequence and per dimension, ``2 (x - min) / (max - min) - 1``; 0 where max == min."""
+    lengths = lengths_of(offsets)
+    if (lengths == 0).any():
+        raise ValueError("cannot normalise a sequence with no frames")
+    low = np.repeat(np.minimum.reduceat(frames, offsets[:-1], axis=0), lengths, axis=0)
+    high = np.repeat(np.maximum.reduceat(frames, offsets[:-1], axis=0), lengths, axis=0)
+    span = high - low
+    scaled = 2 * (frames - low) / np.where(span > 0, span, 1) - 1
+    return np.where(span > 0, scaled, 0).astype(np.float32)
+
+
 def rotations_between(vectors: np.ndarray, target: tuple[float, float, float]) -> np.ndarray:
     """``(n, 3, 3)`` rotations turning each of ``vectors`` ``(n, 3)`` towards ``target`` about
     their common normal (Rodrigues). Identity for a zero vector or one already along the target;
@@ -105,6 +122,24 @@ def rotations_between(vectors: np.ndarray, target: tuple[float, float, float]) -
     rot = np.eye(3) + sin[:, None, None] * k + (1 - cos)[:, None, None] * (k @ k)
     rot[(sin < 1e-8) & ~opposite] = np.eye(3)
     return rot
+
+
+def subsample(frames: np.ndarray, offsets: np.ndarray, at_most: int) -> np.ndarray:
+    """Every sequence with at most ``at_most`` frames, zero-padded to ``(n, at_most, ...)``.
+
+    Longer sequences keep frames ``floor(i * L / at_most)`` (evenly spaced, the first included);
+    shorter ones keep all their frames. Padding frames are exactly zero, so a consumer recovers a
+    sequence's length as one past its last non-zero frame (the CRRL line's variable-length input).
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    sizes = lengths_of(offsets)
+    if (sizes == 0).any():
+        raise ValueError("cannot subsample a sequence with no frames")
+    steps = np.arange(at_most)[None]
+    index = np.where(sizes[:, None] > at_most, steps * sizes[:, None] // at_most, steps)
+    valid = steps < sizes[:, None]
+    picked = frames[offsets[:-1, None] + np.minimum(index, (sizes - 1)[:, None])]
+    return (picked * valid.reshape(*valid.shape, *[1] * (frames.ndim - 1))).astype(np.float32)
 
 
 def resample(frames: np.ndarray, offsets: np.ndarray, length: int) -> np.ndarray:

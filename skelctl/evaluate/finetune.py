@@ -23,7 +23,7 @@ from skelctl.evaluate.features import accuracy
 from skelctl.methods.base import Phase
 from skelctl.models.stgcn import init_weights
 from skelctl.skeletons import Layout
-from skelctl.train import Samples, TrainConfig, fit
+from skelctl.train import Samples, TrainConfig, fit, log_line
 
 
 class Classifier(nn.Module):
@@ -66,7 +66,7 @@ def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
              config: TrainConfig, augment: dict[str, dict[str, Any]] | None,
              device: torch.device, checkpoint: Path | None = None,
              identity: dict[str, Any] | None = None, eval_every: int = 1,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             log: Callable[[str], None] = log_line) -> dict[str, Any]:
     """Fine-tune ``encoder`` (changed in place) with a fresh head on ``train`` (``joint`` and
     ``label``); returns metrics (last and best tested epoch) and the curve. The test set is
     classified every ``eval_every`` epochs and after the last one."""

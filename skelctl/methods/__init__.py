@@ -8,13 +8,14 @@ from typing import Any
 
 from skelctl.methods.base import Method, OptionsError, make_options
 from skelctl.methods.crosclr import CrosSCLR
+from skelctl.methods.crrl import CRRL
 from skelctl.methods.random_init import RandomInit
 from skelctl.methods.skeletonclr import SkeletonCLR
 from skelctl.models import build_encoder, encoder_option_names
 from skelctl.skeletons import Layout
 
 METHODS: dict[str, type[Method]] = {
-    "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "random": RandomInit,
+    "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "crrl": CRRL, "random": RandomInit,
 }
 
 

@@ -31,10 +31,11 @@ def _bigru(layout: Layout, num_persons: int, **options: Any) -> nn.Module:
 
 
 def _gru(layout: Layout, num_persons: int, **options: Any) -> nn.Module:
-    """CRRL GRU: 2 bidirectional layers of 256, dropout 0.2, temporal average pooling (512-d)."""
+    """CRRL GRU: 2 bidirectional layers of 256, dropout 0.2, temporal average pooling (512-d),
+    over the real frames of variable-length input (packed)."""
     return RecurrentEncoder(layout, num_persons=num_persons, **{
         "cell": "gru", "hidden": 256, "layers": 2, "pooling": "mean", "dropout": 0.2,
-        **options})
+        "packed": True, **options})
 
 
 def _lstm(layout: Layout, num_persons: int, **options: Any) -> nn.Module:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from skelctl.skeletons import Layout
 
@@ -21,12 +22,16 @@ class RecurrentEncoder(nn.Module):
     direction never sees the future; here the backward direction reads the whole sequence, as a
     bidirectional network should. ``pooling="mean"`` averages the top layer's outputs over time
     (temporal average pooling, CRRL).
+
+    ``packed=True`` reads variable-length input: a sample's frames end at its last non-zero frame
+    (the zero padding of an ``upto<F>`` store variant) and the recurrence runs over the real frames
+    only (a packed sequence), so a sample's features do not depend on how much padding follows it.
     """
 
     def __init__(self, layout: Layout, in_channels: int = 3, num_persons: int = 2,
                  cell: str = "gru", hidden: int = 1024, layers: int = 3,
                  bidirectional: bool = True, pooling: str = "last", dropout: float = 0.0,
-                 input_norm: bool = False):
+                 input_norm: bool = False, packed: bool = False):
         super().__init__()
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
@@ -36,6 +41,7 @@ class RecurrentEncoder(nn.Module):
         self.rnn = rnn(size, hidden, num_layers=layers, bidirectional=bidirectional,
                        batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.pooling = pooling
+        self.packed = packed
         self.num_persons = num_persons
         self.out_dim = hidden * (2 if bidirectional else 1)
         for name, weight in self.rnn.named_parameters():
@@ -44,26 +50,63 @@ class RecurrentEncoder(nn.Module):
             else:
                 nn.init.zeros_(weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        lengths = self.lengths(x) if lengths is None else lengths
+        return self.pool(self.features(x, lengths), lengths)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The top layer's output at every step, ``(N, T, out_dim)``."""
+    def lengths(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Each sample's frame count ``(N,)`` when ``packed`` (None otherwise)."""
+        return sequence_lengths(x) if self.packed else None
+
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, T, V, M)`` to the recurrence's input ``(N, T, V * C * M)``."""
         n, c, t, v, m = x.shape
         if m != self.num_persons:
             raise ValueError(f"encoder built for {self.num_persons} bodies, got {m}")
-        seq = x.permute(0, 2, 3, 1, 4).reshape(n, t, v * c * m)
+        return x.permute(0, 2, 3, 1, 4).reshape(n, t, v * c * m)
+
+    def features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The top layer's output at every step, ``(N, T, out_dim)``; packed to ``lengths``
+        (found from the padding when ``packed`` and not given), zero after each sample's last
+        frame."""
+        seq = self.flatten(x)
         if self.input_norm is not None:
             seq = self.input_norm(seq.transpose(1, 2)).transpose(1, 2)
-        return self.rnn(seq)[0]
+        return run_recurrence(self.rnn, seq, self.lengths(x) if lengths is None else lengths)
 
-    def pool(self, steps: torch.Tensor) -> torch.Tensor:
-        """``(N, T, out_dim)`` to ``(N, out_dim)``. For ``"last"``: the forward direction's output
-        after the last frame and the backward direction's after the first, which are the top
-        layer's final hidden states."""
+    def pool(self, steps: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, T, out_dim)`` to ``(N, out_dim)`` over each sample's first ``lengths`` steps
+        (all when None). For ``"last"``: the forward direction's output after the last frame and
+        the backward direction's after the first, which are the top layer's final hidden
+        states."""
+        n, t = steps.shape[:2]
+        if lengths is None:
+            lengths = torch.full((n,), t, dtype=torch.long)
+        lengths = lengths.to(steps.device)
         if self.pooling == "mean":
-            return steps.mean(dim=1)
+            valid = torch.arange(t, device=steps.device)[None] < lengths[:, None]
+            return (steps * valid[..., None]).sum(dim=1) / lengths[:, None].to(steps.dtype)
+        last = steps[torch.arange(n, device=steps.device), lengths - 1]
         if not self.rnn.bidirectional:
-            return steps[:, -1]
+            return last
         half = steps.shape[2] // 2
-        return torch.cat([steps[:, -1, :half], steps[:, 0, half:]], dim=1)
+        return torch.cat([last[:, :half], steps[:, 0, half:]], dim=1)
+
+
+def sequence_lengths(x: torch.Tensor) -> torch.Tensor:
+    """One past the last frame with a non-zero value, per sample of ``(N, C, T, V, M)`` (at least
+    1), on the CPU as packing wants it."""
+    t = x.shape[2]
+    nonzero = (x != 0).any(dim=(1, 3, 4))  # (N, T)
+    trailing = nonzero.flip(1).int().cumsum(1).eq(0).sum(1)
+    return (t - trailing).clamp(min=1).cpu()
+
+
+def run_recurrence(rnn: nn.Module, seq: torch.Tensor,
+                   lengths: torch.Tensor | None) -> torch.Tensor:
+    """``rnn`` over ``(N, T, F)``; packed (no step past a sample's length) when ``lengths`` is
+    given, the output zero-padded back to ``T`` steps."""
+    if lengths is None:
+        return rnn(seq)[0]
+    packed = pack_padded_sequence(seq, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=seq.shape[1])[0]

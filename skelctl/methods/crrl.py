@@ -1,0 +1,274 @@
+"""CRRL (Wang et al., TIP 2022): Contrast-Reconstruction Representation Learning.
+
+Three parts, all on recurrent encoders over variable-length sequences (packed, Sec. IV-B):
+
+* SER, the Sequence Reconstructor (Sec. III-A): a GRU decoder reconstructs the input from the
+  encoder's first hidden state forwards and from its last hidden state in reverse; the loss is the
+  mean squared error of both (Eq. 1).
+* CML, the Contrastive Motion Learner (Sec. III-B): MoCo between coordinates (query encoder) and
+  velocities (key encoder, Eq. 2), temporal average pooling, a queue of 64, temperature 0.1, key
+  encoder momentum 0.999 and a key MLP that is never updated (m_mlp = 1.0, Table XII).
+* INF, the Information Fuser (Sec. III-C): the frozen CML encoder teaches SER's encoder; a two-layer
+  MLP maps the student's pooled state onto the teacher's, ``L = L_r + 0.1 L_d`` (Eqs. 7, 8).
+
+``student`` and ``fusion`` express every strategy of Table VIII: ``fusion: none`` trains the
+student's objective alone (CML, SER); ``joint`` one encoder on both losses (CML-SER-joint);
+``pretrain`` trains the other objective first and the student continues from those weights
+(CML-pretrain-SER with student ser, SER-pretrain-CML with student cml); ``distill`` trains the other
+objective's encoder first, freezes it and distils it into the student (CRRL with student ser,
+SER-distill-CML with student cml). The first step is a phase of the same run with its own schedule
+(``first``), as Algorithm 1 trains CML and then SER in one procedure. ``directions`` gives the
+forward-only and reverse-only SER of Table X; ``key_input: coordinate`` with ``key_augment`` the
+coordinate-coordinate contrast of Table IX.
+
+The teacher's features are taken in evaluation mode (no dropout), so the distillation target of a
+sample does not change from step to step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skelctl.augment import compose
+from skelctl.methods.base import Method, OptionsError, Phase
+from skelctl.methods.queue import MomentumContrast, gather_from_all_ranks, info_nce
+from skelctl.models.rnn import RecurrentEncoder, run_recurrence, sequence_lengths
+from skelctl.skeletons import Layout
+
+OBJECTIVES = ("cml", "ser")
+FUSIONS = ("none", "joint", "pretrain", "distill")
+DIRECTIONS = ("forward", "reverse")
+
+
+@dataclass
+class CRRLOptions:
+    student: str = "ser"             # the exported encoder's objective: ser or cml
+    fusion: str = "distill"          # none, joint, pretrain or distill (Table VIII)
+    # the first step of pretrain/distill, which trains the other objective (CML on NW-UCLA:
+    # 100 epochs at 0.01, Sec. IV-B); the run's `train` is the student's step
+    first: dict[str, Any] = field(default_factory=lambda: {
+        "epochs": 100, "lr": 0.01, "lr_steps": [], "lr_gamma": 0.5})
+    # SER
+    directions: list[str] = field(default_factory=lambda: list(DIRECTIONS))
+    decoder_hidden: int = 256
+    decoder_layers: int = 2
+    decoder_dropout: float = 0.2
+    # CML
+    feature_dim: int = 128
+    queue_size: int = 64
+    temperature: float = 0.1
+    momentum: float = 0.999          # key encoder
+    projector_momentum: float = 1.0  # key MLP: 1.0 never updates it (Table XII's best)
+    projector_init_std: float | None = None
+    key_input: str = "velocity"      # velocity (CML) or coordinate (Table IX)
+    key_augment: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # INF
+    distill_weight: float = 0.1
+
+
+def velocity(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Eq. 2 on zero-padded ``(N, C, T, V, M)``: ``v^t = x^{t+1} - x^t`` inside each sequence and
+    the last frame repeats the one before it; zero after each sequence's length."""
+    t = x.shape[2]
+    steps = torch.arange(t, device=x.device)[None]
+    lengths = lengths.to(x.device)[:, None]
+    diff = torch.zeros_like(x)
+    diff[:, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
+    last = (lengths - 2).clamp(min=0)  # the frame whose velocity the last one repeats
+    source = torch.where(steps == lengths - 1, last, steps)  # (N, T)
+    index = source[:, None, :, None, None].expand_as(x)
+    v = diff.gather(2, index)
+    valid = (steps < lengths) & (lengths > 1)
+    return v * valid[:, None, :, None, None]
+
+
+def reverse_within(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(N, T, D)`` with each sample's first ``lengths`` steps reversed (padding stays put)."""
+    t = seq.shape[1]
+    steps = torch.arange(t, device=seq.device)[None]
+    lengths = lengths.to(seq.device)[:, None]
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    return seq.gather(1, index[..., None].expand_as(seq))
+
+
+class SequenceDecoder(nn.Module):
+    """SER's decoder: a unidirectional GRU fed the repeated hint state, then a linear read-out."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int, layers: int, dropout: float):
+        super().__init__()
+        self.rnn = nn.GRU(in_dim, hidden, num_layers=layers, batch_first=True,
+                          dropout=dropout if layers > 1 else 0.0)
+        self.readout = nn.Linear(hidden, out_dim)
+
+    def forward(self, hints: torch.Tensor, t: int, lengths: torch.Tensor) -> torch.Tensor:
+        """``(N, H)`` hints to ``(N, T, out_dim)`` reconstructions (packed to ``lengths``)."""
+        repeated = hints[:, None].expand(-1, t, -1).contiguous()
+        return self.readout(run_recurrence(self.rnn, repeated, lengths))
+
+
+def reconstruction_loss(decoder: SequenceDecoder, steps: torch.Tensor, target: torch.Tensor,
+                        lengths: torch.Tensor, directions: list[str]) -> torch.Tensor:
+    """Eq. 1: the mean squared error over the real frames of each direction, summed over
+    directions. ``steps`` are the encoder's ``(N, T, H)`` outputs, ``target`` ``(N, T, D)``.
+    Both directions go through the decoder as one batch."""
+    n, t = target.shape[:2]
+    device_lengths = lengths.to(steps.device)
+    hints, targets = [], []
+    if "forward" in directions:  # from the first state (Fig. 3, Algorithm 1 line 24)
+        hints.append(steps[:, 0])
+        targets.append(target)
+    if "reverse" in directions:  # from the last real state, the sequence read backwards
+        hints.append(steps[torch.arange(n, device=steps.device), device_lengths - 1])
+        targets.append(reverse_within(target, lengths))
+    out = decoder(torch.cat(hints), t, lengths.repeat(len(hints)))
+    valid = (torch.arange(t, device=steps.device)[None] < device_lengths[:, None])
+    valid = valid.repeat(len(hints), 1)[..., None]
+    error = ((out - torch.cat(targets)) ** 2 * valid).sum()
+    return error / (valid.sum() * target.shape[2]) * len(hints)
+
+
+class CRRL(Method):
+    """SER, CML and their fusions on one recurrent encoder per objective (see the module)."""
+
+    Options = CRRLOptions
+
+    def __init__(self, streams: tuple[str, ...], layout: Layout,
+                 build_encoder: Callable[[], nn.Module], options: CRRLOptions):
+        super().__init__(streams, layout, build_encoder, options)
+        checks = {"student": (options.student, OBJECTIVES), "fusion": (options.fusion, FUSIONS),
+                  "key_input": (options.key_input, ("velocity", "coordinate"))}
+        for name, (value, accepted) in checks.items():
+            if value not in accepted:
+                raise OptionsError(f"CRRL option {name} must be one of {', '.join(accepted)}, "
+                                   f"not {value!r}")
+        if not options.directions or set(options.directions) - set(DIRECTIONS):
+            raise OptionsError(f"CRRL option directions must name some of "
+                               f"{', '.join(DIRECTIONS)}, not {options.directions!r}")
+        unknown = set(options.first) - {"epochs", "lr", "lr_steps", "lr_gamma"}
+        if unknown:
+            raise OptionsError(f"CRRL option first: unknown key(s) {', '.join(sorted(unknown))}; "
+                               "accepted: epochs, lr, lr_steps, lr_gamma")
+        self.inputs = (self.streams[0],)
+        self.encoder = build_encoder()
+        if not isinstance(self.encoder, RecurrentEncoder):
+            raise OptionsError("CRRL needs a recurrent encoder (gru, bigru or lstm), not "
+                               f"{type(self.encoder).__name__}")
+        self.other = "cml" if options.student == "ser" else "ser"
+        self.teacher = build_encoder() if options.fusion == "distill" else None
+        self.key_augment = compose(options.key_augment, layout)
+        # which encoder each objective trains
+        owners = {options.student: self.encoder}
+        if options.fusion in ("joint", "pretrain"):
+            owners[self.other] = self.encoder
+        elif options.fusion == "distill":
+            owners[self.other] = self.teacher
+        self.objectives = tuple(owners)
+        self.contrast = self.decoder = None
+        if "cml" in owners:
+            self.contrast = MomentumContrast(owners["cml"], options.feature_dim, options.queue_size,
+                                             options.momentum, options.projector_momentum,
+                                             options.projector_init_std)
+        if "ser" in owners:
+            width = self.encoder.rnn.input_size
+            self.decoder = SequenceDecoder(self.encoder.out_dim, width, options.decoder_hidden,
+                                           options.decoder_layers, options.decoder_dropout)
+            self.ser_encoder = owners["ser"]
+        if self.teacher is not None:
+            dim = self.encoder.out_dim
+            self.distill_head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True),
+                                              nn.Linear(dim, self.teacher.out_dim))
+        # set once the key encoder has been copied from a query encoder trained by SER first
+        self.register_buffer("key_synced", torch.zeros((), dtype=torch.bool))
+
+    def encoders(self) -> dict[str, nn.Module]:
+        return {self.streams[0]: self.encoder}
+
+    def objective_parameters(self, objective: str) -> list[nn.Parameter]:
+        if objective == "cml":
+            return [*self.contrast.encoder_q.parameters(), *self.contrast.projector_q.parameters()]
+        return [*self.ser_encoder.parameters(), *self.decoder.parameters()]
+
+    def phases(self, epochs: int, lr: float, lr_steps: list[int], lr_gamma: float,
+               momentum: float, weight_decay: float) -> list[Phase]:
+        if self.options.fusion in ("none", "joint"):
+            return [Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay)]
+        first = {"lr_steps": [], "lr_gamma": 0.5, **self.options.first}
+        student = self.options.student
+
+        def first_parameters(model: nn.Module) -> list[dict[str, Any]]:
+            return [{"params": model.objective_parameters(model.other)}]
+
+        def student_parameters(model: nn.Module) -> list[dict[str, Any]]:
+            params = model.objective_parameters(student)
+            if model.teacher is not None:
+                params += list(model.distill_head.parameters())
+            return [{"params": params}]
+
+        return [Phase(int(first["epochs"]), float(first["lr"]), list(first["lr_steps"]),
+                      float(first["lr_gamma"]), momentum, weight_decay, name=self.other,
+                      parameters=first_parameters),
+                Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay,
+                      name=student, parameters=student_parameters)]
+
+    def active(self, epoch: int) -> tuple[str, ...]:
+        """The objectives trained at ``epoch``."""
+        if self.options.fusion in ("none", "joint"):
+            return self.objectives
+        return (self.other,) if epoch < int(self.options.first["epochs"]) \
+            else (self.options.student,)
+
+    def contrastive_loss(self, x: torch.Tensor, lengths: torch.Tensor,
+                         generator: torch.Generator) -> torch.Tensor:
+        moco = self.contrast
+        if self.options.fusion == "pretrain" and self.other == "ser" \
+                and not bool(self.key_synced):
+            # SER-pretrain-CML: the key encoder starts as a copy of the pretrained query encoder
+            # (Algorithm 1, line 2)
+            moco.encoder_k.load_state_dict(moco.encoder_q.state_dict())
+            self.key_synced.fill_(True)
+        q = F.normalize(moco.projector_q(moco.encoder_q(x, lengths)), dim=1)
+        moco.momentum_update()
+        if self.options.key_input == "velocity":
+            key_in = velocity(x, lengths)
+        else:
+            valid = torch.arange(x.shape[2], device=x.device)[None] < lengths.to(x.device)[:, None]
+            key_in = self.key_augment(x, generator) * valid[:, None, :, None, None]
+        with torch.no_grad():
+            k = F.normalize(moco.projector_k(moco.encoder_k(key_in, lengths)), dim=1)
+        loss = info_nce((q * k).sum(dim=1), moco.similarities(q), self.options.temperature)
+        moco.enqueue(gather_from_all_ranks(k))
+        return loss
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
+                epoch: int) -> dict[str, torch.Tensor]:
+        x = batch[self.streams[0]]
+        lengths = sequence_lengths(x)
+        losses: dict[str, torch.Tensor] = {}
+        active = self.active(epoch)
+        total = x.new_zeros(())
+        if "cml" in active:
+            losses["contrast"] = self.contrastive_loss(x, lengths, generator)
+            total = total + losses["contrast"]
+        if "ser" in active:
+            encoder = self.ser_encoder
+            steps = encoder.features(x, lengths)
+            target = encoder.flatten(x)
+            losses["reconstruction"] = reconstruction_loss(self.decoder, steps, target, lengths,
+                                                           self.options.directions)
+            total = total + losses["reconstruction"]
+        if self.teacher is not None and self.options.student in active:
+            if self.options.student == "ser":
+                student = self.encoder.pool(steps, lengths)
+            else:
+                student = self.encoder(x, lengths)
+            self.teacher.eval()
+            with torch.no_grad():
+                target = self.teacher(x, lengths)
+            losses["distill"] = F.mse_loss(self.distill_head(student), target)
+            total = total + self.options.distill_weight * losses["distill"]
+        return {"loss": total, **{name: value.detach() for name, value in losses.items()}}
