@@ -109,14 +109,16 @@ def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
 
 
 def rotate(x: torch.Tensor, generator: torch.Generator, max_degrees: float = 30.0,
-           minor_degrees: float = 1.0) -> torch.Tensor:
+           minor_degrees: float = 1.0, symmetric: bool = False) -> torch.Tensor:
     """AimCLR's random rotation: one random main axis by U(0, max_degrees), the other two by
-    U(0, minor_degrees)."""
+    U(0, minor_degrees). ``symmetric``: angles from U(-limit, limit) instead (CRRL Table IX:
+    every axis U(-45, 45) degrees with ``max_degrees = minor_degrees = 45``)."""
     n = x.shape[0]
     main = torch.randint(0, 3, (n,), generator=generator, device=x.device)
     limit = torch.full((n, 3), minor_degrees, device=x.device, dtype=x.dtype)
     limit[torch.arange(n, device=x.device), main] = max_degrees
-    angles = _uniform((n, 3), 0, 1, x, generator) * limit * (math.pi / 180)
+    low = -1 if symmetric else 0
+    angles = _uniform((n, 3), low, 1, x, generator) * limit * (math.pi / 180)
     return torch.einsum("nij,njtvm->nitvm", rotation_matrices(angles), x)
 
 

@@ -1,4 +1,4 @@
-"""The ``skelctl`` command line: one subcommand per pipeline stage, plus prepare, synth and demo.
+"""The ``skelctl`` command line: one subcommand per pipeline stage, plus prepare, synth, demo and reproduce.
 
 Heavy modules (torch, h5py, the stages) are imported inside the commands so that ``--help``
 answers at once.
@@ -491,6 +491,25 @@ def demo(workdir: Path | None) -> None:
     from stages import demo as stage
 
     click.echo(stage.run(workdir))
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(["nw-ucla"]))
+@click.option("--raw", "raw_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The raw recordings (NW-UCLA: the folder of a*_s*_e*_v*.json files).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Workspace to create or continue (default: a new scratch folder).")
+@friendly_errors
+def reproduce(dataset: str, raw_dir: Path, workdir: Path | None) -> None:
+    """Reproduce a paper's tables on real data: the profile params.DATASET.yaml through the
+    identical dvc.yaml (prepare, every run, linear and KNN evaluation, tables), printing the
+    tables with the papers' numbers beside ours. Rerunning with the same --workdir continues."""
+    from stages import demo as stage
+
+    if not any(raw_dir.glob("*.json")):
+        raise click.UsageError(f"{raw_dir}: no NW-UCLA .json recordings in this folder")
+    click.echo(stage.run(workdir, dataset, {dataset: raw_dir}))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""demo: run the identical dvc.yaml on a synthetic corpus (params.demo.yaml) in a scratch workspace."""
+"""demo and reproduce: run the identical dvc.yaml with another profile (params.demo.yaml: a
+synthetic corpus; params.nw-ucla.yaml: the real NW-UCLA recordings) in a scratch workspace."""
 
 from __future__ import annotations
 
@@ -20,15 +21,25 @@ PROJECT = Path(skelctl.__file__).resolve().parent.parent
 CODE = ("skelctl", "stages")
 
 
-def create_workspace(workdir: Path | None) -> Path:
-    """A DVC workspace with the pipeline, the demo params as params.yaml, and the code it runs."""
+PROFILES = {"demo": "params.demo.yaml", "nw-ucla": "params.nw-ucla.yaml"}
+
+
+def create_workspace(workdir: Path | None, profile: str = "demo",
+                     raw: dict[str, Path] | None = None) -> Path:
+    """A DVC workspace with the pipeline, the profile's params as params.yaml (``raw`` replacing
+    its raw folders), and the code it runs."""
     if not (PROJECT / "dvc.yaml").is_file():
-        raise StageError(f"{PROJECT}: no dvc.yaml next to the skelctl package; the demo runs from "
-                         f"a source checkout (pip install -e .)")
-    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="skelctl-demo-"))
+        raise StageError(f"{PROJECT}: no dvc.yaml next to the skelctl package; the {profile} "
+                         f"profile runs from a source checkout (pip install -e .)")
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"skelctl-{profile}-"))
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT / "dvc.yaml", workdir / "dvc.yaml")
-    shutil.copy(PROJECT / "params.demo.yaml", workdir / "params.yaml")
+    text = (PROJECT / PROFILES[profile]).read_text()
+    if raw:
+        params = yaml.safe_load(text)
+        params["raw"] = {**params["raw"], **{k: str(Path(v).resolve()) for k, v in raw.items()}}
+        text = yaml.safe_dump(params, sort_keys=False, width=100)
+    (workdir / "params.yaml").write_text(text)
     for package in CODE:
         shutil.rmtree(workdir / package, ignore_errors=True)
         shutil.copytree(PROJECT / package, workdir / package,
@@ -51,7 +62,7 @@ def dvc(workdir: Path, *args: str) -> None:
 
 def summary(workdir: Path) -> str:
     params = yaml.safe_load((workdir / "params.yaml").read_text())
-    lines = [f"demo workspace: {workdir}"]
+    lines = [f"{params['profile']}\nworkspace: {workdir}"]
     for dataset in params["raw"]:
         for variant in params["views"]["variants"]:
             store = Store(paths.views(workdir / "data", dataset, variant))
@@ -62,8 +73,10 @@ def summary(workdir: Path) -> str:
     return "\n".join(lines)
 
 
-def run(workdir: Path | None = None) -> str:
-    workdir = create_workspace(workdir)
+def run(workdir: Path | None = None, profile: str = "demo",
+        raw: dict[str, Path] | None = None) -> str:
+    """``dvc repro`` of the profile in a workspace; returns a summary and the tables."""
+    workdir = create_workspace(workdir, profile, raw)
     dvc(workdir, "repro")
     tables = "\n".join(sorted(p.read_text() for p in (workdir / "tables").glob("*.md")))
     return f"{summary(workdir)}\n\n{tables}"

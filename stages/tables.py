@@ -18,7 +18,8 @@ from stages import paths
 from stages.common import StageError, write_text_atomic
 from stages.config import load_run, read_params, run_names
 
-METHOD_TITLES = {"skeletonclr": "SkeletonCLR", "crosclr": "CrosSCLR", "random": "random init"}
+METHOD_TITLES = {"skeletonclr": "SkeletonCLR", "crosclr": "CrosSCLR", "crrl": "CRRL",
+                 "random": "random init"}
 
 # run name -> the paper row it reproduces, per CrosSCLR table (Table 1 by method and stream)
 TABLE1_RUNS = {"skeletonclr-joint", "skeletonclr-motion", "skeletonclr-bone",
@@ -29,6 +30,20 @@ TABLE3_RUNS = {"skeletonclr-joint-noaug": "SkeletonCLR shear 0 crop 0",
 TABLE4_RUNS = {"skeletonclr-joint": "SkeletonCLR", "skeletonclr-joint-km": "SkeletonCLR + L_KM",
                "crosclr-joint-motion-bone-noec": "CrosSCLR w/o EC",
                "crosclr-joint-motion-bone": "CrosSCLR"}
+
+# CRRL Tables VIII (fusion strategies), IX (the contrast's key input) and X (SER's directions)
+CRRL_TABLES = {
+    "VIII": ("fusion strategies", {
+        "rand-enc": "Rand-Enc", "cml": "CML", "ser": "SER", "cml-ser-joint": "CML-SER-joint",
+        "cml-pretrain-ser": "CML-pretrain-SER", "ser-pretrain-cml": "SER-pretrain-CML",
+        "ser-distill-cml": "SER-distill-CML", "crrl": "CRRL"}),
+    "IX": ("coordinate-coordinate against velocity-coordinate contrast", {
+        "rand-enc": "Rand-Enc", "cml-coordinate-noise": "Coordinate gaussian noise",
+        "cml-coordinate-shear": "Coordinate shear",
+        "cml-coordinate-rotation": "Coordinate rotation", "cml": "CML"}),
+    "X": ("reconstruction directions", {
+        "ser-forward": "forward", "ser-reverse": "reverse", "ser": "SER(forward+reverse)"}),
+}
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -196,6 +211,43 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
         "KNN retrieval (k = 1, cosine similarity of pre-projector features)",
         f"Top-1 %. {ours}. Paper rows: the values the papers report for these splits.",
         ["model", "source", *splits], knn_rows)
+
+    # CRRL Tables VIII, IX, X (linear, with our KNN beside) and V/VI (the published comparison)
+    for number, (caption, mapping) in CRRL_TABLES.items():
+        listed = [r for r in mapping if r in runs and runs[r].method in ("crrl", "random")]
+        if not any(runs[r].method == "crrl" for r in listed):
+            continue
+        rows = []
+        for run in listed:
+            row = [f"{mapping[run]} ({run})"]
+            for split in splits:
+                m = result(split, run, "linear", "joint")
+                row += [fmt(m["top1_last"]), fmt(m["top1_best"]),
+                        fmt(paper_value(papers, "CRRL", number, mapping[run], split, "linear")),
+                        fmt(result(split, run, "knn", "joint")["top1"])]
+            rows.append(row)
+        tables[f"crrl_table{number}"] = markdown_table(
+            f"CRRL Table {number}: {caption}",
+            f"Linear evaluation top-1 % ({epochs}) and KNN top-1 % (k = 1, cosine). {ours}. "
+            f"Paper: the published linear value of the row.",
+            ["strategy", *[f"{s} {c}" for s in splits
+                           for c in ("last", "best", "paper", "KNN")]], rows)
+    if "crrl" in runs and runs["crrl"].method == "crrl":
+        rows = [["CRRL (crrl, ours)", *[x for s in splits for x in (
+            fmt(result(s, "crrl", "linear", "joint")["top1_last"]),
+            fmt(result(s, "crrl", "knn", "joint")["top1"]))]]]
+        for row in dict.fromkeys(p.row for p in papers
+                                 if p.paper.startswith("CRRL") and p.table in ("V", "VI")):
+            values = [x for s in splits for x in (
+                paper_value(papers, "CRRL", "V", row, s, "linear"),
+                paper_value(papers, "CRRL", "VI", row, s, "knn"))]
+            if any(v is not None for v in values):
+                rows.append([f"{row} (CRRL Tables V, VI)", *map(fmt, values)])
+        tables["crrl_table5_6"] = markdown_table(
+            "CRRL Tables V and VI: linear evaluation and KNN against the published methods",
+            f"Top-1 %, last epoch. {ours}. The other rows: CRRL Table V (linear) and Table VI "
+            f"(KNN, k = 1).", ["method", *[f"{s} {c}" for s in splits
+                                           for c in ("linear", "KNN")]], rows)
 
     # semi-supervised: fine-tuned (ISC Table 2, PCM3 Table 2) and linear (CrosSCLR Table 7)
     semi = document.get("semi") or {}

@@ -22,6 +22,9 @@ TINY = {
                               "options": {"queue_size": 32}},
         "crosclr-joint-motion": {"method": "crosclr", "streams": ["joint", "motion"],
                                  "options": {"queue_size": 32, "cross_epoch": 1}},
+        "rand-enc": {"method": "random", "streams": ["joint"]},
+        "crrl": {"method": "crrl", "streams": ["joint"],
+                 "options": {"queue_size": 8, "first": {"epochs": 1, "lr": 0.01}}},
     },
     "ensembles": ["crosclr-joint-motion"],
     "downstream": {"semi": ["crosclr-joint-motion"], "finetune": ["skeletonclr-joint"],
@@ -50,6 +53,8 @@ def test_pretrain_evaluate_ensemble_tables(project):
     for name in TINY["runs"]:
         result = run("pretrain", name, *split, *data)
         assert result.exit_code == 0, result.output
+        if name != "random-joint" and name != "rand-enc":  # outside a terminal: a line an epoch
+            assert "epoch 1/" in result.stdout and "min left" in result.stdout, result.stdout
         assert (root / "models" / "ntu60-xsub" / f"{name}.loss.csv").read_text().startswith(
             "epoch,")
         for command in ("linear", "knn"):
@@ -62,6 +67,17 @@ def test_pretrain_evaluate_ensemble_tables(project):
     assert {"top1_last", "top1_best", "top5_last", "top5_best", "best_epoch"} <= set(metrics)
     assert metrics["test_samples"] == 39 and metrics["train_samples"] == 78
     assert {"top1_last", "top1_best"} <= set(metrics["standardised"])
+    # figures beside the CSVs: loss curves, accuracy curve, confusion matrix, t-SNE
+    out = root / "results" / "ntu60-xsub" / "linear" / "crosclr-joint-motion" / "motion"
+    confusion = np.loadtxt(out / "confusion.csv", delimiter=",")
+    assert confusion.shape == (60, 60) and confusion.sum() == 39  # NTU-60 classes, 39 tests
+    assert np.trace(confusion) == round(metrics["top1_last"] * 39 / 100)
+    for figure in (out / "confusion.png", out / "tsne.png", out / "curve.png",
+                   root / "models" / "ntu60-xsub" / "crrl.loss.png"):
+        assert figure.read_bytes().startswith(b"\x89PNG"), figure
+    history = (root / "models" / "ntu60-xsub" / "crrl.loss.csv").read_text().splitlines()
+    assert history[0] == "epoch,lr,loss,contrast,phase,reconstruction,distill"
+    assert [row.split(",")[1] for row in history[1:]] == ["0.01", "0.1", "0.1"]  # each phase's
     result = run("ensemble", *split, "--method", "crosclr-joint-motion", "--weights", "1,1",
                  *data)
     assert result.exit_code == 0, result.output
@@ -95,6 +111,10 @@ def test_pretrain_evaluate_ensemble_tables(project):
     assert "2s-CrosSCLR (joint+motion; crosclr-joint-motion) joint" in (
         root / "tables" / "ensembles.md").read_text()
     assert "K=1" in (root / "tables" / "crosclr_table2_topk.md").read_text()
+    # CRRL: Table VIII beside the published NTU-60 xsub value, Tables V/VI with KNN
+    table8 = (root / "tables" / "crrl_tableVIII.md").read_text()
+    assert "| CRRL (crrl) |" in table8 and "| 67.6 |" in table8 and "Rand-Enc (rand-enc)" in table8
+    assert "60.7" in (root / "tables" / "crrl_table5_6.md").read_text()
     for name in ("semi", "finetune", "occlusion"):
         assert (root / "tables" / f"{name}.md").is_file()
     # resuming a finished run does no more work

@@ -1,0 +1,271 @@
+"""CRRL: its data variant, the packed GRU, SER, CML, INF, the fusion phases, and learning on the
+real NW-UCLA recordings."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import NW_UCLA, need
+from skelctl.data.clean import min_max, subsample
+from skelctl.methods import build_method
+from skelctl.methods.crrl import reconstruction_loss, reverse_within, velocity
+from skelctl.models import build_encoder
+from skelctl.models.rnn import sequence_lengths
+from skelctl.skeletons import get_layout
+from skelctl.train import Samples, TrainConfig, fit
+from stages.views import parse_variant
+
+LAYOUT = get_layout("kinect20")
+CPU = torch.device("cpu")
+
+
+def padded_batch(lengths: list[int], frames: int = 12, seed: int = 0) -> torch.Tensor:
+    """``(N, 3, frames, 20, 1)`` random sequences, zero after each length."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(len(lengths), 3, frames, 20, 1, generator=g) * 2 - 1
+    for i, n in enumerate(lengths):
+        x[i, :, n:] = 0
+    return x
+
+
+def crrl(options: dict | None = None, **encoder_options) -> nn.Module:
+    torch.manual_seed(0)
+    return build_method("crrl", ("joint",), LAYOUT, 1, "gru",
+                        {"hidden": 16, "dropout": 0.0, **encoder_options}, options)
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+def test_min_max_scales_each_dimension_of_each_sequence_to_minus_one_one():
+    frames = np.array([[0.0, 5.0], [2.0, 5.0], [4.0, 5.0], [10.0, -1.0], [20.0, 1.0]],
+                      dtype=np.float32)[:, None, :, None]  # (F, C=1, V=2, M=1)
+    out = min_max(frames, np.array([0, 3, 5]))[:, 0, :, 0]
+    np.testing.assert_allclose(out, [[-1, 0], [0, 0], [1, 0], [-1, -1], [1, 1]])
+
+
+def test_subsample_keeps_short_sequences_and_thins_long_ones():
+    frames = np.arange(13, dtype=np.float32)[:, None] + 1  # sequences of 3 and 10 frames
+    out = subsample(frames, np.array([0, 3, 13]), 4)[..., 0]
+    np.testing.assert_array_equal(out[0], [1, 2, 3, 0])            # kept, zero-padded
+    np.testing.assert_array_equal(out[1], [4, 6, 9, 11])            # frames 0, 2, 5, 7 of 10
+    assert parse_variant("upto50-minmax") == (50, "minmax", True)
+    assert parse_variant("50-shoulder") == (50, "shoulder", False)
+
+
+def test_sequence_lengths_read_the_zero_padding():
+    x = padded_batch([12, 5, 1, 7])
+    assert sequence_lengths(x).tolist() == [12, 5, 1, 7]
+    x[1, :, 2] = 0  # an all-zero frame inside a sequence does not end it
+    assert sequence_lengths(x).tolist() == [12, 5, 1, 7]
+
+
+# ---- packed GRU ---------------------------------------------------------------------------
+
+def test_packed_gru_gives_each_sequence_the_features_it_has_alone():
+    torch.manual_seed(0)
+    encoder = build_encoder("gru", LAYOUT, 1, hidden=16).eval()
+    lengths = [12, 5, 9, 1]
+    x = padded_batch(lengths)
+    together = encoder(x)
+    steps = encoder.features(x)
+    for i, n in enumerate(lengths):
+        alone = x[i:i + 1, :, :n]  # no padding at all
+        torch.testing.assert_close(together[i], encoder(alone)[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(steps[i, :n], encoder.features(alone)[0], rtol=1e-5,
+                                   atol=1e-6)
+        assert steps[i, n:].abs().sum() == 0  # nothing computed past the end
+    assert together.shape == (4, 32)
+
+
+# ---- SER ----------------------------------------------------------------------------------
+
+def test_velocity_is_eq_2_with_the_last_frame_repeating_the_one_before():
+    x = torch.zeros(1, 1, 5, 1, 1)
+    x[0, 0, :4, 0, 0] = torch.tensor([1.0, 3.0, 6.0, 10.0])
+    assert velocity(x, torch.tensor([4]))[0, 0, :, 0, 0].tolist() == [2, 3, 4, 4, 0]
+
+
+def test_reverse_within_reverses_only_the_real_steps():
+    seq = torch.arange(1.0, 6.0)[None, :, None].repeat(2, 1, 1)
+    seq[1, 3:] = 0
+    out = reverse_within(seq, torch.tensor([5, 3]))[..., 0]
+    assert out.tolist() == [[5, 4, 3, 2, 1], [3, 2, 1, 0, 0]]
+
+
+def test_reconstruction_loss_is_the_mean_squared_error_of_each_direction():
+    class Echo(nn.Module):  # a decoder that outputs its hint at every step
+        def forward(self, hints, t, lengths):
+            return hints[:, None].expand(-1, t, -1)
+
+    steps = torch.tensor([[[1.0], [2.0], [0.0]]])  # length 2
+    target = torch.tensor([[[1.0], [3.0], [0.0]]])
+    lengths = torch.tensor([2])
+    # forward from steps[0] = 1: errors (0, 2); reverse from steps[1] = 2: targets (3, 1)
+    assert reconstruction_loss(Echo(), steps, target, lengths, ["forward"]).item() == 2.0
+    assert reconstruction_loss(Echo(), steps, target, lengths, ["reverse"]).item() == 1.0
+    assert reconstruction_loss(Echo(), steps, target, lengths, ["forward", "reverse"]).item() \
+        == 3.0
+
+
+def test_ser_reconstructs_a_known_sequence_better_after_a_few_steps():
+    method = crrl({"student": "ser", "fusion": "none"})
+    x = padded_batch([12, 8, 10, 6])
+    t = torch.linspace(0, 1, 12)
+    x[:, :, :] = torch.sin(6 * t)[None, None, :, None, None] * x[:, :, :1]  # smooth sequences
+    x[1, :, 8:], x[2, :, 10:], x[3, :, 6:] = 0, 0, 0
+    batch = {"joint": x}
+    generator = torch.Generator().manual_seed(0)
+    before = method(batch, generator, 0)["reconstruction"].item()
+    optimizer = torch.optim.Adam(method.parameters(), lr=0.01)
+    for _ in range(60):
+        loss = method(batch, generator, 0)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = method(batch, generator, 0)["reconstruction"].item()
+    assert after < 0.5 * before, (before, after)
+
+
+# ---- CML ----------------------------------------------------------------------------------
+
+def test_cml_key_mlp_stays_bit_identical_while_the_key_encoder_moves():
+    method = crrl({"student": "cml", "fusion": "none", "queue_size": 8})
+    moco = method.contrast
+    key_mlp = copy.deepcopy(moco.projector_k.state_dict())
+    key_encoder = copy.deepcopy(moco.encoder_k.state_dict())
+    query_mlp = copy.deepcopy(moco.projector_q.state_dict())
+    samples = Samples({"joint": padded_batch([12, 5, 9, 3, 12, 7, 8, 2], seed=1),
+                       "label": torch.zeros(8, dtype=torch.long),
+                       "index": torch.arange(8)})
+    fit(method, samples, method.phases(3, 0.1, [], 0.1, 0.9, 0.0),
+        TrainConfig(epochs=3, batch_size=4, lr=0.1, lr_steps=[]), None, CPU, log=lambda _: None)
+    for name, value in moco.projector_k.state_dict().items():
+        assert torch.equal(value, key_mlp[name]), name
+    assert any(not torch.equal(v, key_encoder[k]) for k, v in moco.encoder_k.state_dict().items())
+    assert any(not torch.equal(v, query_mlp[k]) for k, v in moco.projector_q.state_dict().items())
+    assert len(moco.queue) == 8
+
+
+# ---- INF and the fusion strategies ----------------------------------------------------------
+
+def test_distillation_term_is_zero_when_the_student_equals_the_teacher():
+    method = crrl()  # CRRL: CML teacher, SER student
+    method.teacher.load_state_dict(method.encoder.state_dict())
+    method.distill_head = nn.Identity()
+    batch = {"joint": padded_batch([12, 5, 9])}
+    first = method.options.first["epochs"]
+    losses = method(batch, torch.Generator().manual_seed(0), first)  # the student's step
+    assert losses["distill"].item() == 0.0 and "contrast" not in losses
+    method.teacher.load_state_dict(build_encoder("gru", LAYOUT, 1, hidden=16).state_dict())
+    assert method(batch, torch.Generator().manual_seed(0), first)["distill"].item() > 0
+
+
+@pytest.mark.parametrize("student, fusion, first, second", [
+    ("ser", "distill", "cml", "ser"), ("cml", "distill", "ser", "cml"),
+    ("ser", "pretrain", "cml", "ser"), ("cml", "pretrain", "ser", "cml")])
+def test_two_step_strategies_train_the_other_objective_first(student, fusion, first, second):
+    method = crrl({"student": student, "fusion": fusion,
+                   "first": {"epochs": 2, "lr": 0.01}, "queue_size": 8})
+    phases = method.phases(3, 0.04, [1], 0.5, 0.9, 1e-4)
+    assert [(p.name, p.epochs, p.lr) for p in phases] == [(first, 2, 0.01), (second, 3, 0.04)]
+    teacher = method.teacher if fusion == "distill" else method.encoder
+    student_params = {id(p) for g in phases[1].groups(method) for p in g["params"]}
+    first_params = {id(p) for g in phases[0].groups(method) for p in g["params"]}
+    assert {id(p) for p in teacher.parameters()} <= first_params
+    assert {id(p) for p in method.encoder.parameters()} <= student_params
+    if fusion == "distill":  # the frozen teacher is not trained in the student's step
+        assert not {id(p) for p in teacher.parameters()} & student_params
+    batch = {"joint": padded_batch([12, 5, 9, 4])}
+    names = {0: set(method(batch, torch.Generator().manual_seed(0), 0)),
+             2: set(method(batch, torch.Generator().manual_seed(0), 2))}
+    objective = {"cml": "contrast", "ser": "reconstruction"}
+    assert objective[first] in names[0] and objective[second] not in names[0]
+    assert objective[second] in names[2] and objective[first] not in names[2]
+    assert ("distill" in names[2]) == (fusion == "distill")
+
+
+def test_ser_pretrain_cml_starts_the_key_encoder_from_the_pretrained_query_encoder():
+    method = crrl({"student": "cml", "fusion": "pretrain", "first": {"epochs": 1, "lr": 0.01},
+                   "queue_size": 8})
+    with torch.no_grad():  # as if SER had trained the shared encoder
+        for p in method.encoder.parameters():
+            p.add_(0.5)
+    method(({"joint": padded_batch([12, 5, 9, 4])}), torch.Generator().manual_seed(0), 1)
+    m = method.options.momentum
+    for (name, q), k in zip(method.encoder.state_dict().items(),
+                            method.contrast.encoder_k.state_dict().values()):
+        torch.testing.assert_close(k, q, msg=name)  # copied, then one momentum step of 0
+    assert bool(method.key_synced) and m == 0.999
+
+
+def test_option_errors_name_the_option():
+    with pytest.raises(ValueError, match="CRRL option fusion must be one of none, joint"):
+        crrl({"fusion": "both"})
+    with pytest.raises(ValueError, match="CRRL option directions"):
+        crrl({"directions": ["sideways"]})
+    with pytest.raises(ValueError, match="CRRL needs a recurrent encoder"):
+        build_method("crrl", ("joint",), LAYOUT, 1, "stgcn", {"hidden": 4, "out_dim": 8}, {})
+
+
+# ---- real data ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(tmp_path):
+    """A cut-down NW-UCLA profile: CML 8 epochs, then SER with distillation 6 epochs."""
+    raw = need(NW_UCLA)
+    from stages import evaluate, prepare, pretrain
+
+    data, models, results = tmp_path / "data", tmp_path / "models", tmp_path / "results"
+    prepare.run("nw-ucla", raw, data, variants=("upto50-minmax",), jobs=2, max_bodies=1)
+    split = "nw-ucla-xview"
+    base = {"variant": "upto50-minmax", "encoder": "gru", "encoder_options": {},
+            "train": {"epochs": 6, "batch_size": 32, "lr": 0.04, "lr_steps": [],
+                      "checkpoint_every": 100, "seed": 0, "device": "cpu"}}
+    params = tmp_path / "params.yaml"
+    import yaml
+    params.write_text(yaml.safe_dump({"defaults": base, "runs": {
+        "rand-enc": {"method": "random", "streams": ["joint"]},
+        "crrl": {"method": "crrl", "streams": ["joint"],
+                 "options": {"first": {"epochs": 8, "lr": 0.01}}}},
+        "knn": {"k": 1, "device": "cpu"}}))
+    accuracy = {}
+    for run in ("rand-enc", "crrl"):
+        pretrain.run(split, run, data, models, params, {})
+        knn = evaluate.run_knn(split, run, data, models, results, params, {})
+        accuracy[run] = knn["joint"]["top1"]
+    history = (models / split / "crrl.loss.csv").read_text().splitlines()
+    assert len(history) == 1 + 14 and (models / split / "crrl.loss.png").is_file()
+    assert accuracy["crrl"] > accuracy["rand-enc"] + 8, accuracy
+    (tmp_path / "knn.json").write_text(json.dumps(accuracy))
+
+
+# ---- the reproduction command ---------------------------------------------------------------
+
+def test_reproduce_sets_up_the_nw_ucla_profile_with_the_raw_folder(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from skelctl.cli import main
+    from stages import demo
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["reproduce", "nw-ucla", "--raw", str(empty)])
+    assert result.exit_code != 0 and f"{empty}: no NW-UCLA .json recordings" in result.output
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    work = demo.create_workspace(tmp_path / "work", "nw-ucla", {"nw-ucla": raw})
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    assert params["raw"] == {"nw-ucla": str(raw.resolve())}
+    assert params["splits"] == ["nw-ucla-xview"] and params["views"]["variants"][0] == "upto50-minmax"
+    table8 = {"rand-enc", "cml", "ser", "cml-ser-joint", "cml-pretrain-ser", "ser-pretrain-cml",
+              "ser-distill-cml", "crrl"}
+    assert table8 <= set(params["runs"])
+    assert (work / "dvc.yaml").read_text() == (demo.PROJECT / "dvc.yaml").read_text()
+    assert (work / "skelctl" / "methods" / "crrl.py").is_file() and (work / ".dvc").is_dir()
