@@ -42,11 +42,15 @@ def crrl(options: dict | None = None, **encoder_options) -> nn.Module:
 
 # ---- data ---------------------------------------------------------------------------------
 
-def test_min_max_scales_each_dimension_of_each_sequence_to_minus_one_one():
-    frames = np.array([[0.0, 5.0], [2.0, 5.0], [4.0, 5.0], [10.0, -1.0], [20.0, 1.0]],
-                      dtype=np.float32)[:, None, :, None]  # (F, C=1, V=2, M=1)
-    out = min_max(frames, np.array([0, 3, 5]))[:, 0, :, 0]
-    np.testing.assert_allclose(out, [[-1, 0], [0, 0], [1, 0], [-1, -1], [1, 1]])
+def test_min_max_scales_each_axis_of_each_sequence_over_its_frames_and_joints():
+    # two sequences (3 and 2 frames), axes x and y, two joints, one body: (F, C, V, M)
+    x = np.array([[0.0, 5.0], [2.0, 5.0], [4.0, 10.0], [10.0, -1.0], [20.0, 1.0]])
+    frames = np.stack([x, np.full_like(x, 7.0)], axis=1)[..., None].astype(np.float32)
+    out = min_max(frames, np.array([0, 3, 5]))[..., 0]
+    np.testing.assert_allclose(out[:, 0], [[-1, 0], [-0.6, 0], [-0.2, 1],       # 0..10
+                                           [0.0476190, -1], [1, -0.8095238]],  # -1..20
+                               rtol=1e-5)
+    assert not out[:, 1].any()  # a constant axis becomes 0
 
 
 def test_subsample_keeps_short_sequences_and_thins_long_ones():
@@ -98,19 +102,24 @@ def test_reverse_within_reverses_only_the_real_steps():
     assert out.tolist() == [[5, 4, 3, 2, 1], [3, 2, 1, 0, 0]]
 
 
-def test_reconstruction_loss_is_the_mean_squared_error_of_each_direction():
+def test_reconstruction_loss_is_the_squared_distance_per_frame_of_each_direction():
     class Echo(nn.Module):  # a decoder that outputs its hint at every step
         def forward(self, hints, t, lengths):
             return hints[:, None].expand(-1, t, -1)
 
-    steps = torch.tensor([[[1.0], [2.0], [0.0]]])  # length 2
-    target = torch.tensor([[[1.0], [3.0], [0.0]]])
+    steps = torch.tensor([[[1.0, 1.0], [2.0, 2.0], [0.0, 0.0]]])  # length 2, 2 coordinates
+    target = torch.tensor([[[1.0, 2.0], [3.0, 3.0], [0.0, 0.0]]])
     lengths = torch.tensor([2])
-    # forward from steps[0] = 1: errors (0, 2); reverse from steps[1] = 2: targets (3, 1)
-    assert reconstruction_loss(Echo(), steps, target, lengths, ["forward"]).item() == 2.0
-    assert reconstruction_loss(Echo(), steps, target, lengths, ["reverse"]).item() == 1.0
+    # forward from steps[0] = (1, 1): squared distances 1 and 8 over 2 frames
+    assert reconstruction_loss(Echo(), steps, target, lengths, ["forward"]).item() == 4.5
+    # reverse from steps[1] = (2, 2) against (3, 3), (1, 2): 2 and 1
+    assert reconstruction_loss(Echo(), steps, target, lengths, ["reverse"]).item() == 1.5
     assert reconstruction_loss(Echo(), steps, target, lengths, ["forward", "reverse"]).item() \
-        == 3.0
+        == 6.0
+    # a second sample counts once in the batch mean, whatever its length
+    two = reconstruction_loss(Echo(), steps.repeat(2, 1, 1), target.repeat(2, 1, 1),
+                              torch.tensor([2, 2]), ["forward"])
+    assert two.item() == 4.5
 
 
 def test_ser_reconstructs_a_known_sequence_better_after_a_few_steps():

@@ -13,8 +13,8 @@ Two normalisation conventions exist in the field (see the notes), and both are p
 ``spine`` (ISC/PCM3 line, 64 frames): every body is centred, frame by frame, on body 0's spine-mid
     joint; then each sequence is rotated so that body 0's hip-to-spine vector of its first frame
     points along +z and its shoulder vector (right minus left) along +x.
-``minmax`` (CRRL, Sec. IV-B): each dimension (joint x axis x body) of each sequence is scaled to
-    [-1, 1] by its own minimum and maximum over the sequence's frames; a constant dimension
+``minmax`` (CRRL, Sec. IV-B): each dimension (axis) of each body of each sequence is scaled to
+    [-1, 1] by its minimum and maximum over the sequence's frames and joints; a constant dimension
     becomes 0.
 ``none``: coordinates as recorded.
 
@@ -88,12 +88,14 @@ def normalise(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
 
 
 def min_max(frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per sequence and per dimension, ``2 (x - min) / (max - min) - 1``; 0 where max == min."""
+    """Per sequence, axis and body, ``2 (x - min) / (max - min) - 1`` with the minimum and maximum
+    over all frames and joints; 0 where max == min."""
     lengths = lengths_of(offsets)
     if (lengths == 0).any():
         raise ValueError("cannot normalise a sequence with no frames")
-    low = np.repeat(np.minimum.reduceat(frames, offsets[:-1], axis=0), lengths, axis=0)
-    high = np.repeat(np.maximum.reduceat(frames, offsets[:-1], axis=0), lengths, axis=0)
+    per_frame = frames.min(axis=2, keepdims=True), frames.max(axis=2, keepdims=True)  # over V
+    low = np.repeat(np.minimum.reduceat(per_frame[0], offsets[:-1], axis=0), lengths, axis=0)
+    high = np.repeat(np.maximum.reduceat(per_frame[1], offsets[:-1], axis=0), lengths, axis=0)
     span = high - low
     scaled = 2 * (frames - low) / np.where(span > 0, span, 1) - 1
     return np.where(span > 0, scaled, 0).astype(np.float32)

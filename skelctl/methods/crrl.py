@@ -4,12 +4,13 @@ Three parts, all on recurrent encoders over variable-length sequences (packed, S
 
 * SER, the Sequence Reconstructor (Sec. III-A): a GRU decoder reconstructs the input from the
   encoder's first hidden state forwards and from its last hidden state in reverse; the loss is the
-  mean squared error of both (Eq. 1).
+  squared distance of both (Eq. 1), per frame.
 * CML, the Contrastive Motion Learner (Sec. III-B): MoCo between coordinates (query encoder) and
   velocities (key encoder, Eq. 2), temporal average pooling, a queue of 64, temperature 0.1, key
   encoder momentum 0.999 and a key MLP that is never updated (m_mlp = 1.0, Table XII).
 * INF, the Information Fuser (Sec. III-C): the frozen CML encoder teaches SER's encoder; a two-layer
-  MLP maps the student's pooled state onto the teacher's, ``L = L_r + 0.1 L_d`` (Eqs. 7, 8).
+  MLP maps the student's pooled state onto the teacher's, ``L = L_r + 0.1 L_d`` with ``L_d`` the
+  squared distance (Eqs. 7, 8).
 
 ``student`` and ``fusion`` express every strategy of Table VIII: ``fusion: none`` trains the
 student's objective alone (CML, SER); ``joint`` one encoder on both losses (CML-SER-joint);
@@ -113,9 +114,10 @@ class SequenceDecoder(nn.Module):
 
 def reconstruction_loss(decoder: SequenceDecoder, steps: torch.Tensor, target: torch.Tensor,
                         lengths: torch.Tensor, directions: list[str]) -> torch.Tensor:
-    """Eq. 1: the mean squared error over the real frames of each direction, summed over
-    directions. ``steps`` are the encoder's ``(N, T, H)`` outputs, ``target`` ``(N, T, D)``.
-    Both directions go through the decoder as one batch."""
+    """Eq. 1: the squared distance ``||x - x_hat||^2`` of each direction, summed over a frame's
+    coordinates, averaged over the real frames and the batch (the authors' variable-length
+    MSE), and summed over directions. ``steps`` are the encoder's ``(N, T, H)`` outputs,
+    ``target`` ``(N, T, D)``. Both directions go through the decoder as one batch."""
     n, t = target.shape[:2]
     device_lengths = lengths.to(steps.device)
     hints, targets = [], []
@@ -128,8 +130,8 @@ def reconstruction_loss(decoder: SequenceDecoder, steps: torch.Tensor, target: t
     out = decoder(torch.cat(hints), t, lengths.repeat(len(hints)))
     valid = (torch.arange(t, device=steps.device)[None] < device_lengths[:, None])
     valid = valid.repeat(len(hints), 1)[..., None]
-    error = ((out - torch.cat(targets)) ** 2 * valid).sum()
-    return error / (valid.sum() * target.shape[2]) * len(hints)
+    per_sequence = ((out - torch.cat(targets)) ** 2 * valid).sum(dim=(1, 2))
+    return (per_sequence / lengths.repeat(len(hints)).to(per_sequence)).sum() / n
 
 
 class CRRL(Method):
@@ -223,7 +225,8 @@ class CRRL(Method):
             else (self.options.student,)
 
     def contrastive_loss(self, x: torch.Tensor, lengths: torch.Tensor,
-                         generator: torch.Generator) -> torch.Tensor:
+                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 6 and the query encoder's pooled features (the student's, under distillation)."""
         moco = self.contrast
         if self.options.fusion == "pretrain" and self.other == "ser" \
                 and not bool(self.key_synced):
@@ -231,7 +234,8 @@ class CRRL(Method):
             # (Algorithm 1, line 2)
             moco.encoder_k.load_state_dict(moco.encoder_q.state_dict())
             self.key_synced.fill_(True)
-        q = F.normalize(moco.projector_q(moco.encoder_q(x, lengths)), dim=1)
+        pooled = moco.encoder_q(x, lengths)
+        q = F.normalize(moco.projector_q(pooled), dim=1)
         moco.momentum_update()
         if self.options.key_input == "velocity":
             key_in = velocity(x, lengths)
@@ -242,7 +246,7 @@ class CRRL(Method):
             k = F.normalize(moco.projector_k(moco.encoder_k(key_in, lengths)), dim=1)
         loss = info_nce((q * k).sum(dim=1), moco.similarities(q), self.options.temperature)
         moco.enqueue(gather_from_all_ranks(k))
-        return loss
+        return loss, pooled
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
                 epoch: int) -> dict[str, torch.Tensor]:
@@ -252,7 +256,7 @@ class CRRL(Method):
         active = self.active(epoch)
         total = x.new_zeros(())
         if "cml" in active:
-            losses["contrast"] = self.contrastive_loss(x, lengths, generator)
+            losses["contrast"], pooled = self.contrastive_loss(x, lengths, generator)
             total = total + losses["contrast"]
         if "ser" in active:
             encoder = self.ser_encoder
@@ -262,13 +266,12 @@ class CRRL(Method):
                                                            self.options.directions)
             total = total + losses["reconstruction"]
         if self.teacher is not None and self.options.student in active:
-            if self.options.student == "ser":
-                student = self.encoder.pool(steps, lengths)
-            else:
-                student = self.encoder(x, lengths)
+            student = self.encoder.pool(steps, lengths) if self.options.student == "ser" \
+                else pooled
             self.teacher.eval()
             with torch.no_grad():
                 target = self.teacher(x, lengths)
-            losses["distill"] = F.mse_loss(self.distill_head(student), target)
+            # Eq. 7: the squared distance, summed over the features, averaged over the batch
+            losses["distill"] = ((self.distill_head(student) - target) ** 2).sum(dim=1).mean()
             total = total + self.options.distill_weight * losses["distill"]
         return {"loss": total, **{name: value.detach() for name, value in losses.items()}}
