@@ -47,6 +47,7 @@ class TrainConfig:
     checkpoint_every: int = 10
     seed: int = 0
     amp: bool = False  # bf16 autocast on CPU, fp16 autocast + loss scaling on CUDA
+    grad_clip: float | None = None  # the gradients' largest total norm (None: not clipped)
     device: str = "auto"
 
     def schedule(self) -> dict[str, Any]:
@@ -263,6 +264,11 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                         losses = wrapped(samples.batch(chunk), generator, epoch)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(losses["loss"].float()).backward()
+                    if config.grad_clip:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(
+                            [p for g in optimizer.param_groups for p in g["params"]],
+                            config.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
                     for name, value in losses.items():

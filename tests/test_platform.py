@@ -883,3 +883,19 @@ def test_training_samples_carry_the_stores_real_sequences(prepared_ntu60):
         assert torch.equal(batch["sequence"][row, :, :length], real)
         assert not batch["sequence"][row, :, length:].any()
     assert batch["label"].tolist() == store.meta(["label"])["label"][indices[[4, 1]]].tolist()
+
+
+def test_gradient_clipping_bounds_every_step():
+    """With ``grad_clip`` each SGD step (no momentum, no decay) moves the weights by at most
+    lr x grad_clip; without it the same data moves them further."""
+    def largest_step(clip):
+        model = Toy()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        config = dataclasses.replace(TOY_CONFIG, epochs=1, batch_size=12, grad_clip=clip)
+        fit(model, toy_samples(), [Phase(1, 10.0, momentum=0.0, weight_decay=0.0)], config,
+            None, CPU, log=lambda _: None)
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return float((after - before).norm())
+
+    assert largest_step(1e-3) == pytest.approx(10.0 * 1e-3, rel=1e-4)  # one step, clipped
+    assert largest_step(None) > 0.1
