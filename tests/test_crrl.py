@@ -235,7 +235,7 @@ def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(tmp_path):
     split = "nw-ucla-xview"
     base = {"variant": "upto50-minmax", "encoder": "gru", "encoder_options": {},
             "train": {"epochs": 6, "batch_size": 32, "lr": 0.04, "lr_steps": [],
-                      "checkpoint_every": 100, "seed": 0, "device": "cpu"}}
+                      "checkpoint_every": 100, "seed": 0, "device": "cpu", "grad_clip": 1.0}}
     params = tmp_path / "params.yaml"
     import yaml
     params.write_text(yaml.safe_dump({"defaults": base, "runs": {
