@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import os
 import sys
 import time
@@ -284,6 +285,10 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                     row.update({k: float(v) / world for k, v in zip(totals, values)})
                 if len(phases) > 1:
                     row["phase"] = index
+                if not math.isfinite(row["loss"]):  # later epochs could only train on NaN
+                    raise FloatingPointError(
+                        f"loss is {row['loss']} in epoch {epoch + 1} (lr {lr:g}); lower the "
+                        f"learning rate or clip the gradients (train: grad_clip)")
                 loss_names.update(totals)
                 if evaluate is not None:
                     row.update(evaluate(model, epoch + 1))
