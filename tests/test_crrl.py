@@ -225,6 +225,8 @@ def test_option_errors_name_the_option():
 # ---- real data ----------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="open shortfall (issue: CRRL on NW-UCLA): after 8 CML and "
+                   "6 SER epochs CRRL's KNN is 48.1 % against the untrained encoder's 51.9 %")
 def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(tmp_path):
     """A cut-down NW-UCLA profile: CML 8 epochs, then SER with distillation 6 epochs."""
     raw = need(NW_UCLA)
