@@ -38,7 +38,7 @@ from torch import nn
 from skelctl.augment import compose
 from skelctl.methods.base import Method, OptionsError, Phase
 from skelctl.methods.queue import MomentumContrast, gather_from_all_ranks, info_nce
-from skelctl.models.rnn import RecurrentEncoder, run_recurrence, sequence_lengths
+from skelctl.models.rnn import RecurrentEncoder, run_recurrence, sequence_lengths, step_mask
 from skelctl.skeletons import Layout
 
 OBJECTIVES = ("cml", "ser")
@@ -128,8 +128,7 @@ def reconstruction_loss(decoder: SequenceDecoder, steps: torch.Tensor, target: t
         hints.append(steps[torch.arange(n, device=steps.device), device_lengths - 1])
         targets.append(reverse_within(target, lengths))
     out = decoder(torch.cat(hints), t, lengths.repeat(len(hints)))
-    valid = (torch.arange(t, device=steps.device)[None] < device_lengths[:, None])
-    valid = valid.repeat(len(hints), 1)[..., None]
+    valid = step_mask(device_lengths, t).repeat(len(hints), 1)[..., None]
     per_sequence = ((out - torch.cat(targets)) ** 2 * valid).sum(dim=(1, 2))
     return (per_sequence / lengths.repeat(len(hints)).to(per_sequence)).sum() / n
 
@@ -240,7 +239,7 @@ class CRRL(Method):
         if self.options.key_input == "velocity":
             key_in = velocity(x, lengths)
         else:
-            valid = torch.arange(x.shape[2], device=x.device)[None] < lengths.to(x.device)[:, None]
+            valid = step_mask(lengths.to(x.device), x.shape[2])
             key_in = self.key_augment(x, generator) * valid[:, None, :, None, None]
         with torch.no_grad():
             k = F.normalize(moco.projector_k(moco.encoder_k(key_in, lengths)), dim=1)

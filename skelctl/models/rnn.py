@@ -84,13 +84,18 @@ class RecurrentEncoder(nn.Module):
             lengths = torch.full((n,), t, dtype=torch.long)
         lengths = lengths.to(steps.device)
         if self.pooling == "mean":
-            valid = torch.arange(t, device=steps.device)[None] < lengths[:, None]
+            valid = step_mask(lengths, t)
             return (steps * valid[..., None]).sum(dim=1) / lengths[:, None].to(steps.dtype)
         last = steps[torch.arange(n, device=steps.device), lengths - 1]
         if not self.rnn.bidirectional:
             return last
         half = steps.shape[2] // 2
         return torch.cat([last[:, :half], steps[:, 0, half:]], dim=1)
+
+
+def step_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    """``(N, t)``: true at each sample's first ``lengths`` steps (on ``lengths``' device)."""
+    return torch.arange(t, device=lengths.device)[None] < lengths[:, None]
 
 
 def sequence_lengths(x: torch.Tensor) -> torch.Tensor:
