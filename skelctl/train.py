@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = False  # bf16 autocast on CPU, fp16 autocast + loss scaling on CUDA
     grad_clip: float | None = None  # the gradients' largest total norm (None: not clipped)
+    knn_every: int = 0  # KNN accuracy on the split's test part every so many epochs (0: never)
     device: str = "auto"
 
     def schedule(self) -> dict[str, Any]:
@@ -188,7 +189,9 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
     trainable = {p: p.requires_grad for p in model.parameters()}
     phase_settings = [{k: v for k, v in p.__dict__.items() if k != "parameters"} for p in phases]
-    identity = {**(identity or {}), "train": config.__dict__, "phases": phase_settings,
+    # monitoring (knn_every) does not change what is trained, so a run resumes across it
+    trained_by = {k: v for k, v in config.__dict__.items() if k != "knn_every"}
+    identity = {**(identity or {}), "train": trained_by, "phases": phase_settings,
                 "world_size": world}
     history: list[dict[str, float]] = []
     start, saved = 0, None

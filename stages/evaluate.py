@@ -21,7 +21,7 @@ from skelctl.data.store import Store
 from skelctl.evaluate.ensemble import fuse
 from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.plots import confusion_matrix, save_confusion, save_curves, save_embedding
-from skelctl.evaluate.knn import knn_scores, nearest_neighbours
+from skelctl.evaluate.knn import knn_classify
 from skelctl.evaluate.linear import LinearConfig, train_linear
 from skelctl.methods import METHODS
 from skelctl.models import load_encoder
@@ -185,8 +185,8 @@ def run_knn(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
     for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
         (train_x, train_y, train_idx) = features(encoder, "train", device)
         (test_x, test_y, test_idx) = features(encoder, "val", device)
-        neighbours, similarities = nearest_neighbours(train_x, test_x, config["k"])
-        scores = knn_scores(train_y[neighbours], similarities, encoder.num_classes)
+        neighbours, similarities, scores = knn_classify(train_x, train_y, test_x,
+                                                        encoder.num_classes, config["k"])
         metrics = {"top1": accuracy(scores, test_y, 1), "k": config["k"],
                    "train_samples": len(train_x), "test_samples": len(test_x)}
         out = paths.result_dir(results_dir, split, encoder.name, "knn", encoder.view)

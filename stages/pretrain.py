@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from skelctl.data.store import Store
+from skelctl.evaluate.features import accuracy, extract_features
+from skelctl.evaluate.knn import knn_classify
 from skelctl.models import save_encoder
 from skelctl.skeletons import get_layout
 from skelctl.train import (Samples, distributed, fit, init_distributed, log_line,
@@ -35,6 +37,33 @@ def training_samples(store: Store, indices: np.ndarray, inputs: tuple[str, ...],
     return Samples(arrays, torch.from_numpy(data[rows]), torch.from_numpy(starts))
 
 
+def knn_monitor(store: Store, protocol: str, training: Samples, streams: list[str], every: int,
+                device: torch.device) -> Callable[[Any, int], dict[str, float]]:
+    """``evaluate(method, epoch)`` for :func:`fit`: every ``every`` epochs, the KNN top-1
+    accuracy (k = 1, cosine) of each stream's encoder on the split's test part against its
+    training samples (those already in memory for training), named ``knn_<stream>``, so the
+    history and its plot show whether pretraining is helping."""
+    test_rows = store.split(f"{protocol}/val")
+    classes = int(store.attr("num_classes"))
+    inputs = {(stream, "train"): training.arrays[stream] if stream in training.arrays
+              else store.take(stream, training.arrays["index"].numpy()) for stream in streams}
+    inputs.update({(stream, "val"): store.take(stream, test_rows) for stream in streams})
+    train_y = training.arrays["label"]
+    test_y = torch.from_numpy(store.meta(["label"])["label"][test_rows]).long()
+
+    def evaluate(method: Any, epoch: int) -> dict[str, float]:
+        if epoch % every:
+            return {}
+        figures = {}
+        for stream, encoder in method.encoders().items():
+            train = extract_features(encoder, inputs[stream, "train"], device)
+            test = extract_features(encoder, inputs[stream, "val"], device)
+            scores = knn_classify(train, train_y, test, classes)[2]
+            figures[f"knn_{stream}"] = accuracy(scores, test_y)
+        return figures
+    return evaluate
+
+
 def store_of(data_dir: Path, split: str, variant: str) -> tuple[Store, str]:
     dataset, protocol = paths.split_parts(split)
     return Store(paths.views(data_dir, dataset, variant)), protocol
@@ -58,10 +87,12 @@ def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Pat
     history: list[dict[str, float]] = []
     if phases:
         indices = store.split(f"{protocol}/train")
-        history = fit(method, training_samples(store, indices, method.inputs, method.sequences),
-                      phases, spec.train, out / "checkpoint.pt", device,
+        samples = training_samples(store, indices, method.inputs, method.sequences)
+        monitor = knn_monitor(store, protocol, samples, list(method.encoders()),
+                              spec.train.knn_every, device) if spec.train.knn_every > 0 else None
+        history = fit(method, samples, phases, spec.train, out / "checkpoint.pt", device,
                       paths.loss_history(models_dir, split, run_name), identity, resume=resume,
-                      log=log_line if rank == 0 else (lambda _: None))
+                      log=log_line if rank == 0 else (lambda _: None), evaluate=monitor)
     if rank == 0:
         if not phases:  # an untrained baseline: an empty loss history (a DVC plot) all the same
             write_history([], paths.loss_history(models_dir, split, run_name))

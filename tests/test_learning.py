@@ -285,7 +285,8 @@ def test_resume_gives_the_same_weights(tmp_path):
     torch.save(state, checkpoint)
     resumed = small_method(seed=99)  # weights come from the checkpoint
     messages = []
-    history = pretrain(resumed, data, config, checkpoint, torch.device("cpu"),
+    monitored = TrainConfig(**{**config.__dict__, "knn_every": 2})  # monitoring is no new run
+    history = pretrain(resumed, data, monitored, checkpoint, torch.device("cpu"),
                        log=messages.append)
     assert messages[0] == f"resuming from {checkpoint} after epoch 2" and len(history) == 4
     # outside a terminal, one line per trained epoch

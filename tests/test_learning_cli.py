@@ -19,7 +19,7 @@ TINY = {
     "runs": {
         "random-joint": {"method": "random", "streams": ["joint"]},
         "skeletonclr-joint": {"method": "skeletonclr", "streams": ["joint"],
-                              "options": {"queue_size": 32}},
+                              "options": {"queue_size": 32}, "train": {"knn_every": 2}},
         "crosclr-joint-motion": {"method": "crosclr", "streams": ["joint", "motion"],
                                  "options": {"queue_size": 32, "cross_epoch": 1}},
         "rand-enc": {"method": "random", "streams": ["joint"]},
@@ -76,6 +76,14 @@ def test_pretrain_evaluate_ensemble_tables(project):
     for figure in (out / "confusion.png", out / "tsne.png", out / "curve.png",
                    root / "models" / "ntu60-xsub" / "crrl.loss.png"):
         assert figure.read_bytes().startswith(b"\x89PNG"), figure
+    # the KNN monitor: every second epoch, the same figure as the KNN stage for the final encoder
+    monitored = (root / "models" / "ntu60-xsub" / "skeletonclr-joint.loss.csv").read_text()
+    header, first, second = [row.split(",") for row in monitored.splitlines()]
+    assert header[-1] == "knn_joint" and first[-1] == ""
+    knn = json.loads((root / "results" / "ntu60-xsub" / "knn" / "skeletonclr-joint" / "joint"
+                      / "metrics.json").read_text())
+    assert float(second[-1]) == pytest.approx(knn["top1"])
+    assert (root / "models" / "ntu60-xsub" / "skeletonclr-joint.loss.eval.png").is_file()
     history = (root / "models" / "ntu60-xsub" / "crrl.loss.csv").read_text().splitlines()
     assert history[0] == "epoch,lr,loss,contrast,phase,reconstruction,distill"
     assert [row.split(",")[1] for row in history[1:]] == ["0.01", "0.1", "0.1"]  # each phase's

@@ -34,3 +34,13 @@ def knn_scores(neighbour_labels: torch.Tensor, similarities: torch.Tensor,
     votes = torch.zeros((len(neighbour_labels), num_classes))
     votes.scatter_add_(1, neighbour_labels, 1 + similarities / 1000)
     return votes
+
+
+def knn_classify(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
+                 num_classes: int, k: int = 1
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each test sample's neighbours ``(N_test, k)``, their similarities and the class votes
+    ``(N_test, num_classes)``."""
+    neighbours, similarities = nearest_neighbours(train, test, k)
+    return neighbours, similarities, knn_scores(train_labels[neighbours], similarities,
+                                                num_classes)

@@ -59,6 +59,9 @@ class CRRLOptions:
     decoder_hidden: int = 256
     decoder_layers: int = 2
     decoder_dropout: float = 0.2
+    # the paper's decoder: GRUs of decoder_hidden units and a linear read-out; false: the authors'
+    # code, a GRU whose hidden state is the reconstruction (as many units as coordinates)
+    decoder_readout: bool = True
     # CML
     feature_dim: int = 128
     queue_size: int = 64
@@ -98,13 +101,17 @@ def reverse_within(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class SequenceDecoder(nn.Module):
-    """SER's decoder: a unidirectional GRU fed the repeated hint state, then a linear read-out."""
+    """SER's decoder: a unidirectional GRU fed the repeated hint state. With ``readout`` (the
+    paper, Sec. IV-B) its ``hidden`` units are read out by a linear layer; without, as in the
+    authors' code, the GRU has ``out_dim`` units and its state is the reconstruction, bounded to
+    (-1, 1) like the min-max scaled input."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int, layers: int, dropout: float):
+    def __init__(self, in_dim: int, out_dim: int, hidden: int, layers: int, dropout: float,
+                 readout: bool = True):
         super().__init__()
-        self.rnn = nn.GRU(in_dim, hidden, num_layers=layers, batch_first=True,
-                          dropout=dropout if layers > 1 else 0.0)
-        self.readout = nn.Linear(hidden, out_dim)
+        self.rnn = nn.GRU(in_dim, hidden if readout else out_dim, num_layers=layers,
+                          batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.readout = nn.Linear(hidden, out_dim) if readout else nn.Identity()
 
     def forward(self, hints: torch.Tensor, t: int, lengths: torch.Tensor) -> torch.Tensor:
         """``(N, H)`` hints to ``(N, T, out_dim)`` reconstructions (packed to ``lengths``)."""
@@ -177,7 +184,8 @@ class CRRL(Method):
         if "ser" in owners:
             width = self.encoder.rnn.input_size
             self.decoder = SequenceDecoder(self.encoder.out_dim, width, options.decoder_hidden,
-                                           options.decoder_layers, options.decoder_dropout)
+                                           options.decoder_layers, options.decoder_dropout,
+                                           options.decoder_readout)
             self.ser_encoder = owners["ser"]
         if self.teacher is not None:
             dim = self.encoder.out_dim
