@@ -25,6 +25,7 @@ from tabulate import tabulate
 from stages import evaluate, prepare, pretrain
 
 SETTINGS = {  # name: (grad_clip, decoder_readout)
+    "no clipping, authors' decoder": (None, False),
     "clip 1, paper decoder": (1.0, True),
     "clip 5, paper decoder": (5.0, True),
     "clip 1, authors' decoder": (1.0, False),
@@ -65,7 +66,11 @@ def main() -> None:
         rows = []
         for run, (name, _, _) in runs.items():
             began = time.perf_counter()
-            pretrain.run(split, run, data, models, params, {}, resume=False)
+            try:
+                pretrain.run(split, run, data, models, params, {}, resume=False)
+            except FloatingPointError as error:  # the loss diverged
+                rows.append([name, f"{untrained:.1f}", f"diverged: {error}"])
+                continue
             seconds = (time.perf_counter() - began) / args.epochs
             with open(models / split / f"{run}.loss.csv") as f:
                 history = [row for row in csv.DictReader(f) if row.get("knn_joint")]
