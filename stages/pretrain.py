@@ -11,6 +11,7 @@ import torch
 from skelctl.data.store import Store
 from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.evaluate.knn import knn_classify
+from skelctl.methods.queue import MomentumContrast
 from skelctl.models import save_encoder
 from skelctl.skeletons import get_layout
 from skelctl.train import (Samples, distributed, fit, init_distributed, log_line,
@@ -64,6 +65,18 @@ def knn_monitor(store: Store, protocol: str, training: Samples, streams: list[st
     return evaluate
 
 
+def queue_warning(method: torch.nn.Module, num_samples: int) -> str | None:
+    """A warning when a method's queue holds as many keys as there are training samples or more:
+    the queue then holds several stale keys of every sample, its own earlier keys among a
+    sample's negatives."""
+    sizes = [m.queue.shape[0] for m in method.modules() if isinstance(m, MomentumContrast)]
+    if not sizes or max(sizes) < num_samples:
+        return None
+    return (f"warning: a queue of {max(sizes)} keys for {num_samples} training samples; every "
+            f"sample then meets its own earlier keys as negatives. Choose queue_size below "
+            f"{num_samples} (a quarter of it, {num_samples // 4}, suits small datasets).")
+
+
 def store_of(data_dir: Path, split: str, variant: str) -> tuple[Store, str]:
     dataset, protocol = paths.split_parts(split)
     return Store(paths.views(data_dir, dataset, variant)), protocol
@@ -88,6 +101,9 @@ def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Pat
     if phases:
         indices = store.split(f"{protocol}/train")
         samples = training_samples(store, indices, method.inputs, method.sequences)
+        warning = queue_warning(method, len(indices))
+        if warning and rank == 0:
+            log_line(warning)
         monitor = knn_monitor(store, protocol, samples, list(method.encoders()),
                               spec.train.knn_every, device) if spec.train.knn_every > 0 else None
         history = fit(method, samples, phases, spec.train, out / "checkpoint.pt", device,

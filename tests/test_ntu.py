@@ -148,7 +148,10 @@ def test_nan_or_infinite_coordinates(tmp_path, bad):
     fields = lines[10].split()
     fields[1] = bad
     lines[10] = " ".join(fields)
-    assert "NaN or infinite" in _error(_write(tmp_path, lines))
+    # line 11 is joint 6 of the first body in the first frame; field 1 its y
+    assert _error(_write(tmp_path, lines)) == ("1 NaN or infinite coordinate value(s), the first "
+                                               "at body 0, frame 0, joint 6, coordinate 1 "
+                                               "(counted from 0)")
 
 
 def test_trailing_garbage(tmp_path):

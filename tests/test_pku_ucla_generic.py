@@ -161,7 +161,9 @@ def test_generic_roundtrip_with_custom_joint_count(tmp_path):
 def test_generic_bad_inputs(tmp_path):
     good = np.zeros((10, 25, 3), dtype=np.float32)
     good[:, :, 1] = 1
-    raw = write_generic(tmp_path / "raw", {"a": good, "nan": np.full((10, 25, 3), np.nan),
+    nan = good.copy()
+    nan[4, 7, 2] = nan[6, 1, 0] = np.nan
+    raw = write_generic(tmp_path / "raw", {"a": good, "nan": nan,
                                           "short": np.zeros((10, 24, 3)), "empty": np.zeros((0, 25, 3))},
                         ["a,0,,", "nan,0,,", "short,1,,", "empty,1,,", "ghost,0,,", "a,1,,",
                          "bad,x,,"], header="name,label,subject,split")
@@ -177,7 +179,8 @@ def test_generic_bad_inputs(tmp_path):
             fmt.read(item)
         except SampleError as err:
             problems[item["name"]] = err.problem
-    assert "NaN or infinite" in problems["nan"]
+    assert problems["nan"] == ("2 NaN or infinite coordinate value(s), the first at body 0, "
+                               "frame 4, joint 7, coordinate 2 (counted from 0)")
     assert problems["short"] == "24 joints, but the layout 'ntu25' has 25"
     assert problems["empty"] == "zero frames"
     assert problems["ghost"] == "array file listed in samples.csv does not exist"

@@ -586,6 +586,23 @@ def test_phase_groups_default_to_the_trainable_parameters():
         **TrainConfig().schedule()) == []
 
 
+def test_a_queue_as_large_as_the_training_set_is_warned_about():
+    from stages.pretrain import queue_warning
+
+    def crosclr(queue_size):
+        return build_method("crosclr", ("joint", "motion"), NTU25, 2, encoder="gru",
+                            encoder_options={"hidden": 8, "layers": 1},
+                            options={"queue_size": queue_size})
+
+    assert queue_warning(crosclr(99), 100) is None
+    assert queue_warning(crosclr(100), 100) == (
+        "warning: a queue of 100 keys for 100 training samples; every sample then meets its own "
+        "earlier keys as negatives. Choose queue_size below 100 (a quarter of it, 25, suits small "
+        "datasets).")
+    assert queue_warning(build_method("random", ("joint",), NTU25, 2, encoder="gru",
+                                      encoder_options={"hidden": 8, "layers": 1}), 1) is None
+
+
 # --- 6. key projector momentum ------------------------------------------------------------------
 
 def constant_moco(projector_momentum):

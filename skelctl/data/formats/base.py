@@ -95,10 +95,15 @@ def check_raw_dir(raw_dir: Path) -> Path:
     return raw_dir
 
 
-def check_finite(path: str | Path, coords: np.ndarray) -> None:
+def check_finite(path: str | Path, coords: np.ndarray, axes: tuple[str, ...]) -> None:
+    """Refuse NaN or infinite values, naming the first one by ``axes`` (one name per axis of
+    ``coords``, e.g. ``("frame", "joint", "coordinate")``; indices count from 0)."""
     bad = ~np.isfinite(coords)
     if bad.any():
-        raise SampleError(path, f"{int(bad.sum())} NaN or infinite coordinate value(s)")
+        first = np.argwhere(bad)[0]
+        where = ", ".join(f"{axis} {int(i)}" for axis, i in zip(axes, first))
+        raise SampleError(path, f"{int(bad.sum())} NaN or infinite coordinate value(s), the "
+                                f"first at {where} (counted from 0)")
 
 
 def find_duplicates(names: list[str], paths: list[str]) -> tuple[list[int], list[tuple[str, str]]]:

@@ -92,7 +92,7 @@ class GenericFormat(DatasetFormat):
         if not np.issubdtype(array.dtype, np.number):
             raise SampleError(path, f"array dtype {array.dtype} is not numeric")
         array = array.astype(np.float32)
-        check_finite(path, array)
+        check_finite(path, array, ("body", "frame", "joint", "coordinate"))
         return [RawSample(name=item["name"], bodies=array, source=str(path),
                           **{f: item[f] for f in META_INT_FIELDS})]
 

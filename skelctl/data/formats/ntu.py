@@ -149,9 +149,8 @@ def read_skeleton_file(path: str | Path) -> np.ndarray:
             check_number_line(path, line, starts[k // NUM_JOINTS] + k % NUM_JOINTS + 1,
                               VALUES_PER_JOINT, "joint line")
         xyz = np.loadtxt(joint_lines, usecols=(0, 1, 2), dtype=np.float32, ndmin=2)
-    xyz = xyz.reshape(len(starts), NUM_JOINTS, 3)
-    check_finite(path, xyz)
-    bodies[rank[track], np.asarray(frames)] = xyz
+    bodies[rank[track], np.asarray(frames)] = xyz.reshape(len(starts), NUM_JOINTS, 3)
+    check_finite(path, bodies, ("body", "frame", "joint", "coordinate"))
     return bodies
 
 

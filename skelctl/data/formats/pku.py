@@ -48,7 +48,7 @@ def read_skeleton_file(path: str | Path) -> np.ndarray:
                 check_number_line(path, line, number, VALUES_PER_FRAME, "frame line")
         raise SampleError(path, "frame data could not be read")
     frames = frames.reshape(len(lines), 2, 25, 3)
-    check_finite(path, frames)
+    check_finite(path, frames, ("frame", "body", "joint", "coordinate"))
     return frames.transpose(1, 0, 2, 3).copy()
 
 

@@ -62,7 +62,7 @@ class UCLAFormat(DatasetFormat):
                                     f"(T, {KINECT20.num_joints}, 3)")
         if coords.shape[0] == 0:
             raise SampleError(path, "zero frames")
-        check_finite(path, coords)
+        check_finite(path, coords, ("frame", "joint", "coordinate"))
         label = record["label"]
         if not isinstance(label, int) or not 1 <= label <= NUM_CLASSES:
             raise SampleError(path, f"label {label!r} is not an integer in 1..{NUM_CLASSES}")
