@@ -46,9 +46,10 @@ def knn_monitor(store: Store, protocol: str, training: Samples, streams: list[st
     history and its plot show whether pretraining is helping."""
     test_rows = store.split(f"{protocol}/val")
     classes = int(store.attr("num_classes"))
-    inputs = {(stream, "train"): training.arrays[stream] if stream in training.arrays
-              else store.take(stream, training.arrays["index"].numpy()) for stream in streams}
-    inputs.update({(stream, "val"): store.take(stream, test_rows) for stream in streams})
+    # a stream the method derives while training (CrosSCLR's motion) is read from the store
+    train_x = {stream: training.arrays[stream] if stream in training.arrays
+               else store.take(stream, training.arrays["index"].numpy()) for stream in streams}
+    test_x = {stream: store.take(stream, test_rows) for stream in streams}
     train_y = training.arrays["label"]
     test_y = torch.from_numpy(store.meta(["label"])["label"][test_rows]).long()
 
@@ -57,8 +58,8 @@ def knn_monitor(store: Store, protocol: str, training: Samples, streams: list[st
             return {}
         figures = {}
         for stream, encoder in method.encoders().items():
-            train = extract_features(encoder, inputs[stream, "train"], device)
-            test = extract_features(encoder, inputs[stream, "val"], device)
+            train = extract_features(encoder, train_x[stream], device)
+            test = extract_features(encoder, test_x[stream], device)
             scores = knn_classify(train, train_y, test, classes)[2]
             figures[f"knn_{stream}"] = accuracy(scores, test_y)
         return figures

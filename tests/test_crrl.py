@@ -217,11 +217,10 @@ def test_ser_pretrain_cml_starts_the_key_encoder_from_the_pretrained_query_encod
         for p in method.encoder.parameters():
             p.add_(0.5)
     method(({"joint": padded_batch([12, 5, 9, 4])}), torch.Generator().manual_seed(0), 1)
-    m = method.options.momentum
     for (name, q), k in zip(method.encoder.state_dict().items(),
                             method.contrast.encoder_k.state_dict().values()):
         torch.testing.assert_close(k, q, msg=name)  # copied, then one momentum step of 0
-    assert bool(method.key_synced) and m == 0.999
+    assert bool(method.key_synced)
 
 
 def test_option_errors_name_the_option():
