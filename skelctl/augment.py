@@ -31,11 +31,11 @@ def _chance(p: float, x: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 def shear(x: torch.Tensor, generator: torch.Generator, amplitude: float = 0.5) -> torch.Tensor:
     """Multiply the coordinates by ``[[1, a12, a13], [a21, 1, a23], [a31, a32, 1]]``, the six
-    shear factors drawn from U(-amplitude, amplitude) per sample (CrosSCLR Eq. 9)."""
-    n = x.shape[0]
-    matrix = _uniform((n, 3, 3), -amplitude, amplitude, x, generator)
-    matrix = matrix * (1 - torch.eye(3, device=x.device, dtype=x.dtype)) + torch.eye(
-        3, device=x.device, dtype=x.dtype)
+    shear factors drawn from U(-amplitude, amplitude) per sample (CrosSCLR Eq. 9); for 2D
+    keypoints the 2 x 2 matrix with the two factors."""
+    n, c = x.shape[:2]
+    eye = torch.eye(c, device=x.device, dtype=x.dtype)
+    matrix = _uniform((n, c, c), -amplitude, amplitude, x, generator) * (1 - eye) + eye
     return torch.einsum("nij,njtvm->nitvm", matrix, x)
 
 
@@ -112,14 +112,20 @@ def rotate(x: torch.Tensor, generator: torch.Generator, max_degrees: float = 30.
            minor_degrees: float = 1.0, symmetric: bool = False) -> torch.Tensor:
     """AimCLR's random rotation: one random main axis by U(0, max_degrees), the other two by
     U(0, minor_degrees). ``symmetric``: angles from U(-limit, limit) instead (CRRL Table IX:
-    every axis U(-45, 45) degrees with ``max_degrees = minor_degrees = 45``)."""
+    every axis U(-45, 45) degrees with ``max_degrees = minor_degrees = 45``). 2D keypoints turn
+    in the image plane by the angle drawn for z."""
     n = x.shape[0]
     main = torch.randint(0, 3, (n,), generator=generator, device=x.device)
     limit = torch.full((n, 3), minor_degrees, device=x.device, dtype=x.dtype)
     limit[torch.arange(n, device=x.device), main] = max_degrees
     low = -1 if symmetric else 0
     angles = _uniform((n, 3), low, 1, x, generator) * limit * (math.pi / 180)
-    return torch.einsum("nij,njtvm->nitvm", rotation_matrices(angles), x)
+    if x.shape[1] == 2:
+        matrix = rotation_matrices(angles * torch.tensor([0.0, 0.0, 1.0], device=x.device,
+                                                         dtype=x.dtype))[:, :2, :2]
+    else:
+        matrix = rotation_matrices(angles)
+    return torch.einsum("nij,njtvm->nitvm", matrix, x)
 
 
 def flip(x: torch.Tensor, generator: torch.Generator, layout: Layout,
@@ -153,11 +159,11 @@ def gaussian_blur(x: torch.Tensor, generator: torch.Generator, kernel: int = 15,
 
 def axis_mask(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """Zero one random coordinate axis (x, y or z) of the whole sample, with probability p."""
-    n = x.shape[0]
-    axis = torch.randint(0, 3, (n,), generator=generator, device=x.device)
-    keep = torch.ones((n, 3), device=x.device, dtype=x.dtype)
+    n, c = x.shape[:2]
+    axis = torch.randint(0, c, (n,), generator=generator, device=x.device)
+    keep = torch.ones((n, c), device=x.device, dtype=x.dtype)
     keep[torch.arange(n, device=x.device), axis] = 0
-    masked = x * keep.view(n, 3, 1, 1, 1)
+    masked = x * keep.view(n, c, 1, 1, 1)
     return torch.where(_chance(p, x, generator), masked, x)
 
 

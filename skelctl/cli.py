@@ -55,18 +55,68 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, pa
                                help="Project data folder (interim/ and processed/ go below it).")
 jobs_option = click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1,
                            show_default=True, help="Parallel worker processes.")
-dataset_argument = click.argument("dataset", type=click.Choice(DATASETS))
+dataset_argument = click.argument("dataset")
+format_argument = click.argument("dataset", metavar="FORMAT|DATASET")
+
+
+def params_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--params", "params", type=click.Path(dir_okay=False, path_type=Path),
+                        default=None, help="Params file whose section this stage reads "
+                        "(default: params.yaml when present, else the papers' settings).")(command)
 
 
 def parse_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip",
-                           show_default=True,
-                           help="Skip bad files and report them, or stop at the first one.")(command)
-    command = click.option("--layout", default="auto", show_default=True,
-                           help="Joint layout for 'generic': ntu25, kinect20, joints<N> or auto.")(
-        command)
-    return click.option("--raw", "raw_dir", required=True,
-                        type=click.Path(path_type=Path), help="The raw dataset folder.")(command)
+    for decorator in reversed([
+        click.option("--raw", "raw_dir", required=True, type=click.Path(path_type=Path),
+                     help="The raw dataset folder."),
+        click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip",
+                     show_default=True,
+                     help="Skip bad files and report them, or stop at the first one."),
+        click.option("--name", default=None,
+                     help="generic: the dataset's name (stores under DATA_DIR/*/NAME, splits "
+                     "NAME-<protocol>); default: the format's name."),
+        click.option("--layout", default=None,
+                     help="generic: joint layout, a built-in (skelctl layouts), joints<N>[-2d] "
+                     "or a layout file (.yaml/.json); default auto (the layout most files fit)."),
+        click.option("--protocol", "protocol_rules", multiple=True,
+                     metavar="NAME=COLUMN:V,V[;COLUMN:V,V]",
+                     help="generic: a protocol whose training samples have these values in "
+                     "these samples.csv columns (the rest test), e.g. xsub=subject:1,3,5,7,9. "
+                     "Repeatable."),
+        click.option("--labels-from", type=click.IntRange(0), default=None,
+                     help="generic: the first label (e.g. 1 when labels count from 1)."),
+        params_option,
+    ]):
+        command = decorator(command)
+    return command
+
+
+def import_settings(dataset: str, params: Path | None, name: str | None, layout: str | None,
+                    protocol_rules: tuple[str, ...], labels_from: int | None) -> Any:
+    """(format, dataset name, import options) from DATASET, the params' ``datasets`` entry and
+    the command-line options, which win."""
+    from stages.parse import import_settings as settings
+
+    return settings(dataset, default_params(params), name=name, layout=layout,
+                    protocols=dict(protocol_rule(rule) for rule in protocol_rules),
+                    labels_from=labels_from)
+
+
+def protocol_rule(text: str) -> tuple[str, dict[str, Any]]:
+    """``xsub=subject:1,3,5`` to ``("xsub", {"train": {"subject": ["1", "3", "5"]}})``."""
+    name, _, conditions = text.partition("=")
+    rule: dict[str, list[str]] = {}
+    for condition in conditions.split(";"):
+        column, _, values = condition.partition(":")
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not column.strip() or not items:
+            raise click.BadParameter(f"{text!r}: expected NAME=COLUMN:V,V[;COLUMN:V,V], e.g. "
+                                     f"xsub=subject:1,3,5,7,9", param_hint="--protocol")
+        rule[column.strip()] = items
+    if not name.strip():
+        raise click.BadParameter(f"{text!r}: the protocol needs a name before '='",
+                                 param_hint="--protocol")
+    return name.strip(), {"train": rule}
 
 
 def clean_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -126,19 +176,25 @@ def synth(dataset: str, out_dir: Path, subjects: int, replications: int, seed: i
 
 
 @main.command()
-@dataset_argument
+@format_argument
 @parse_options
 @data_dir_option
 @jobs_option
 @friendly_errors
-def parse(dataset: str, raw_dir: Path, on_error: str, layout: str, data_dir: Path,
-          jobs: int) -> None:
-    """Parse a raw dataset folder into DATA_DIR/interim/DATASET/parsed.h5."""
+def parse(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout: str | None,
+          protocol_rules: tuple[str, ...], labels_from: int | None, params: Path | None,
+          data_dir: Path, jobs: int) -> None:
+    """Parse a raw folder into DATA_DIR/interim/NAME/parsed.h5. FORMAT is one of ntu60, ntu120,
+    ntu61-120, pku1, pku2, nw-ucla, generic, or a dataset the params' `datasets` section lists."""
     from stages import parse as stage
 
-    report = stage.run(dataset, raw_dir, data_dir, jobs=jobs, on_error=on_error, layout=layout)
-    click.echo(f"{dataset}: parsed {report['samples']} samples from {report['files']} files, "
-               f"{report['rejected_files']} rejected, excluded {report['excluded']}")
+    format_name, name, options = import_settings(dataset, params, name, layout, protocol_rules,
+                                                 labels_from)
+    report = stage.run(name, raw_dir, data_dir, jobs=jobs, on_error=on_error,
+                       format_name=format_name, options=options)
+    click.echo(f"{name}: parsed {report['samples']} samples from {report['files']} files, "
+               f"{report['rejected_files']} rejected, excluded {report['excluded']}; "
+               + stage.describe(report))
 
 
 @main.command()
@@ -156,7 +212,8 @@ def clean(dataset: str, max_bodies: int, denoise: bool, length_threshold: int,
                        denoising=denoising(denoise, length_threshold, spread_ratio,
                                            spread_noise_ratio))
     click.echo(f"{dataset}: cleaned {report['samples']} samples; bodies dropped "
-               f"{report['dropped_bodies']}; invalid frames dropped {report['dropped_frames']}")
+               f"{report['dropped_bodies']}; invalid frames dropped {report['dropped_frames']}\n"
+               f"{report['joint_order_message']}")
 
 
 @main.command()
@@ -178,7 +235,7 @@ def views(dataset: str, variant: str, view_names: tuple[str, ...], data_dir: Pat
 
 
 @main.command()
-@dataset_argument
+@format_argument
 @parse_options
 @clean_options
 @click.option("--variant", "variants", multiple=True, default=("50-shoulder",), show_default=True,
@@ -187,24 +244,22 @@ def views(dataset: str, variant: str, view_names: tuple[str, ...], data_dir: Pat
 @data_dir_option
 @jobs_option
 @friendly_errors
-def prepare(dataset: str, raw_dir: Path, on_error: str, layout: str, max_bodies: int,
-            denoise: bool, length_threshold: int, spread_ratio: float, spread_noise_ratio: float,
-            variants: tuple[str, ...], view_names: tuple[str, ...], data_dir: Path,
-            jobs: int) -> None:
-    """Parse, clean and write views in a row, then print a summary."""
+def prepare(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout: str | None,
+            protocol_rules: tuple[str, ...], labels_from: int | None, params: Path | None,
+            max_bodies: int, denoise: bool, length_threshold: int, spread_ratio: float,
+            spread_noise_ratio: float, variants: tuple[str, ...], view_names: tuple[str, ...],
+            data_dir: Path, jobs: int) -> None:
+    """Parse, clean and write views in a row, then print a summary. FORMAT as for parse."""
     from stages import prepare as stage
 
-    summary = stage.run(dataset, raw_dir, data_dir, variants=variants, jobs=jobs,
-                        on_error=on_error, layout=layout, max_bodies=max_bodies,
+    format_name, name, options = import_settings(dataset, params, name, layout, protocol_rules,
+                                                 labels_from)
+    summary = stage.run(format_name, raw_dir, data_dir, variants=variants, jobs=jobs,
+                        on_error=on_error, max_bodies=max_bodies,
                         denoising=denoising(denoise, length_threshold, spread_ratio,
-                                            spread_noise_ratio), view_names=view_names)
+                                            spread_noise_ratio), view_names=view_names,
+                        name=name, options=options)
     click.echo(stage.format_summary(summary))
-
-
-def params_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--params", "params", type=click.Path(dir_okay=False, path_type=Path),
-                        default=None, help="Params file whose section this stage reads "
-                        "(default: params.yaml when present, else the papers' settings).")(command)
 
 
 def learning_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -510,6 +565,29 @@ def reproduce(dataset: str, raw_dir: Path, workdir: Path | None) -> None:
     if not any(raw_dir.glob("*.json")):
         raise click.UsageError(f"{raw_dir}: no NW-UCLA .json recordings in this folder")
     click.echo(stage.run(workdir, dataset, {dataset: raw_dir}))
+
+
+
+@main.command()
+@click.argument("layouts", nargs=-1, metavar="[NAME|FILE]...")
+@click.option("--definition", is_flag=True,
+              help="Print the layout file of a built-in (a start for your own).")
+@friendly_errors
+def layouts(layouts: tuple[str, ...], definition: bool) -> None:
+    """List the joint layouts (joints in order, bones, centre, left/right pairs, body parts,
+    normalisation joints): every built-in, or the ones named; a FILE is checked as it is read."""
+    from importlib import resources
+
+    from skelctl.skeletons import BUILTIN_NAMES, get_layout
+
+    for name in layouts or BUILTIN_NAMES:
+        if definition:
+            if name not in BUILTIN_NAMES:
+                raise click.UsageError(f"--definition prints a built-in ({', '.join(BUILTIN_NAMES)})")
+            click.echo(resources.files("skelctl.resources").joinpath(
+                "layouts", f"{name}.yaml").read_text())
+        else:
+            click.echo(get_layout(name).describe() + "\n")
 
 
 if __name__ == "__main__":

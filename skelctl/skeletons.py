@@ -1,14 +1,29 @@
 """Joint layouts: the skeleton graph, bones, body parts and mirror permutation of each sensor.
 
-Indices are 0-based throughout. A layout is plain data; encoders and views take it as a parameter,
-so a 20-joint Kinect v1 skeleton works wherever the 25-joint Kinect v2 one does.
+A layout is data: a YAML or JSON file naming the joints in the data's order, the parent of each
+joint (or the bone list), the centre, the left/right pairs, the five body parts and the joints the
+normalisations use. The built-in ones are such files too (``skelctl/resources/layouts``), so a
+user's skeleton works wherever a Kinect one does. Indices are 0-based throughout.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
+
+# the body parts of topology-based masking (trunk, arms, legs) and the normalisation joints
+PART_NAMES = ("trunk", "left_arm", "right_arm", "left_leg", "right_leg")
+NORMALISATION_JOINTS = ("spine_base", "spine_mid", "spine_shoulder", "left_shoulder",
+                        "right_shoulder")
+FILE_KEYS = ("name", "dims", "joints", "center", "parents", "edges", "mirror", "parts",
+             "normalisation")
 
 
 @dataclass(frozen=True)
@@ -17,7 +32,8 @@ class Layout:
 
     ``bone_pairs`` has one ``(child, parent)`` pair per joint; the root is paired with itself so its
     bone is zero. ``edges`` are the real bones (the root pair excluded) and form the graph.
-    Layouts without a graph (a user's own skeletons) have empty ``edges``/``bone_pairs``.
+    Layouts without a graph (``joints<N>``) have empty ``edges``/``bone_pairs``. ``dims`` is the
+    number of coordinates per joint (3, or 2 for image keypoints).
     """
 
     name: str
@@ -32,6 +48,7 @@ class Layout:
     spine_shoulder: int | None = None
     left_shoulder: int | None = None
     right_shoulder: int | None = None
+    dims: int = 3
 
     @property
     def num_joints(self) -> int:
@@ -55,6 +72,11 @@ class Layout:
             parents[child] = parent
         return parents
 
+    @property
+    def mirror_pairs(self) -> tuple[tuple[int, int], ...]:
+        """The (left, right) joint pairs the mirror permutation swaps."""
+        return tuple((i, j) for i, j in enumerate(self.flip) if i < j)
+
     def adjacency(self) -> np.ndarray:
         """Symmetric 0/1 adjacency matrix of the bones, without self loops."""
         a = np.zeros((self.num_joints, self.num_joints), dtype=np.float32)
@@ -62,79 +84,226 @@ class Layout:
             a[i, j] = a[j, i] = 1.0
         return a
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
-def _one_based(pairs: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    return tuple((c - 1, p - 1) for c, p in pairs)
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Layout:
+        """The inverse of :meth:`to_dict` (lists back to tuples)."""
+        def tuples(value: Any) -> Any:
+            return tuple(tuples(v) for v in value) if isinstance(value, list) else value
 
+        return cls(**{k: ({p: tuples(j) for p, j in v.items()} if k == "parts" else tuples(v))
+                      for k, v in data.items()})
 
-# Kinect v2 (NTU RGB+D, PKU-MMD). The 25 child-parent pairs are those of the CrosSCLR/AimCLR bone
-# view (1-based in the notes); (21, 21) is the root, so the spine-shoulder bone is zero.
-NTU25 = Layout(
-    name="ntu25",
-    joint_names=(
-        "spine_base", "spine_mid", "neck", "head",
-        "left_shoulder", "left_elbow", "left_wrist", "left_hand",
-        "right_shoulder", "right_elbow", "right_wrist", "right_hand",
-        "left_hip", "left_knee", "left_ankle", "left_foot",
-        "right_hip", "right_knee", "right_ankle", "right_foot",
-        "spine_shoulder", "left_hand_tip", "left_thumb", "right_hand_tip", "right_thumb",
-    ),
-    bone_pairs=_one_based([
-        (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
-        (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
-        (20, 19), (21, 21), (22, 23), (23, 8), (24, 25), (25, 12),
-    ]),
-    center=20,
-    parts={
-        "trunk": (0, 1, 2, 3, 20),
-        "left_arm": (4, 5, 6, 7, 21, 22),
-        "right_arm": (8, 9, 10, 11, 23, 24),
-        "left_leg": (12, 13, 14, 15),
-        "right_leg": (16, 17, 18, 19),
-    },
-    flip=(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 20, 23, 24, 21, 22),
-    spine_base=0, spine_mid=1, spine_shoulder=20, left_shoulder=4, right_shoulder=8,
-)
-
-# Kinect v1 (NW-UCLA): 20 joints; the shoulder centre plays the role of NTU's spine shoulder.
-KINECT20 = Layout(
-    name="kinect20",
-    joint_names=(
-        "hip_center", "spine", "shoulder_center", "head",
-        "left_shoulder", "left_elbow", "left_wrist", "left_hand",
-        "right_shoulder", "right_elbow", "right_wrist", "right_hand",
-        "left_hip", "left_knee", "left_ankle", "left_foot",
-        "right_hip", "right_knee", "right_ankle", "right_foot",
-    ),
-    bone_pairs=_one_based([
-        (1, 2), (2, 3), (3, 3), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9),
-        (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
-        (20, 19),
-    ]),
-    center=2,
-    parts={
-        "trunk": (0, 1, 2, 3),
-        "left_arm": (4, 5, 6, 7),
-        "right_arm": (8, 9, 10, 11),
-        "left_leg": (12, 13, 14, 15),
-        "right_leg": (16, 17, 18, 19),
-    },
-    flip=(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15),
-    spine_base=0, spine_mid=1, spine_shoulder=2, left_shoulder=4, right_shoulder=8,
-)
-
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (NTU25, KINECT20)}
+    def describe(self) -> str:
+        """The layout in a few lines: joints in order, bones, centre, mirror pairs, parts."""
+        names = self.joint_names
+        lines = [f"{self.name}: {self.num_joints} joints, {self.dims}D"
+                 + ("" if self.has_graph else ", no skeleton graph"),
+                 "  joints: " + ", ".join(f"{i} {n}" for i, n in enumerate(names))]
+        if self.has_graph:
+            lines.append(f"  centre: {names[self.center]}")
+            lines.append("  bones (child-parent): "
+                         + ", ".join(f"{names[c]}-{names[p]}" for c, p in self.edges))
+        if self.flip:
+            lines.append("  left/right: " + ", ".join(f"{names[i]}/{names[j]}"
+                                                      for i, j in self.mirror_pairs))
+        if self.parts:
+            lines.append("  parts: " + "; ".join(f"{p} {', '.join(names[j] for j in joints)}"
+                                                 for p, joints in self.parts.items()))
+        normalisation = [f"{k} {names[getattr(self, k)]}" for k in NORMALISATION_JOINTS
+                         if getattr(self, k) is not None]
+        if normalisation:
+            lines.append("  normalisation joints: " + ", ".join(normalisation))
+        return "\n".join(lines)
 
 
-def graphless(num_joints: int) -> Layout:
+class LayoutError(ValueError):
+    """A layout file or mapping that does not describe a skeleton; the message names the file
+    and the joint."""
+
+
+def layout_from_spec(spec: Any, where: str, default_name: str = "custom") -> Layout:
+    """Build and check a layout from a layout file's mapping (``where`` names it in errors)."""
+    def fail(problem: str) -> LayoutError:
+        return LayoutError(f"{where}: {problem}")
+
+    if not isinstance(spec, dict):
+        raise fail("a layout is a mapping with the keys " + ", ".join(FILE_KEYS))
+    unknown = sorted(set(spec) - set(FILE_KEYS))
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(map(str, unknown))}; accepted: "
+                   f"{', '.join(FILE_KEYS)}")
+    joints = spec.get("joints")
+    if not isinstance(joints, list) or not joints or not all(isinstance(j, str) for j in joints):
+        raise fail("'joints' must list the joint names, in the order of the data")
+    index: dict[str, int] = {}
+    for i, joint in enumerate(joints):
+        if joint in index:
+            raise fail(f"joint {joint!r} is listed twice in 'joints' (positions {index[joint]} "
+                       f"and {i})")
+        index[joint] = i
+
+    def joint_of(name: Any, what: str) -> int:
+        if name not in index:
+            raise fail(f"{what}: unknown joint {name!r} (joints: {', '.join(joints)})")
+        return index[name]
+
+    dims = spec.get("dims", 3)
+    if dims not in (2, 3):
+        raise fail(f"'dims' is the coordinates per joint, 2 or 3, not {dims!r}")
+    if "center" not in spec:
+        raise fail("'center' must name the centre joint (the root of the bone tree)")
+    center = joint_of(spec["center"], "center")
+    if ("parents" in spec) == ("edges" in spec):
+        raise fail("give the bones either as 'parents' (joint: parent) or as 'edges' "
+                   "([joint, joint] pairs), not both or neither")
+    parents = (_parents_from_mapping(spec["parents"], center, joints, joint_of, fail)
+               if "parents" in spec else
+               _parents_from_edges(spec["edges"], center, joints, joint_of, fail))
+    flip = list(range(len(joints)))
+    pairs = spec.get("mirror") or []
+    if not isinstance(pairs, list):
+        raise fail("'mirror' must list [left, right] joint pairs")
+    paired: set[int] = set()
+    for pair in pairs:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise fail(f"mirror: {pair!r} is not a [left, right] pair")
+        left, right = (joint_of(j, "mirror") for j in pair)
+        for joint in (left, right):
+            if joint in paired or left == right:
+                raise fail(f"mirror: joint {joints[joint]!r} is in more than one pair")
+            paired.add(joint)
+        flip[left], flip[right] = right, left
+    parts_spec = spec.get("parts") or {}
+    if parts_spec and (not isinstance(parts_spec, dict) or set(parts_spec) != set(PART_NAMES)):
+        raise fail(f"'parts' must name the five body parts {', '.join(PART_NAMES)}, each with "
+                   f"its joints")
+    parts, owner = {}, {}
+    for part in PART_NAMES if parts_spec else ():
+        members = parts_spec[part]
+        if not isinstance(members, list) or not members:
+            raise fail(f"parts: {part} must list its joints")
+        for name in members:
+            joint = joint_of(name, f"parts: {part}")
+            if joint in owner:
+                raise fail(f"parts: joint {name!r} is in both {owner[joint]} and {part}")
+            owner[joint] = part
+        parts[part] = tuple(index[name] for name in members)
+    normalisation = spec.get("normalisation") or {}
+    if not isinstance(normalisation, dict) or set(normalisation) - set(NORMALISATION_JOINTS):
+        raise fail(f"'normalisation' maps some of {', '.join(NORMALISATION_JOINTS)} to joints")
+    return Layout(
+        name=str(spec.get("name") or default_name), joint_names=tuple(joints),
+        bone_pairs=tuple((child, parent) for child, parent in enumerate(parents)), center=center,
+        parts=parts, flip=tuple(flip) if pairs else (), dims=dims,
+        **{k: joint_of(v, f"normalisation: {k}") for k, v in normalisation.items()})
+
+
+def _parents_from_mapping(mapping: Any, center: int, joints: list[str], joint_of: Any,
+                          fail: Any) -> list[int]:
+    if not isinstance(mapping, dict):
+        raise fail("'parents' maps each joint to its parent")
+    parents = [-1] * len(joints)
+    parents[center] = center
+    for child, parent in mapping.items():
+        c, p = joint_of(child, "parents"), joint_of(parent, f"parents: {child}")
+        if c == center and p != c:
+            raise fail(f"parents: the centre {child!r} is the root of the bone tree and has no "
+                       f"parent")
+        parents[c] = p
+    missing = [joints[j] for j, p in enumerate(parents) if p < 0]
+    if missing:
+        raise fail(f"parents: no parent for joint(s) {', '.join(missing)}")
+    for start in range(len(joints)):  # every chain of parents must end at the centre
+        seen, joint = [start], start
+        while joint != center:
+            joint = parents[joint]
+            if joint in seen:
+                cycle = seen[seen.index(joint):]
+                raise fail(f"parents: joints {', '.join(joints[j] for j in cycle)} form a cycle "
+                           f"that never reaches the centre {joints[center]!r}")
+            seen.append(joint)
+    return parents
+
+
+def _parents_from_edges(edges: Any, center: int, joints: list[str], joint_of: Any,
+                        fail: Any) -> list[int]:
+    if not isinstance(edges, list) or not all(isinstance(e, list) and len(e) == 2 for e in edges):
+        raise fail("'edges' must list [joint, joint] pairs")
+    neighbours: dict[int, list[int]] = {j: [] for j in range(len(joints))}
+    for a, b in edges:
+        i, j = joint_of(a, "edges"), joint_of(b, "edges")
+        if i == j or j in neighbours[i]:
+            raise fail(f"edges: [{a}, {b}] is a self loop or listed twice")
+        neighbours[i].append(j)
+        neighbours[j].append(i)
+    parents = [-1] * len(joints)
+    parents[center], frontier = center, [center]
+    while frontier:  # breadth first from the centre: each joint's parent is one step nearer it
+        joint = frontier.pop(0)
+        for other in neighbours[joint]:
+            if parents[other] < 0:
+                parents[other] = joint
+                frontier.append(other)
+            elif parents[joint] != other:
+                raise fail(f"edges: the bones form a cycle through {joints[joint]!r} and "
+                           f"{joints[other]!r}; a skeleton is a tree")
+    unreached = [joints[j] for j, p in enumerate(parents) if p < 0]
+    if unreached:
+        raise fail(f"edges: joint(s) {', '.join(unreached)} not connected to the centre "
+                   f"{joints[center]!r}")
+    return parents
+
+
+def read_layout_file(path: str | Path) -> Layout:
+    """A layout from a YAML or JSON file (named in every error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LayoutError(f"{path}: layout file does not exist")
+    try:
+        spec = (json.loads(path.read_text()) if path.suffix.lower() == ".json"
+                else yaml.safe_load(path.read_text()))
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise LayoutError(f"{path}: not a readable layout file ({err})") from None
+    return layout_from_spec(spec, str(path), default_name=path.stem)
+
+
+def _builtin(name: str) -> Layout:
+    text = resources.files("skelctl.resources").joinpath("layouts", f"{name}.yaml").read_text()
+    return layout_from_spec(yaml.safe_load(text), f"built-in layout {name}")
+
+
+BUILTIN_NAMES = ("ntu25", "kinect20", "openni15", "coco17", "coco17-2d")
+LAYOUTS: dict[str, Layout] = {name: _builtin(name) for name in BUILTIN_NAMES}
+NTU25, KINECT20 = LAYOUTS["ntu25"], LAYOUTS["kinect20"]
+
+
+def graphless(num_joints: int, dims: int = 3) -> Layout:
     """A layout for a user's skeleton with no known graph (for encoders that need none)."""
-    return Layout(name=f"joints{num_joints}", joint_names=tuple(f"j{i}" for i in range(num_joints)))
+    return Layout(name=f"joints{num_joints}" + ("-2d" if dims == 2 else ""),
+                  joint_names=tuple(f"j{i}" for i in range(num_joints)), dims=dims)
 
 
-def get_layout(name: str) -> Layout:
-    """Look a layout up by name: ``ntu25``, ``kinect20`` or ``joints<N>`` (no graph)."""
-    if name in LAYOUTS:
-        return LAYOUTS[name]
-    if name.startswith("joints") and name[6:].isdigit() and int(name[6:]) > 0:
-        return graphless(int(name[6:]))
-    raise ValueError(f"unknown joint layout {name!r}; known: {', '.join(LAYOUTS)} or joints<N>")
+def get_layout(name: str | Path) -> Layout:
+    """A layout by name (a built-in, or ``joints<N>`` / ``joints<N>-2d`` without a graph) or
+    from a layout file (``.yaml``, ``.yml`` or ``.json``)."""
+    text = str(name)
+    if text in LAYOUTS:
+        return LAYOUTS[text]
+    graph_free = text.removesuffix("-2d")
+    if graph_free.startswith("joints") and graph_free[6:].isdigit() and int(graph_free[6:]) > 0:
+        return graphless(int(graph_free[6:]), 2 if text.endswith("-2d") else 3)
+    if Path(text).suffix.lower() in (".yaml", ".yml", ".json"):
+        return read_layout_file(text)
+    raise LayoutError(f"unknown joint layout {text!r}; known: {', '.join(LAYOUTS)}, "
+                      f"joints<N>[-2d] (no graph), or a layout file (.yaml/.json)")
+
+
+def layout_by_shape(num_joints: int, dims: int) -> Layout:
+    """The built-in layout of that many joints and coordinates, else a graph-less one."""
+    for layout in LAYOUTS.values():
+        if (layout.num_joints, layout.dims) == (num_joints, dims):
+            return layout
+    return graphless(num_joints, dims)

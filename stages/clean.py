@@ -13,6 +13,7 @@ import numpy as np
 
 from skelctl.data.bodies import DROP_REASONS, Denoising, select_bodies
 from skelctl.data.clean import drop_invalid_frames, lengths_of
+from skelctl.data.joint_order import check_joint_order, sample_rows
 from skelctl.data.store import Store, StoreWriter, to_ragged
 from skelctl.parallel import chunks, map_chunks, progress
 from stages import paths
@@ -51,7 +52,8 @@ def run(dataset: str, data_dir: Path, max_bodies: int = 2, denoising: Denoising 
     parsed = Store(paths.parsed(data_dir, dataset))
     max_bodies = min(max_bodies, int(parsed.attr("max_bodies")))
     n = len(parsed)
-    attrs = {k: parsed.attr(k) for k in ("dataset", "layout", "num_classes", "protocols")}
+    attrs = {k: parsed.attr(k) for k in ("dataset", "layout", "skeleton", "num_classes",
+                                          "protocols")}
     attrs["max_bodies"] = max_bodies
     attrs["params"] = {"max_bodies": max_bodies, **denoising.__dict__}
     tasks = [(parsed, a, b, max_bodies, denoising) for a, b in chunks(n, SAMPLES_PER_TASK)]
@@ -59,6 +61,8 @@ def run(dataset: str, data_dir: Path, max_bodies: int = 2, denoising: Denoising 
               "samples_without_valid_frames": []}
     out = paths.cleaned(data_dir, dataset)
     all_meta = parsed.meta()  # one read: a few hundred bytes per sample
+    checked = set(sample_rows(n).tolist())  # the sequences the joint-order check looks at
+    check_frames: list[np.ndarray] = []
     with StoreWriter(out, attrs) as writer, progress(n, f"clean {dataset}", "sample") as bar:
         for (_, start, stop, *_), result in zip(tasks, map_chunks(clean_range, tasks, jobs)):
             meta = {k: v[start:stop] for k, v in all_meta.items()}
@@ -68,13 +72,21 @@ def run(dataset: str, data_dir: Path, max_bodies: int = 2, denoising: Denoising 
             meta["n_frames"] = lengths_of(result["offsets"])
             meta["n_bodies"] = result["n_bodies"]
             writer.append(meta, sequences=(result["frames"], result["offsets"]))
+            offsets = result["offsets"]
+            check_frames += [result["frames"][offsets[k]:offsets[k + 1]]
+                             for k, i in enumerate(kept) if start + i in checked]
             for reason, count in result["dropped_bodies"].items():
                 totals["dropped_bodies"][reason] += count
             totals["dropped_frames"] += result["dropped_frames"]
             bar.update(stop - start)
         if writer.count == 0:
             raise StageError(f"{paths.parsed(data_dir, dataset)}: no sample has a valid frame")
-        report = {"dataset": dataset, "samples": writer.count, **totals}
+        layout = parsed.layout()
+        joint_order = check_joint_order(*to_ragged(check_frames), layout)
+        report = {"dataset": dataset, "samples": writer.count, **totals,
+                  "joint_order": joint_order.to_dict() if joint_order else None,
+                  "joint_order_message": joint_order.message(layout.name) if joint_order else
+                  f"layout {layout.name} has no bones: joint order not checked"}
         writer.close(report)
     write_json_atomic(paths.clean_report(data_dir, dataset), report)
     return report

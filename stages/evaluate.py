@@ -69,10 +69,10 @@ def open_encoder(path: Path, split: str, data_dir: Path, name: str | None = None
     if not variant:
         raise StageError(f"{path}: the encoder file names no data variant")
     store, protocol = store_of(data_dir, split, variant)
-    layout, store_layout = info["layout"], store.attr("layout")
-    if layout.name != store_layout or int(store.attr("max_bodies")) != info["num_persons"]:
+    layout, store_layout = info["layout"], store.layout()
+    if layout != store_layout or int(store.attr("max_bodies")) != info["num_persons"]:
         raise StageError(f"{path}: encoder made for layout {layout.name} with "
-                         f"{info['num_persons']} bodies; {store.path} holds {store_layout} with "
+                         f"{info['num_persons']} bodies; {store.path} holds {store_layout.name} with "
                          f"{store.attr('max_bodies')} bodies")
     provenance = info["provenance"]
     name = name or (f"{provenance['run']}@{provenance['split']}" if "run" in provenance

@@ -6,24 +6,32 @@ from pathlib import Path
 from typing import Any
 
 from skelctl.data.bodies import Denoising
+from skelctl.data.formats import ImportOptions
 from skelctl.data.store import Store
 from skelctl.data.views import VIEWS
 from stages import clean, parse, paths, views
 
 
 def run(dataset: str, raw_dir: Path, data_dir: Path, variants: tuple[str, ...] = ("50-shoulder",),
-        jobs: int = 1, on_error: str = "skip", layout: str = "auto", max_bodies: int = 2,
-        denoising: Denoising = Denoising(), view_names: tuple[str, ...] = VIEWS) -> dict[str, Any]:
+        jobs: int = 1, on_error: str = "skip", max_bodies: int = 2,
+        denoising: Denoising = Denoising(), view_names: tuple[str, ...] = VIEWS,
+        name: str | None = None, options: ImportOptions = ImportOptions()) -> dict[str, Any]:
+    """Prepare the raw folder of format ``dataset`` as the dataset ``name`` (by default the
+    format's name; ``options`` apply to the generic format)."""
     for variant in variants:
         views.parse_variant(variant)  # fail before hours of parsing, not after
-    parsed = parse.run(dataset, raw_dir, data_dir, jobs=jobs, on_error=on_error, layout=layout)
+    format_name, dataset = dataset, name or dataset
+    parsed = parse.run(dataset, raw_dir, data_dir, jobs=jobs, on_error=on_error,
+                       format_name=format_name, options=options)
     cleaned = clean.run(dataset, data_dir, max_bodies=max_bodies, denoising=denoising, jobs=jobs)
     outputs = [views.run(dataset, v, data_dir, views=view_names, jobs=jobs)["output"]
                for v in variants]
     store = Store(outputs[0])
     splits = {p: {part: len(store.split(f"{p}/{part}")) for part in ("train", "val")}
               for p in store.protocols}
-    return {"dataset": dataset, "outputs": outputs, "samples": len(store), "splits": splits,
+    return {"dataset": dataset, "outputs": outputs,
+            **{k: parsed[k] for k in ("layout", "joints", "dims", "classes", "empty_classes")},
+            "joint_order": cleaned["joint_order_message"], "samples": len(store), "splits": splits,
             "rejected": parsed["rejected"], "rejected_report": str(paths.rejected(data_dir, dataset)),
             "excluded": parsed["excluded"], "dropped_bodies": cleaned["dropped_bodies"],
             "dropped_frames": cleaned["dropped_frames"],
@@ -33,7 +41,8 @@ def run(dataset: str, raw_dir: Path, data_dir: Path, variants: tuple[str, ...] =
 def format_summary(summary: dict[str, Any], max_listed: int = 10) -> str:
     """The human-readable end-of-run summary."""
     lines = [f"{summary['dataset']}: {summary['samples']} samples written to "
-             + ", ".join(summary["outputs"])]
+             + ", ".join(summary["outputs"]), "  " + parse.describe(summary),
+             "  " + summary["joint_order"]]
     for protocol, parts in summary["splits"].items():
         lines.append(f"  {protocol}: train {parts['train']}, val {parts['val']}")
     for reason, count in summary["excluded"].items():

@@ -13,7 +13,6 @@ from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.evaluate.knn import knn_classify
 from skelctl.methods.queue import MomentumContrast
 from skelctl.models import save_encoder
-from skelctl.skeletons import get_layout
 from skelctl.train import (Samples, distributed, fit, init_distributed, log_line,
                            resolve_device, write_history)
 from stages import paths
@@ -88,7 +87,7 @@ def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Pat
     spec: Run = load_run(params, run_name, overrides)
     store, protocol = store_of(data_dir, split, spec.variant)
     device = init_distributed(resolve_device(spec.train.device))
-    layout, persons = get_layout(store.attr("layout")), int(store.attr("max_bodies"))
+    layout, persons = store.layout(), int(store.attr("max_bodies"))
     method = spec.build(layout, persons)
     out = paths.model_dir(models_dir, split, run_name)
     files = {s: paths.encoder_file(models_dir, split, run_name, s) for s in spec.streams}

@@ -18,7 +18,6 @@ from skelctl.data.clean import NORMALISATIONS, normalise, resample, subsample
 from skelctl.data.store import Store, StoreWriter
 from skelctl.data.views import VIEWS, compute_view
 from skelctl.parallel import chunks, map_chunks, progress
-from skelctl.skeletons import get_layout
 from stages import paths
 from stages.common import StageError
 
@@ -44,7 +43,7 @@ def views_range(cleaned: Store, start: int, stop: int, frames: int,
     The other views are cheap whole-chunk array operations, done by the caller: returning only
     the joints keeps what crosses the process boundary small.
     """
-    layout = get_layout(cleaned.attr("layout"))
+    layout = cleaned.layout()
     data, offsets = cleaned.sequences(start, stop)  # (F, C, V, M)
     data = normalise(data, offsets, layout, normalisation)
     fit = subsample if variable else resample
@@ -59,12 +58,13 @@ def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIE
     if unknown:
         raise StageError(f"unknown view(s) {', '.join(sorted(unknown))}; known: {', '.join(VIEWS)}")
     cleaned = Store(paths.cleaned(data_dir, dataset))
-    layout = get_layout(cleaned.attr("layout"))
+    layout = cleaned.layout()
     if "bone" in views and not layout.has_graph:
-        raise StageError(f"layout {layout.name!r} has no skeleton graph: drop 'bone' from views")
+        raise StageError(f"layout {layout.name!r} has no skeleton graph: drop 'bone' from "
+                         f"views, or describe the skeleton with a layout file (--layout FILE)")
     n = len(cleaned)
-    attrs = {k: cleaned.attr(k) for k in ("dataset", "layout", "num_classes", "protocols",
-                                           "max_bodies")}
+    attrs = {k: cleaned.attr(k) for k in ("dataset", "layout", "skeleton", "num_classes",
+                                           "protocols", "max_bodies")}
     attrs.update(frames=frames, normalisation=normalisation, variable_length=variable,
                  params={"clean": cleaned.attr("params"), "frames": frames,
                          "variable_length": variable, "normalisation": normalisation,

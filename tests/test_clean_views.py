@@ -141,7 +141,10 @@ def test_rotations_between_edge_cases():
 def test_normalisation_needs_named_joints():
     from skelctl.skeletons import graphless
 
-    with pytest.raises(ValueError, match="use 'none'"):
+    with pytest.raises(ValueError, match="needs the joints spine_base, spine_mid, left_shoulder, "
+                                         "right_shoulder, which layout 'joints5' does not name: "
+                                         "use 'minmax' or 'none', or name them under "
+                                         "'normalisation' in a layout file"):
         normalise(np.ones((2, 3, 5, 1), np.float32), [0, 2], graphless(5), "spine")
     with pytest.raises(ValueError, match="unknown normalisation"):
         normalise(np.ones((2, 3, 25, 1), np.float32), [0, 2], NTU25, "zscore")

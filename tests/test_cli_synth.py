@@ -64,7 +64,9 @@ def test_bad_raw_folder_is_a_clear_error(tmp_path, make, message):
 
 
 def test_bad_options(tmp_path):
-    assert run("prepare", "kinetics", "--raw", tmp_path).exit_code == 2
+    result = run("prepare", "kinetics", "--raw", tmp_path)
+    assert result.exit_code == 1 and "unknown dataset 'kinetics': not a format (ntu60," in \
+        result.stderr
     result = run("views", "ntu60", "--views", "joint,speed")
     assert result.exit_code == 2 and "comma-separated list" in result.stderr
     result = run("prepare", "ntu60", "--raw", tmp_path, "--variant", "fifty")

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from skelctl.skeletons import KINECT20, NTU25, get_layout
+from skelctl.skeletons import KINECT20, LAYOUTS, NTU25, get_layout
 
 
-@pytest.mark.parametrize("layout", [NTU25, KINECT20], ids=lambda l: l.name)
+@pytest.mark.parametrize("layout", list(LAYOUTS.values()), ids=lambda l: l.name)
 def test_layout_structure(layout):
     v = layout.num_joints
     assert len(layout.bone_pairs) == v

@@ -27,12 +27,13 @@ DROP_REASONS = ("short track", "spread noise", "low energy")
 
 
 def track_energy(bodies: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Per track ``(K,)``: sum over x, y, z of the std of its coordinates over present frames.
+    """Per track ``(K,)``: sum over the axes (x, y, z) of the std of its coordinates over present
+    frames.
 
     Absent frames are all zero, so plain sums over all frames equal sums over present ones.
     """
     count = np.maximum(present.sum(axis=1) * bodies.shape[2], 1)[:, None]  # (K, 1)
-    flat = bodies.reshape(len(bodies), -1, 3).astype(np.float64)
+    flat = bodies.reshape(len(bodies), -1, bodies.shape[-1]).astype(np.float64)
     mean = flat.sum(axis=1) / count
     var = np.maximum(np.einsum("kfc,kfc->kc", flat, flat) / count - mean ** 2, 0)
     return np.sqrt(var).sum(axis=-1)

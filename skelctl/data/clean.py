@@ -1,7 +1,7 @@
 """Cleaning sequences: drop invalid frames, normalise, resample to a fixed length.
 
 Every function works on a ragged batch: the frames of n sequences concatenated along the first
-axis, ``frames`` of shape ``(sum of lengths, C=3, V, M)``, plus ``offsets`` ``(n + 1,)`` so that
+axis, ``frames`` of shape ``(sum of lengths, C, V, M)`` (C = 3, or 2 for image keypoints), plus ``offsets`` ``(n + 1,)`` so that
 sequence i is ``frames[offsets[i]:offsets[i + 1]]`` (the layout of the store). A single sequence
 is a batch with ``offsets = [0, L]``. Whole chunks are thus processed with a few array operations.
 
@@ -53,11 +53,16 @@ def normalise(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
         return frames.astype(np.float32, copy=True)
     if convention == "minmax":
         return min_max(frames, offsets)
+    if frames.shape[1] != 3:
+        raise ValueError(f"normalisation {convention!r} turns the body in 3D; the layout "
+                         f"{layout.name!r} has {frames.shape[1]}D coordinates: use 'minmax' or "
+                         f"'none'")
     needed = ("spine_shoulder", "left_shoulder", "right_shoulder") if convention == "shoulder" \
         else ("spine_base", "spine_mid", "left_shoulder", "right_shoulder")
     if any(getattr(layout, j) is None for j in needed):
-        raise ValueError(f"normalisation {convention!r} needs the joints {needed}, which layout "
-                         f"{layout.name!r} does not name; use 'none'")
+        raise ValueError(f"normalisation {convention!r} needs the joints {', '.join(needed)}, "
+                         f"which layout {layout.name!r} does not name: use 'minmax' or 'none', "
+                         f"or name them under 'normalisation' in a layout file")
     present = frames.any(axis=1, keepdims=True)  # (F, 1, V, M): keeps absent joints at zero
     if convention == "shoulder":
         x = frames - frames[:, :, layout.spine_shoulder:layout.spine_shoulder + 1]

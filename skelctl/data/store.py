@@ -10,7 +10,9 @@ A store file holds, for N samples:
     sequences/data            (sum of lengths, ...) float32: variable-length arrays, concatenated
     sequences/offsets         (N + 1,) int64: sample i is data[offsets[i]:offsets[i + 1]]
 
-and attributes: ``format_version``, ``skelctl_version``, ``dataset``, ``layout``, ``params`` (JSON),
+and attributes: ``format_version``, ``skelctl_version``, ``dataset``, ``layout`` (its name),
+``skeleton`` (the layout itself, JSON, so a layout read from a user's file travels with the data),
+``num_classes``, ``params`` (JSON),
 ``report`` (JSON) and ``complete``. Files are written under a temporary name and renamed only when
 complete, so an interrupted stage never leaves a file that looks finished. Readers open the file
 lazily, once per process, which makes them safe to use in DataLoader workers.
@@ -27,6 +29,7 @@ import h5py
 import numpy as np
 
 from skelctl import __version__
+from skelctl.skeletons import Layout, get_layout
 
 FORMAT_VERSION = 1
 SPLIT_PREFIX = "split_"
@@ -175,9 +178,14 @@ class Store:
 
     def attr(self, key: str) -> Any:
         value = self.file.attrs.get(key)
-        if key in ("params", "report") and value is not None:
+        if key in ("params", "report", "skeleton") and value is not None:
             return json.loads(value)
         return value
+
+    def layout(self) -> Layout:
+        """The joint layout of the samples (stores from before ``skeleton`` name a built-in)."""
+        skeleton = self.attr("skeleton")
+        return Layout.from_dict(skeleton) if skeleton else get_layout(self.attr("layout"))
 
     def meta(self, columns: list[str] | None = None, rows: slice = slice(None)
              ) -> dict[str, np.ndarray]:

@@ -7,7 +7,6 @@ parameterised by the joint layout, so every encoder works with every dataset.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import os
 from pathlib import Path
@@ -75,7 +74,7 @@ def build_encoder(name: str, layout: Layout, num_persons: int = 2, **options: An
                          f"{', '.join(accepted)}")
     encoder = ENCODERS[name](layout, num_persons, **options)
     encoder.spec = {"name": name, "options": dict(options), "num_persons": num_persons,
-                    "layout": dataclasses.asdict(layout)}
+                    "layout": layout.to_dict()}
     return encoder
 
 
@@ -94,15 +93,6 @@ def save_encoder(path: Path, encoder: nn.Module, view: str,
     os.replace(tmp, path)
 
 
-def layout_from_dict(data: dict[str, Any]) -> Layout:
-    """The inverse of ``dataclasses.asdict`` for a layout (lists back to tuples)."""
-    def tuples(value: Any) -> Any:
-        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
-
-    return Layout(**{k: ({p: tuples(j) for p, j in v.items()} if k == "parts" else tuples(v))
-                     for k, v in data.items()})
-
-
 def load_encoder(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """An encoder file back as ``(encoder in eval mode, description)``; the description has
     ``name``, ``options``, ``layout`` (a Layout), ``num_persons``, ``view`` and ``provenance``."""
@@ -118,7 +108,7 @@ def load_encoder(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     if state.get("version") != ENCODER_FILE_VERSION:
         raise ValueError(f"{path}: encoder file version {state.get('version')}, this skelctl "
                          f"reads {ENCODER_FILE_VERSION}")
-    layout = layout_from_dict(state["layout"])
+    layout = Layout.from_dict(state["layout"])
     encoder = build_encoder(state["name"], layout, state["num_persons"], **state["options"])
     encoder.load_state_dict(state["weights"])
     info = {k: state[k] for k in ("name", "options", "num_persons", "view", "provenance")}

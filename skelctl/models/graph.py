@@ -39,7 +39,10 @@ def spatial_partition(layout: Layout, partition: str = "spatial") -> np.ndarray:
     if partition not in PARTITIONS:
         raise ValueError(f"unknown graph partition {partition!r}; known: {', '.join(PARTITIONS)}")
     if not layout.has_graph:
-        raise ValueError(f"layout {layout.name!r} has no skeleton graph; use a graph-free encoder")
+        raise ValueError(f"layout {layout.name!r} has no skeleton graph, which the ST-GCN "
+                         f"needs: describe the skeleton with a layout file (--layout FILE; "
+                         f"skelctl layouts lists the built-ins), or use a graph-free encoder "
+                         f"(gru, bigru or lstm)")
     hops = hop_distance(layout)
     adjacency = (hops <= 1).astype(np.float64)
     normalised = adjacency / adjacency.sum(axis=0, keepdims=True)

@@ -28,7 +28,7 @@ class RecurrentEncoder(nn.Module):
     only (a packed sequence), so a sample's features do not depend on how much padding follows it.
     """
 
-    def __init__(self, layout: Layout, in_channels: int = 3, num_persons: int = 2,
+    def __init__(self, layout: Layout, in_channels: int | None = None, num_persons: int = 2,
                  cell: str = "gru", hidden: int = 1024, layers: int = 3,
                  bidirectional: bool = True, pooling: str = "last", dropout: float = 0.0,
                  input_norm: bool = False, packed: bool = False):
@@ -36,6 +36,7 @@ class RecurrentEncoder(nn.Module):
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
         rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
+        in_channels = in_channels or layout.dims  # coordinates per joint
         size = layout.num_joints * in_channels * num_persons
         self.input_norm = nn.BatchNorm1d(size) if input_norm else None
         self.rnn = rnn(size, hidden, num_layers=layers, bidirectional=bidirectional,

@@ -73,11 +73,12 @@ class GraphBlock(nn.Module):
 class STGCN(nn.Module):
     """ST-GCN encoder: ``hidden`` base channels (16 = a quarter of the original 64)."""
 
-    def __init__(self, layout: Layout, in_channels: int = 3, hidden: int = 16,
+    def __init__(self, layout: Layout, in_channels: int | None = None, hidden: int = 16,
                  out_dim: int = 256, dropout: float = 0.5, partition: str = "spatial"):
         super().__init__()
         self.register_buffer("adjacency", torch.from_numpy(spatial_partition(layout, partition)))
         k, v = self.adjacency.shape[:2]
+        in_channels = in_channels or layout.dims  # coordinates per joint
         self.data_bn = nn.BatchNorm1d(in_channels * v)
         widths = [(in_channels, hidden, 1), (hidden, hidden, 1), (hidden, hidden, 1),
                   (hidden, hidden, 1), (hidden, 2 * hidden, 2), (2 * hidden, 2 * hidden, 1),

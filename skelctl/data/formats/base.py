@@ -35,7 +35,8 @@ class DatasetError(ValueError):
 class RawSample:
     """One parsed sample: every tracked body, before cleaning.
 
-    ``bodies`` is ``(K, T, V, 3)`` float32 in metres; a body absent in a frame is all zero there.
+    ``bodies`` is ``(K, T, V, C)`` float32 (C = 3 in metres, or 2 image coordinates); a body absent
+    in a frame is all zero there.
     """
 
     name: str
