@@ -13,7 +13,9 @@ too. Candidates (the params of each are in ``RECIPES``):
 - ``ser``: CRRL's sequence reconstruction (SER) alone, GRU encoder, variable length up to 50 frames,
   min-max scaled, gradient norm clipped at 5;
 - ``skeletonclr``: SkeletonCLR with an ST-GCN on 50 frames with the shoulder normalisation, a
-  queue a quarter of the training set, key momentum 0.99.
+  queue a quarter of the training set, key momentum 0.99;
+- ``aimclr``, ``crosnnclr``, ``crosnnclr_star``: those methods with SkeletonCLR's settings
+  (AimCLR's mining from half-way).
 
     python benchmarks/bench_small_data.py --raw ../shared/data/nw_ucla [--epochs 60] [--every 10]
 """
@@ -51,6 +53,9 @@ RECIPES: dict[str, dict[str, Any]] = {
                   "weight_decay": 0.0001},
     },
 }
+# AimCLR, CrosNNCLR and CrosNNCLR* with SkeletonCLR's small-dataset settings (mining from half-way)
+for _method in ("aimclr", "crosnnclr", "crosnnclr_star"):
+    RECIPES[_method] = {**RECIPES["skeletonclr"], "method": _method}
 
 
 def import_generic(raw: Path, out: Path, keep_every: int) -> int:
@@ -67,8 +72,10 @@ def params_for(recipes: list[str], epochs: int, every: int, train_size: int) -> 
         recipe = RECIPES[name]
         common = {k: recipe[k] for k in ("variant", "encoder", "encoder_options")}
         options = dict(recipe["options"])
-        if recipe["method"] == "skeletonclr":
+        if recipe["method"] != "crrl":  # a MoCo queue: a quarter of the training set
             options["queue_size"] = max(train_size // 4, 32)
+        if recipe["method"] in ("aimclr", "crosnnclr_star"):
+            options["mining_epoch"] = epochs // 2
         runs[f"{name}-untrained"] = {"method": "random", "streams": ["joint"], **common}
         runs[name] = {"method": recipe["method"], "streams": ["joint"], **common,
                       "options": options,
@@ -86,9 +93,11 @@ def main() -> None:
     parser.add_argument("--recipe", choices=list(RECIPES), action="append",
                         help="measure only these recipes (repeatable)")
     parser.add_argument("--subset-only", action="store_true", help="only the few-hundred subset")
+    parser.add_argument("--full-only", action="store_true", help="only the whole dataset")
     args = parser.parse_args()
     recipes = args.recipe or list(RECIPES)
-    datasets = {"subset": 3} if args.subset_only else {"full": 1, "subset": 3}
+    datasets = {"subset": 3} if args.subset_only else {"full": 1} if args.full_only else \
+        {"full": 1, "subset": 3}
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

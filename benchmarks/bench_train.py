@@ -6,7 +6,8 @@ Prints, from one run on one machine:
   (autocast), as samples/s, with the step's FLOPs counted by torch.utils.flop_counter and its
   achieved GFLOP/s as a fraction of the matrix-multiply rate; on a CPU also the share of the
   step spent in convolution and matrix-product kernels and their own rate, which bounds what
-  the whole step can reach;
+  the whole step can reach; then AimCLR's, CrosNNCLR's and CrosNNCLR*'s steps beside it (fp32 and
+  bf16), so the cost of their extra views and passes shows;
 - a BiGRU encoder step (3 layers x 1024 per direction, one sequence call) against a per-frame
   Python loop of the same GRU carrying the hidden state (the reference code's way), with the
   weight bytes each reads per time step (the bound on their ratio when weight reads dominate);
@@ -69,9 +70,10 @@ def product_kernel_seconds(fn) -> tuple[float, float]:
     return products / 1e6, total / 1e6
 
 
-def skeletonclr_step(device: torch.device, batch: int, amp: bool):
+def method_step(name: str, device: torch.device, batch: int, amp: bool):
+    """One training step of a method with the paper's options (ST-GCN, 50 frames, 2 bodies)."""
     torch.manual_seed(0)
-    method = build_method("skeletonclr", ("joint",), NTU25, 2).to(device)  # the paper's options
+    method = build_method(name, ("joint",), NTU25, 2).to(device)
     optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1,
                                 momentum=0.9, weight_decay=1e-4)
     data = torch.randn(batch, 3, 50, 25, 2, device=device)
@@ -134,7 +136,7 @@ def main() -> None:
     print(f"fp32 matrix multiply (2048^3): {rate:.1f} GFLOP/s")
 
     batch = 64
-    step = skeletonclr_step(device, batch, amp=False)
+    step = method_step("skeletonclr", device, batch, amp=False)
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
@@ -150,10 +152,19 @@ def main() -> None:
               f"{kernel_rate:.1f} GFLOP/s = {kernel_rate / rate:.0%} of the matrix-multiply rate; "
               f"the rest (batch norm, dropout, ReLU, augmentation, copies) does no multiplies, "
               f"so the whole step cannot pass {kernel_rate / rate:.0%}")
-    bf16 = timed(skeletonclr_step(device, batch, amp=True), device, args.repeats)
+    bf16 = timed(method_step("skeletonclr", device, batch, amp=True), device, args.repeats)
     label = "bf16" if device.type == "cpu" else "fp16"
     print(f"SkeletonCLR step, {label} autocast: {batch / bf16:.1f} samples/s = "
           f"{fp32 / bf16:.2f}x fp32")
+    # the cost of each method's extra views and passes, beside SkeletonCLR's (same batch)
+    for name, what in (("aimclr", "3 views: normal query and key, extreme twice (plain, D3M)"),
+                       ("crosnnclr", "2 views, nearest neighbours in the queue"),
+                       ("crosnnclr_star", "AimCLR's views + nearest neighbours")):
+        times = {amp: timed(method_step(name, device, batch, amp), device, args.repeats)
+                 for amp in (False, True)}
+        print(f"{name} step ({what}): fp32 {batch / times[False]:.1f} samples/s "
+              f"({fp32 / times[False]:.2f}x SkeletonCLR's), {label} {batch / times[True]:.1f} "
+              f"samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
 
     frames, gru_batch = 64, args.gru_batch
     torch.manual_seed(0)

@@ -109,17 +109,22 @@ def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
 
 
 def rotate(x: torch.Tensor, generator: torch.Generator, max_degrees: float = 30.0,
-           minor_degrees: float = 1.0, symmetric: bool = False) -> torch.Tensor:
+           minor_degrees: float = 1.0, symmetric: bool = False, sign: float = 1.0
+           ) -> torch.Tensor:
     """AimCLR's random rotation: one random main axis by U(0, max_degrees), the other two by
     U(0, minor_degrees). ``symmetric``: angles from U(-limit, limit) instead (CRRL Table IX:
     every axis U(-45, 45) degrees with ``max_degrees = minor_degrees = 45``). 2D keypoints turn
-    in the image plane by the angle drawn for z."""
+    in the image plane by the angle drawn for z.
+
+    ``sign`` +1 turns by the right-hand rule (the rotation the papers describe); -1 turns the other
+    way, as AimCLR's code does: its matrices are the transposes of the standard ones, and with
+    angles drawn from U(0, 30) rather than a symmetric range the direction matters."""
     n = x.shape[0]
     main = torch.randint(0, 3, (n,), generator=generator, device=x.device)
     limit = torch.full((n, 3), minor_degrees, device=x.device, dtype=x.dtype)
     limit[torch.arange(n, device=x.device), main] = max_degrees
     low = -1 if symmetric else 0
-    angles = _uniform((n, 3), low, 1, x, generator) * limit * (math.pi / 180)
+    angles = _uniform((n, 3), low, 1, x, generator) * limit * (math.pi / 180) * sign
     if x.shape[1] == 2:
         matrix = rotation_matrices(angles * torch.tensor([0.0, 0.0, 1.0], device=x.device,
                                                          dtype=x.dtype))[:, :2, :2]
@@ -142,14 +147,21 @@ def gaussian_noise(x: torch.Tensor, generator: torch.Generator, std: float = 0.0
 
 
 def gaussian_blur(x: torch.Tensor, generator: torch.Generator, kernel: int = 15,
-                  sigma: tuple[float, float] = (0.1, 2.0), p: float = 0.5) -> torch.Tensor:
-    """Temporal Gaussian smoothing with a per-sample sigma ~ U(sigma), edges replicated."""
+                  sigma: tuple[float, float] = (0.1, 2.0), p: float = 0.5,
+                  normalised: bool = True) -> torch.Tensor:
+    """Temporal Gaussian smoothing with a per-sample sigma ~ U(sigma), edges replicated.
+
+    ``normalised``: the kernel sums to 1, a smoothing that keeps the amplitude (a Gaussian blur as
+    the AimCLR paper names it). AimCLR's code uses the raw ``exp(-x^2 / 2 sigma^2)`` values, whose
+    sum is about ``sigma * sqrt(2 pi)``: its "blur" also scales the coordinates by 1 to 5 with
+    sigma; ``normalised: false`` reproduces that."""
     n, c, t, v, m = x.shape
     radius = kernel // 2
     s = _uniform((n, 1), sigma[0], sigma[1], x, generator)
     offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)[None]
-    weights = torch.exp(-offsets ** 2 / (2 * s ** 2))
-    weights = weights / weights.sum(dim=1, keepdim=True)  # (N, K)
+    weights = torch.exp(-offsets ** 2 / (2 * s ** 2))  # (N, K)
+    if normalised:
+        weights = weights / weights.sum(dim=1, keepdim=True)
     padded = torch.cat([x[:, :, :1].expand(-1, -1, radius, -1, -1), x,
                         x[:, :, -1:].expand(-1, -1, radius, -1, -1)], dim=2)
     windows = padded.unfold(2, kernel, 1)  # (N, C, T, V, M, K)
@@ -167,16 +179,33 @@ def axis_mask(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> to
     return torch.where(_chance(p, x, generator), masked, x)
 
 
+def time_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Play the sequence backwards with probability p (AimCLR's ``random_time_flip``, in its code
+    but not in its default chain)."""
+    return torch.where(_chance(p, x, generator), x.flip(2), x)
+
+
 AUGMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "shear": shear, "crop": temporal_crop, "crop_resize": crop_resize, "jitter": joint_jitter,
     "rotate": rotate, "flip": flip, "noise": gaussian_noise, "blur": gaussian_blur,
-    "axis_mask": axis_mask,
+    "axis_mask": axis_mask, "time_flip": time_flip,
 }
 
 
 def crop_and_shear() -> dict[str, dict[str, object]]:
     """CrosSCLR's augmentations in their order: temporal crop (padding ratio 6), shear 0.5."""
     return {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}}
+
+
+def aimclr_extreme() -> dict[str, dict[str, object]]:
+    """AimCLR's extreme augmentations in its order: the normal ones (crop, shear), then spatial
+    flip (p 0.5), rotation (always: one axis by U(0, 30) degrees, the others by U(0, 1)),
+    Gaussian noise (std 0.01, p 0.5), temporal Gaussian blur (kernel 15, sigma U(0.1, 2), p 0.5)
+    and axis mask (p 0.5)."""
+    return {**crop_and_shear(), "flip": {"p": 0.5},
+            "rotate": {"max_degrees": 30.0, "minor_degrees": 1.0},
+            "noise": {"std": 0.01, "p": 0.5},
+            "blur": {"kernel": 15, "sigma": [0.1, 2.0], "p": 0.5}, "axis_mask": {"p": 0.5}}
 
 
 def compose(spec: Mapping[str, Mapping[str, object]], layout: Layout) -> Augmentation:

@@ -19,6 +19,7 @@ from stages.common import StageError, write_text_atomic
 from stages.config import load_run, read_params, run_names
 
 METHOD_TITLES = {"skeletonclr": "SkeletonCLR", "crosclr": "CrosSCLR", "crrl": "CRRL",
+                 "aimclr": "AimCLR", "crosnnclr": "CrosNNCLR", "crosnnclr_star": "CrosNNCLR*",
                  "random": "random init"}
 
 # run name -> the paper row it reproduces, per CrosSCLR table (Table 1 by method and stream)
@@ -30,6 +31,26 @@ TABLE3_RUNS = {"skeletonclr-joint-noaug": "SkeletonCLR shear 0 crop 0",
 TABLE4_RUNS = {"skeletonclr-joint": "SkeletonCLR", "skeletonclr-joint-km": "SkeletonCLR + L_KM",
                "crosclr-joint-motion-bone-noec": "CrosSCLR w/o EC",
                "crosclr-joint-motion-bone": "CrosSCLR"}
+
+# CrosNNCLR Tables 1 and 2 (per stream, and the 3s ensembles), 8 (crop only), 9 (embedding size:
+# the encoder's output, 256 in the headline row) and 10 (queue size)
+CROSNNCLR_STREAM_TABLES = {"1": ("skeletonclr", "crosnnclr"), "2": ("aimclr", "crosnnclr_star")}
+CROSNNCLR_TABLES = {
+    "8": ("crop-only augmentation (joint, NTU-60 xview)", {
+        **{f"{m}-joint": f"{METHOD_TITLES[m]} full aug." for m in
+           ("skeletonclr", "crosnnclr", "aimclr", "crosnnclr_star")},
+        **{f"{m}-joint-croponly": f"{METHOD_TITLES[m]} only crop" for m in
+           ("skeletonclr", "crosnnclr", "aimclr", "crosnnclr_star")}}),
+    "9": ("embedding size (joint, NTU-60 xview)", {
+        "crosnnclr-joint-emb128": "CrosNNCLR embedding 128",
+        "crosnnclr-joint": "CrosNNCLR embedding 256",
+        "crosnnclr-joint-emb512": "CrosNNCLR embedding 512",
+        "crosnnclr-joint-emb1024": "CrosNNCLR embedding 1024"}),
+    "10": ("queue size (joint, NTU-60 xview)", {
+        **{f"crosnnclr-joint-queue{q}": f"CrosNNCLR queue {q}"
+           for q in (256, 512, 1024, 2048, 4096, 8192, 16384)},
+        "crosnnclr-joint": "CrosNNCLR queue 32768"}),
+}
 
 # CRRL Tables VIII (fusion strategies), IX (the contrast's key input) and X (SER's directions)
 CRRL_TABLES = {
@@ -197,6 +218,40 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
                 f"CrosSCLR Table {number}: {caption}", linear_note, ["model", *cols], rows_for(
                     lambda r, v: f"{mapping[r]} ({r})",
                     lambda r, v, s, n=number, m=mapping: paper_value(papers, "CrosSCLR", n,
+                                                                     m[r], s, "linear"),
+                    lambda s, r, v: result(s, r, "linear", v), listed))
+
+    # CrosNNCLR Tables 1 and 2: each method's streams and its 3s ensemble (AimCLR's weighted
+    # fusion of the separately trained heads, the protocol CrosNNCLR's code follows)
+    for number, methods in CROSNNCLR_STREAM_TABLES.items():
+        listed = {f"{m}-{v}": (v,) for m in methods for v in ("joint", "motion", "bone")
+                  if f"{m}-{v}" in runs}
+        if not any(runs[r].method != "skeletonclr" for r in listed):
+            continue
+        rows = rows_for(lambda r, v: f"{title(r)} {v} ({r})",
+                        lambda r, v, s, n=number: paper_value(papers, "CrosNNCLR", n, title(r), s,
+                                                              "linear", v),
+                        lambda s, r, v: result(s, r, "linear", v), listed)
+        for method in methods:
+            if method not in ensembles:
+                continue
+            row = [f"3s-{METHOD_TITLES[method]} ({method}, posthoc)"]
+            for split in splits:
+                m = read_metrics(paths.ensemble_dir(results_dir, split, method)
+                                 / "metrics.json")["posthoc"]["3s"]
+                row += [fmt(m["top1_last"]), fmt(m["top1_best"]), fmt(paper_value(
+                    papers, "CrosNNCLR", number, f"3s-{METHOD_TITLES[method]}", split, "linear"))]
+            rows.append(row)
+        tables[f"crosnnclr_table{number}"] = markdown_table(
+            f"CrosNNCLR Table {number}: {' and '.join(METHOD_TITLES[m] for m in methods)}, "
+            f"linear evaluation", linear_note, ["model", *cols], rows)
+    for number, (caption, mapping) in CROSNNCLR_TABLES.items():
+        listed = {r: ("joint",) for r in mapping if r in runs}
+        if any(r != f"{runs[r].method}-joint" for r in listed):  # an ablation run is listed
+            tables[f"crosnnclr_table{number}"] = markdown_table(
+                f"CrosNNCLR Table {number}: {caption}", linear_note, ["model", *cols], rows_for(
+                    lambda r, v: f"{mapping[r]} ({r})",
+                    lambda r, v, s, n=number, m=mapping: paper_value(papers, "CrosNNCLR", n,
                                                                      m[r], s, "linear"),
                     lambda s, r, v: result(s, r, "linear", v), listed))
 

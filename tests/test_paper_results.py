@@ -12,7 +12,8 @@ from skelctl.report import PaperValue, paper_results, paper_value
 COLUMNS = ["paper", "table", "row", "encoder", "streams", "dataset", "protocol", "source",
            "metric", "value"]
 METRICS = {"linear", "knn", "semi1", "semi5", "semi10", "semi20", "finetune", "transfer-linear",
-           "transfer-finetune", "occlusion-spatial", "occlusion-temporal", "occlusion-clean"}
+           "transfer-finetune", "occlusion-spatial", "occlusion-temporal", "occlusion-clean",
+           "linear_top5"}
 DATASETS = {"ntu60", "ntu120", "ntu61-120", "pku1", "pku2", "nw-ucla"}
 PROTOCOLS = {"xsub", "xview", "xset"}
 KEY = ("paper", "table", "row", "encoder", "streams", "dataset", "protocol", "source", "metric")
@@ -72,6 +73,22 @@ def test_paper_results_parses(raw_rows, values):
     assert all(isinstance(v.value, float) and isinstance(v.source, str) for v in values)
     # the same-dataset rows read back with an empty source, not None
     assert any(v.source == "" for v in values) and any(v.source for v in values)
+
+
+def test_crosnnclr_tables(values):
+    assert paper_value(values, "CrosNNCLR", "1", "CrosNNCLR", "ntu60-xview", "linear",
+                       "joint") == 81.0
+    assert paper_value(values, "CrosNNCLR", "2", "3s-CrosNNCLR*", "ntu120-xset", "linear",
+                       "joint+motion+bone") == 69.9
+    assert paper_value(values, "CrosNNCLR", "1", "SkeletonCLR", "pku1-xsub", "linear",
+                       "joint") == 80.9
+    assert paper_value(values, "CrosNNCLR", "8", "CrosNNCLR* only crop", "ntu60-xview",
+                       "linear", "joint") == 54.6
+    assert paper_value(values, "CrosNNCLR", "10", "CrosNNCLR queue 4096", "ntu60-xview",
+                       "linear_top5", "joint") == 96.0
+    rows = {(v.table, v.row) for v in values if v.paper.startswith("CrosNNCLR")}
+    assert len([r for r in rows if r[0] == "10"]) == 8 and len([r for r in rows
+                                                               if r[0] == "9"]) == 4
 
 
 def test_existing_lookups_unchanged(values):

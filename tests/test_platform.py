@@ -148,7 +148,7 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
           "pooling"]),
         # an unknown method
         ({"method": "simclr", "streams": ["joint"]},
-         ["unknown method 'simclr'", "known: skeletonclr, crosclr, crrl, random"]),
+         ["unknown method 'simclr'", "known: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, random"]),
         # streams not a list of views
         ({"method": "skeletonclr", "streams": "joint"},
          ["streams must be a list of views from joint, motion, bone, velocity", "'joint'"]),
@@ -162,7 +162,7 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
     params = write_params(tmp_path, BASE)
     expect_error(params, "simclr-joint",
                  "not in the params' runs (listed: clr, clr-gru, clr-gru-own, clr-same, cross)",
-                 "methods: skeletonclr, crosclr, crrl, random")
+                 "methods: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, random")
     with pytest.raises(StageError, match=r"^run 'skeletonclr-hand': not in the params' runs "
                                          r"\(listed: none\)"):
         load_run(None, "skeletonclr-hand")

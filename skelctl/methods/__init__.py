@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from skelctl.methods.aimclr import AimCLR
 from skelctl.methods.base import Method, OptionsError, make_options
 from skelctl.methods.crosclr import CrosSCLR
+from skelctl.methods.crosnnclr import CrosNNCLR, CrosNNCLRStar
 from skelctl.methods.crrl import CRRL
 from skelctl.methods.random_init import RandomInit
 from skelctl.methods.skeletonclr import SkeletonCLR
@@ -15,7 +17,8 @@ from skelctl.models import build_encoder, encoder_option_names
 from skelctl.skeletons import Layout
 
 METHODS: dict[str, type[Method]] = {
-    "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "crrl": CRRL, "random": RandomInit,
+    "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "crrl": CRRL, "aimclr": AimCLR,
+    "crosnnclr": CrosNNCLR, "crosnnclr_star": CrosNNCLRStar, "random": RandomInit,
 }
 
 

@@ -44,15 +44,20 @@ class SkeletonCLR(Method):
     def encoders(self) -> dict[str, nn.Module]:
         return {self.streams[0]: self.moco.encoder_q}
 
-    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
-                epoch: int) -> dict[str, torch.Tensor]:
-        view, options = self.streams[0], self.options
-        joint = batch["joint"]
+    def embed(self, batch: dict[str, torch.Tensor], generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query and (after the momentum update) key embeddings of two augmented copies."""
+        view, joint = self.streams[0], batch["joint"]
         x_q = compute_view(view, self.augment(joint, generator), self.layout)
         x_k = compute_view(view, self.augment(joint, generator), self.layout)
         z = self.moco.query(x_q)
         self.moco.momentum_update()
-        key = self.moco.key(x_k)
+        return z, self.moco.key(x_k)
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
+                epoch: int) -> dict[str, torch.Tensor]:
+        view, options = self.streams[0], self.options
+        z, key = self.embed(batch, generator)
         positive, negatives = (z * key).sum(dim=1), self.moco.similarities(z)
         if options.topk > 0 and epoch >= options.mining_epoch:
             loss = cross_view_loss(positive, negatives, negatives, options.topk,
