@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import click
 
-DATASETS = ("ntu60", "ntu120", "ntu61-120", "pku1", "pku2", "nw-ucla", "generic")
 SYNTH_DATASETS = ("ntu60", "ntu120", "pku1", "pku2")
 VIEW_NAMES = ("joint", "motion", "bone", "velocity")
 
@@ -567,7 +566,6 @@ def reproduce(dataset: str, raw_dir: Path, workdir: Path | None) -> None:
     click.echo(stage.run(workdir, dataset, {dataset: raw_dir}))
 
 
-
 @main.command()
 @click.argument("layouts", nargs=-1, metavar="[NAME|FILE]...")
 @click.option("--definition", is_flag=True,
@@ -576,16 +574,13 @@ def reproduce(dataset: str, raw_dir: Path, workdir: Path | None) -> None:
 def layouts(layouts: tuple[str, ...], definition: bool) -> None:
     """List the joint layouts (joints in order, bones, centre, left/right pairs, body parts,
     normalisation joints): every built-in, or the ones named; a FILE is checked as it is read."""
-    from importlib import resources
-
-    from skelctl.skeletons import BUILTIN_NAMES, get_layout
+    from skelctl.skeletons import BUILTIN_NAMES, builtin_definition, get_layout
 
     for name in layouts or BUILTIN_NAMES:
         if definition:
             if name not in BUILTIN_NAMES:
                 raise click.UsageError(f"--definition prints a built-in ({', '.join(BUILTIN_NAMES)})")
-            click.echo(resources.files("skelctl.resources").joinpath(
-                "layouts", f"{name}.yaml").read_text())
+            click.echo(builtin_definition(name))
         else:
             click.echo(get_layout(name).describe() + "\n")
 

@@ -270,9 +270,13 @@ def read_layout_file(path: str | Path) -> Layout:
     return layout_from_spec(spec, str(path), default_name=path.stem)
 
 
+def builtin_definition(name: str) -> str:
+    """The layout file of a built-in layout, as text."""
+    return resources.files("skelctl.resources").joinpath("layouts", f"{name}.yaml").read_text()
+
+
 def _builtin(name: str) -> Layout:
-    text = resources.files("skelctl.resources").joinpath("layouts", f"{name}.yaml").read_text()
-    return layout_from_spec(yaml.safe_load(text), f"built-in layout {name}")
+    return layout_from_spec(yaml.safe_load(builtin_definition(name)), f"built-in layout {name}")
 
 
 BUILTIN_NAMES = ("ntu25", "kinect20", "openni15", "coco17", "coco17-2d")

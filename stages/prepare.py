@@ -12,15 +12,15 @@ from skelctl.data.views import VIEWS
 from stages import clean, parse, paths, views
 
 
-def run(dataset: str, raw_dir: Path, data_dir: Path, variants: tuple[str, ...] = ("50-shoulder",),
+def run(format_name: str, raw_dir: Path, data_dir: Path, variants: tuple[str, ...] = ("50-shoulder",),
         jobs: int = 1, on_error: str = "skip", max_bodies: int = 2,
         denoising: Denoising = Denoising(), view_names: tuple[str, ...] = VIEWS,
         name: str | None = None, options: ImportOptions = ImportOptions()) -> dict[str, Any]:
-    """Prepare the raw folder of format ``dataset`` as the dataset ``name`` (by default the
+    """Prepare the raw folder of format ``format_name`` as the dataset ``name`` (by default the
     format's name; ``options`` apply to the generic format)."""
     for variant in variants:
         views.parse_variant(variant)  # fail before hours of parsing, not after
-    format_name, dataset = dataset, name or dataset
+    dataset = name or format_name
     parsed = parse.run(dataset, raw_dir, data_dir, jobs=jobs, on_error=on_error,
                        format_name=format_name, options=options)
     cleaned = clean.run(dataset, data_dir, max_bodies=max_bodies, denoising=denoising, jobs=jobs)

@@ -122,6 +122,15 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
                 out.append(row)
         return out
 
+    def ablation_table(paper: str, number: str, caption: str, mapping: dict[str, str]) -> str:
+        """A paper's ablation table: the listed runs (joint) by the paper row each reproduces."""
+        listed = {r: ("joint",) for r in mapping if r in runs}
+        return markdown_table(
+            f"{paper} Table {number}: {caption}", linear_note, ["model", *cols], rows_for(
+                lambda r, v: f"{mapping[r]} ({r})",
+                lambda r, v, s: paper_value(papers, paper, number, mapping[r], s, "linear"),
+                lambda s, r, v: result(s, r, "linear", v), listed))
+
     every = {r: runs[r].streams for r in runs}
     linear_note = (f"Linear evaluation, top-1 %. {ours}; {epochs}. Paper: the published value of "
                    f"the row this run reproduces.")
@@ -212,14 +221,9 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
     for number, mapping, caption in (
             ("3", TABLE3_RUNS, "augmentations of SkeletonCLR (joint)"),
             ("4", TABLE4_RUNS, "contrastive settings and embedding context (joint)")):
-        listed = {r: ("joint",) for r in mapping if r in runs}
-        if listed:
-            tables[f"crosclr_table{number}"] = markdown_table(
-                f"CrosSCLR Table {number}: {caption}", linear_note, ["model", *cols], rows_for(
-                    lambda r, v: f"{mapping[r]} ({r})",
-                    lambda r, v, s, n=number, m=mapping: paper_value(papers, "CrosSCLR", n,
-                                                                     m[r], s, "linear"),
-                    lambda s, r, v: result(s, r, "linear", v), listed))
+        if any(r in runs for r in mapping):
+            tables[f"crosclr_table{number}"] = ablation_table("CrosSCLR", number, caption,
+                                                              mapping)
 
     # CrosNNCLR Tables 1 and 2: each method's streams and its 3s ensemble (AimCLR's weighted
     # fusion of the separately trained heads, the protocol CrosNNCLR's code follows)
@@ -246,14 +250,9 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
             f"CrosNNCLR Table {number}: {' and '.join(METHOD_TITLES[m] for m in methods)}, "
             f"linear evaluation", linear_note, ["model", *cols], rows)
     for number, (caption, mapping) in CROSNNCLR_TABLES.items():
-        listed = {r: ("joint",) for r in mapping if r in runs}
-        if any(r != f"{runs[r].method}-joint" for r in listed):  # an ablation run is listed
-            tables[f"crosnnclr_table{number}"] = markdown_table(
-                f"CrosNNCLR Table {number}: {caption}", linear_note, ["model", *cols], rows_for(
-                    lambda r, v: f"{mapping[r]} ({r})",
-                    lambda r, v, s, n=number, m=mapping: paper_value(papers, "CrosNNCLR", n,
-                                                                     m[r], s, "linear"),
-                    lambda s, r, v: result(s, r, "linear", v), listed))
+        if any(r in runs and r != f"{runs[r].method}-joint" for r in mapping):  # an ablation
+            tables[f"crosnnclr_table{number}"] = ablation_table("CrosNNCLR", number, caption,
+                                                                mapping)
 
     # KNN retrieval
     knn_rows = []

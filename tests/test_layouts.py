@@ -2,14 +2,14 @@
 their validation messages, and `skelctl layouts`."""
 
 import json
-from importlib import resources
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from skelctl.cli import main
-from skelctl.skeletons import KINECT20, LAYOUTS, LayoutError, get_layout, read_layout_file
+from skelctl.skeletons import (KINECT20, LAYOUTS, LayoutError, builtin_definition, get_layout,
+                               read_layout_file)
 
 KINECT20_EDGES = [[a, b] for a, b in (
     ("hip_center", "spine"), ("spine", "shoulder_center"), ("head", "shoulder_center"),
@@ -24,8 +24,7 @@ KINECT20_EDGES = [[a, b] for a, b in (
 
 def kinect20_spec(**changes):
     """KINECT20 as a layout file's mapping, with bones as an undirected edge list."""
-    spec = yaml.safe_load(
-        (resources.files("skelctl.resources") / "layouts" / "kinect20.yaml").read_text())
+    spec = yaml.safe_load(builtin_definition("kinect20"))
     spec.pop("parents")
     spec["edges"] = [list(reversed(e)) if i % 2 else e for i, e in enumerate(KINECT20_EDGES)]
     spec.update(changes)

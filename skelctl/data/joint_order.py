@@ -22,6 +22,7 @@ unrelated joints at nearly constant distances, so they catch gross errors only.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,8 +86,10 @@ def bone_statistics(frames: np.ndarray, offsets: np.ndarray, layout: Layout
     seen = ~unseen[:, child, parent]  # (n, E): sequences in which the bone was tracked
 
     def median(values: np.ndarray) -> np.ndarray:
-        return np.array([np.median(values[seen[:, e], e]) if seen[:, e].any() else np.nan
-                         for e in range(values.shape[1])])
+        """Over the sequences that tracked the bone (NaN for a bone none tracked)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN
+            return np.nanmedian(np.where(seen, values, np.nan), axis=0)
 
     lengths = mean[:, child, parent]
     variation = median(std[:, child, parent] / np.maximum(lengths, 1e-9))

@@ -72,6 +72,12 @@ def _value(text: Any) -> Any:
         return str(text).strip()
 
 
+def matches(row: dict[str, str], conditions: dict[str, list]) -> bool:
+    """Whether each named column of a table row holds one of its listed values."""
+    return all(_value(row.get(c, "")) in {_value(v) for v in values}
+               for c, values in conditions.items())
+
+
 class GenericFormat(DatasetFormat):
     name = "generic"
     max_bodies = 2
@@ -196,9 +202,6 @@ class GenericFormat(DatasetFormat):
             out[protocol] = np.array([SPLIT_CODES.get((row.get(column) or "").lower(), UNUSED)
                                       for row in chunk], dtype=np.int8)
         for protocol, rule in self.options.protocols.items():
-            def matches(row: dict[str, str], conditions: dict[str, list]) -> bool:
-                return all(_value(row.get(c, "")) in {_value(v) for v in values}
-                           for c, values in conditions.items())
             out[protocol] = np.array(
                 [TRAIN if matches(row, rule["train"]) else
                  VAL if "val" not in rule or matches(row, rule["val"]) else UNUSED
