@@ -5,10 +5,11 @@ The demo's corpus and settings (params.demo.yaml: the synthetic NTU-60 corpus of
 replications, xsub: 389 training and 232 test samples of 13 classes; 25 frames, ST-GCN with 16
 base channels and 64-d output, no dropout; batch 32, lr 0.1 x0.1 at 80 % of the epochs; a queue
 of 256 keys, key momentum 0.99, PyTorch's projector initialisation; mining, where a method has
-it, off), for each method named. Linear: the params' protocol (lr 3.0) and on standardised
+it, off; the nearest neighbours from ``--nn-epoch``, by default half-way), for each method
+named. Linear: the params' protocol (lr 3.0) and on standardised
 features; KNN: k = 1, cosine.
 
-    python benchmarks/bench_demo_methods.py [--epochs 40] skeletonclr aimclr crosnnclr crosnnclr_star
+    python benchmarks/bench_demo_methods.py [--epochs 40] [--nn-epoch 0] skeletonclr aimclr crosnnclr crosnnclr_star
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("methods", nargs="+")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--nn-epoch", type=int, default=None,
+                        help="CrosNNCLR's nn_epoch (default: half the epochs)")
     args = parser.parse_args()
     runs = {"random-joint": {"method": "random", "streams": ["joint"]}}
     for method in args.methods:
@@ -37,6 +40,8 @@ def main() -> None:
                    "projector_init_std": None}
         if method in ("aimclr", "crosnnclr_star"):
             options["mining_epoch"] = args.epochs
+        if method in ("crosnnclr", "crosnnclr_star"):  # neighbours from half-way
+            options["nn_epoch"] = args.epochs // 2 if args.nn_epoch is None else args.nn_epoch
         runs[f"{method}-joint"] = {"method": method, "streams": ["joint"], "options": options}
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -15,7 +15,7 @@ too. Candidates (the params of each are in ``RECIPES``):
 - ``skeletonclr``: SkeletonCLR with an ST-GCN on 50 frames with the shoulder normalisation, a
   queue a quarter of the training set, key momentum 0.99;
 - ``aimclr``, ``crosnnclr``, ``crosnnclr_star``: those methods with SkeletonCLR's settings
-  (AimCLR's mining from half-way).
+  (AimCLR's mining from half-way, the nearest neighbours from the first epoch).
 
     python benchmarks/bench_small_data.py --raw ../shared/data/nw_ucla [--epochs 60] [--every 10]
 """

@@ -50,7 +50,10 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # The evaluation protocols' settings.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "linear": {"epochs": 100, "lr": 3.0, "momentum": 0.9, "weight_decay": 0.0,
-               "batch_size": 128, "lr_steps": [80], "seed": 0, "device": "auto"},
+               "batch_size": 128, "lr_steps": [80], "seed": 0, "device": "auto",
+               # a run's own protocol where its paper gives one (CrosNNCLR: lr 0.3):
+               # run name -> the keys above that differ for it
+               "runs": {}},
     "knn": {"k": 1, "device": "auto"},
     # AimCLR's weights (joint 0.6, motion 0.4, bone 0.6); velocity as motion
     "ensemble": {"weights": {"joint": 0.6, "motion": 0.4, "bone": 0.6, "velocity": 0.4},

@@ -81,7 +81,7 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
         raise StageError(f"semi protocols must be among {', '.join(SEMI_PROTOCOLS)}, not "
                          f"{', '.join(protocols) or 'none'}")
     config, settings, device = finetune_settings(params, overrides)
-    linear, _ = linear_config(params, {})
+    linear, _ = linear_config(params, {}, run_name)
     summary: dict[str, Any] = {}
     for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
         train = encoder.part("train")
@@ -149,7 +149,7 @@ def run_transfer(split: str, run_name: str, source: str, data_dir: Path, models_
     (another dataset); results under ``results/<split>/transfer/<run>@<source>/``."""
     if source == split:
         raise StageError(f"transfer from {source} to itself: name another target split")
-    linear, device = linear_config(params, {})
+    linear, device = linear_config(params, {}, run_name)
     config, settings, _ = finetune_settings(params, overrides)
     summary: dict[str, Any] = {}
     for encoder in run_encoders(split, run_name, None, data_dir, models_dir, params, source):

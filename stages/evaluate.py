@@ -133,9 +133,19 @@ def write_class_figures(out: Path, features_x: torch.Tensor, labels: torch.Tenso
                    f"{title}: t-SNE of test features")
 
 
-def linear_config(params: Path | None, overrides: dict[str, Any]) -> tuple[LinearConfig,
-                                                                         torch.device]:
-    config = load_section(params, "linear", overrides)
+def linear_config(params: Path | None, overrides: dict[str, Any], run_name: str | None = None
+                  ) -> tuple[LinearConfig, torch.device]:
+    """The linear protocol: the params' ``linear`` section, then the run's own entry under its
+    ``runs`` (a paper's own protocol for that method), then the command line's overrides."""
+    config = load_section(params, "linear", {})
+    per_run = config.pop("runs") or {}
+    own = per_run.get(run_name) or {}
+    unknown = sorted(set(own) - set(config) - {"device"}) if isinstance(own, dict) else ["?"]
+    if unknown:
+        raise StageError(f"{params}: linear.runs.{run_name} must map keys of 'linear' to values; "
+                         f"unknown: {', '.join(map(str, unknown))}")
+    config.update(own)
+    config.update({k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(config.pop("device"))
     return LinearConfig(**{k: config[k] for k in LinearConfig.__dataclass_fields__
                            if k in config}), device
@@ -148,8 +158,9 @@ def linear_protocols(train: tuple, test: tuple, num_classes: int, config: Linear
     paper = train_linear(train[0], train[1], test[0], test[1], num_classes, config, device)
     standardised = train_linear(train[0], train[1], test[0], test[1], num_classes,
                                 dataclasses.replace(config, standardise=True), device)
-    return paper, {**paper["metrics"], "protocol": "paper (frozen features, lr schedule as "
-                   "params)", "standardised": standardised["metrics"]}
+    schedule = f"lr {config.lr} x{config.lr_gamma} at {config.lr_steps}, {config.epochs} epochs"
+    return paper, {**paper["metrics"], "protocol": f"paper (frozen features, {schedule})",
+                   "standardised": standardised["metrics"]}
 
 
 def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
@@ -157,7 +168,7 @@ def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Pat
                encoder_file: Path | None = None) -> dict[str, dict[str, Any]]:
     """Linear evaluation of every encoder; writes metrics.json, logits.npz and curve.csv per
     view."""
-    config, device = linear_config(params, overrides)
+    config, device = linear_config(params, overrides, run_name)
     results, name = {}, None
     for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
         train, test = features(encoder, "train", device), features(encoder, "val", device)

@@ -115,6 +115,26 @@ def test_adhoc_runs_need_no_params(tmp_path):
     assert adhoc.variant == "64-spine" and adhoc.train.epochs == 5
 
 
+def test_a_run_may_have_its_own_linear_protocol(tmp_path):
+    """linear.runs.<run> overrides the linear section for that run only (CrosNNCLR's lr 0.3 in
+    params.yaml); the command line's overrides still win; an unknown key is named."""
+    from stages.evaluate import linear_config
+
+    params = write_params(tmp_path, {**BASE, "linear": {
+        "lr": 3.0, "lr_steps": [80], "runs": {"crosnnclr-joint": {"lr": 0.3, "epochs": 90}}}})
+    own, _ = linear_config(params, {}, "crosnnclr-joint")
+    assert (own.lr, own.epochs, own.lr_steps) == (0.3, 90, [80])
+    other, _ = linear_config(params, {}, "skeletonclr-joint")
+    assert (other.lr, other.epochs) == (3.0, 100)
+    assert linear_config(params, {"lr": 1.0}, "crosnnclr-joint")[0].lr == 1.0
+    bad = write_params(tmp_path, {**BASE, "linear": {"runs": {"crosnnclr-joint": {"lr_step": 1}}}})
+    with pytest.raises(StageError, match="linear.runs.crosnnclr-joint must map keys of 'linear' "
+                                         "to values; unknown: lr_step"):
+        linear_config(bad, {}, "crosnnclr-joint")
+    shipped, _ = linear_config(Path(__file__).parents[1] / "params.yaml", {}, "crosnnclr-bone")
+    assert (shipped.lr, shipped.lr_steps, shipped.lr_gamma) == (0.3, [80], 0.1)
+
+
 def expect_error(params, run, *parts, overrides=None):
     with pytest.raises(StageError) as info:
         load_run(params, run, overrides)

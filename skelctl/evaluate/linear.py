@@ -36,6 +36,11 @@ class LinearConfig:
     init_std: float = 0.02  # the reference code initialises the head N(0, 0.02), bias 0
 
 
+# far below the variance of any feature: BatchNorm1d's default 1e-5 exceeds the variance of an
+# untrained ST-GCN's features (about 1e-13: weights from N(0, 0.02)) and would leave them tiny
+STANDARDISE_EPS = 1e-20
+
+
 class LinearHead(nn.Module):
     """One linear layer per input (view); the logits are the MEAN of the per-view logits.
 
@@ -49,7 +54,10 @@ class LinearHead(nn.Module):
         if not dims:
             raise ValueError("a linear head needs at least one input view")
         self.norms = nn.ModuleList(
-            nn.BatchNorm1d(d, affine=False) if standardise else nn.Identity() for d in dims)
+            # momentum None: the test statistics are the mean of every batch's, with nothing left
+            # of the initial variance of 1 (which would swamp a variance of 1e-13)
+            nn.BatchNorm1d(d, affine=False, eps=STANDARDISE_EPS, momentum=None) if standardise
+            else nn.Identity() for d in dims)
         self.fcs = nn.ModuleList(nn.Linear(d, num_classes) for d in dims)
         for fc in self.fcs:
             nn.init.normal_(fc.weight, 0.0, init_std)
