@@ -82,8 +82,9 @@ def method_step(name: str, device: torch.device, batch: int, amp: bool):
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
-            # an epoch past every warm-up: AimCLR's mining and the neighbours are on
-            loss = method({"joint": data}, generator, 10**6)["loss"]
+            # epoch 0: CrosNNCLR's neighbours are on, AimCLR's mining (a mask over the same
+            # similarities) not yet
+            loss = method({"joint": data}, generator, 0)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.float().backward()
         optimizer.step()

@@ -139,11 +139,16 @@ def linear_config(params: Path | None, overrides: dict[str, Any], run_name: str 
     ``runs`` (a paper's own protocol for that method), then the command line's overrides."""
     config = load_section(params, "linear", {})
     per_run = config.pop("runs") or {}
+    if not isinstance(per_run, dict):
+        raise StageError(f"{params}: linear.runs must map run names to their own settings")
     own = per_run.get(run_name) or {}
-    unknown = sorted(set(own) - set(config) - {"device"}) if isinstance(own, dict) else ["?"]
+    where = f"{params}: linear.runs.{run_name}"
+    if not isinstance(own, dict):
+        raise StageError(f"{where} must map keys of 'linear' to values, not {own!r}")
+    unknown = sorted(set(own) - set(config))
     if unknown:
-        raise StageError(f"{params}: linear.runs.{run_name} must map keys of 'linear' to values; "
-                         f"unknown: {', '.join(map(str, unknown))}")
+        raise StageError(f"{where} must map keys of 'linear' to values; unknown: "
+                         f"{', '.join(map(str, unknown))}")
     config.update(own)
     config.update({k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(config.pop("device"))
