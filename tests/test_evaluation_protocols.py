@@ -96,7 +96,7 @@ def test_same_seed_same_numbers():
 def test_standardise_rescues_tiny_features(scale):
     # Measured on these blobs at lr 3.0: features x1e-3 leave the plain probe at chance
     # (16.5%) after 20 epochs while the standardised one reaches 100%. 1e-6 is an untrained
-    # ST-GCN's scale (variance ~1e-13), below batch norm's default epsilon of 1e-5.
+    # ST-GCN's scale (variance ~1e-13), far below batch norm's epsilon of 1e-5.
     train_x, train_y, test_x, test_y = blobs(0)
     train_x, test_x = train_x * scale, test_x * scale
     plain = train_linear(train_x, train_y, test_x, test_y, 6,
@@ -107,6 +107,20 @@ def test_standardise_rescues_tiny_features(scale):
     assert standard["metrics"]["top1_last"] > 95
 
 
+def test_the_standardised_probe_is_blind_to_the_feature_scale():
+    """The same features at any scale give the same classifier, and a near-constant feature is
+    not blown up to unit variance (the overall scale is divided out, not each feature's)."""
+    train_x, train_y, test_x, test_y = blobs(1)
+    config = LinearConfig(epochs=5, lr_steps=[4], standardise=True)
+    plain = train_linear(train_x, train_y, test_x, test_y, 6, config, CPU)
+    tiny = train_linear(train_x * 1e-6, train_y, test_x * 1e-6, test_y, 6, config, CPU)
+    torch.testing.assert_close(tiny["logits_last"], plain["logits_last"], rtol=1e-3, atol=1e-3)
+    noise = torch.randn(len(train_x) + len(test_x), 1, generator=gen(3)) * 1e-7
+    with_constant = train_linear(torch.cat([train_x, noise[:400]], 1), train_y,
+                                 torch.cat([test_x, noise[400:]], 1), test_y, 6, config, CPU)
+    assert with_constant["metrics"]["top1_last"] >= plain["metrics"]["top1_last"] - 2
+
+
 def test_standardised_test_logits_use_running_statistics():
     train_x, train_y, test_x, test_y = blobs(2)
     result = train_linear(train_x, train_y, test_x, test_y, 6,
@@ -114,13 +128,15 @@ def test_standardised_test_logits_use_running_statistics():
     head = result["head_last"]
     norm, fc = head.norms[0], head.fcs[0]
     assert isinstance(norm, nn.BatchNorm1d) and not norm.affine
-    # the running statistics are the mean of every training batch's (batches of 128, 128, 128
-    # and 16 samples, averaged alike, 10 epochs), nothing left of the initial variance of 1
-    assert torch.allclose(norm.running_mean, train_x.mean(0), atol=0.1)
-    assert torch.allclose(norm.running_var, train_x.var(0), rtol=0.1)
-    manual = (test_x - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    # the features are first divided by the training set's root mean square; the running
+    # statistics started at zero and after 40 updates at momentum 0.1 track the scaled data
+    scale = train_x.pow(2).mean().sqrt()
+    torch.testing.assert_close(head.scales, scale[None])
+    assert torch.allclose(norm.running_mean, train_x.mean(0) / scale, atol=0.15)
+    manual = (test_x / scale - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
     assert torch.allclose(result["logits_last"], manual @ fc.weight.T + fc.bias, atol=1e-5)
-    batch = (test_x - test_x.mean(0)) / torch.sqrt(test_x.var(0, unbiased=False) + norm.eps)
+    scaled = test_x / scale
+    batch = (scaled - scaled.mean(0)) / torch.sqrt(scaled.var(0, unbiased=False) + norm.eps)
     assert not torch.allclose(result["logits_last"], batch @ fc.weight.T + fc.bias, atol=1e-3)
 
 

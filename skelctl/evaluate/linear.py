@@ -5,8 +5,8 @@ reference code), its features are fixed, so they are computed once and the class
 them: the same result as running the encoder every epoch, at a fraction of the cost.
 The last epoch's accuracy is the headline; the best epoch's (selected on the test set, as the
 reference code reports it) is given beside it, labelled.
-``standardise`` puts a batch norm without affine parameters before the linear layer: an untrained
-or small-scale encoder's features are tiny, and at lr 3.0 a plain linear probe on them can sit at
+``standardise`` divides the features by their root mean square and puts a batch norm without
+affine parameters before the linear layer: an untrained or small-scale encoder's features are tiny, and at lr 3.0 a plain linear probe on them can sit at
 chance while KNN on the same features does well; the masked-autoencoder literature puts such a
 non-affine batch norm before its linear probe for the same reason.
 """
@@ -36,16 +36,18 @@ class LinearConfig:
     init_std: float = 0.02  # the reference code initialises the head N(0, 0.02), bias 0
 
 
-# far below the variance of any feature: BatchNorm1d's default 1e-5 exceeds the variance of an
-# untrained ST-GCN's features (about 1e-13: weights from N(0, 0.02)) and would leave them tiny
-STANDARDISE_EPS = 1e-20
-
-
 class LinearHead(nn.Module):
     """One linear layer per input (view); the logits are the MEAN of the per-view logits.
 
     One view = an ordinary linear classifier. Several views = CrosSCLR's own ensemble protocol
     (linear heads of the views trained jointly on the mean of their logits).
+
+    ``standardise``: each view is first divided by ``scales`` (the training features' root mean
+    square, set by :func:`train_linear`), then batch-normalised without affine parameters. The
+    division makes the probe blind to the encoder's overall scale: batch norm's epsilon (1e-5)
+    alone exceeds the variance of an untrained ST-GCN's features (about 1e-13, weights from
+    N(0, 0.02)) and would leave them tiny, while a vanishing epsilon would blow near-constant
+    features of a trained encoder up to unit variance.
     """
 
     def __init__(self, dims: list[int], num_classes: int, standardise: bool = False,
@@ -54,10 +56,8 @@ class LinearHead(nn.Module):
         if not dims:
             raise ValueError("a linear head needs at least one input view")
         self.norms = nn.ModuleList(
-            # momentum None: the test statistics are the mean of every batch's, with nothing left
-            # of the initial variance of 1 (which would swamp a variance of 1e-13)
-            nn.BatchNorm1d(d, affine=False, eps=STANDARDISE_EPS, momentum=None) if standardise
-            else nn.Identity() for d in dims)
+            nn.BatchNorm1d(d, affine=False) if standardise else nn.Identity() for d in dims)
+        self.register_buffer("scales", torch.ones(len(dims)))
         self.fcs = nn.ModuleList(nn.Linear(d, num_classes) for d in dims)
         for fc in self.fcs:
             nn.init.normal_(fc.weight, 0.0, init_std)
@@ -66,7 +66,8 @@ class LinearHead(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if len(features) != len(self.fcs):
             raise ValueError(f"head has {len(self.fcs)} views but got {len(features)} inputs")
-        logits = [fc(norm(x)) for x, norm, fc in zip(features, self.norms, self.fcs)]
+        logits = [fc(norm(x / scale))
+                  for x, scale, norm, fc in zip(features, self.scales, self.norms, self.fcs)]
         return torch.stack(logits).mean(0)
 
 
@@ -107,6 +108,9 @@ def train_linear(train_x: torch.Tensor | list[torch.Tensor], train_y: torch.Tens
         torch.manual_seed(config.seed)
         head = LinearHead([x.shape[1] for x in train_x], num_classes, config.standardise,
                           config.init_std).to(device)
+    if config.standardise:
+        head.scales.copy_(torch.stack([x.float().pow(2).mean().sqrt().clamp_min(1e-30)
+                                       for x in train_x]))
     optimizer = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.lr_steps, config.lr_gamma)
