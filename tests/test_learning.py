@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from skelctl import augment
+from skelctl.data.views import compute_view
 from skelctl.evaluate.ensemble import fuse
 from skelctl.evaluate.features import accuracy
 from skelctl.evaluate.knn import knn_scores, nearest_neighbours
@@ -234,6 +235,38 @@ def test_graph_block_computes_the_spatial_graph_convolution(channels_last):
     torch.testing.assert_close(block(x, adjacency), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_strided_residual_is_the_strided_1x1_convolution():
+    torch.manual_seed(0)
+    block = GraphBlock(4, 8, 3, 25, stride=2).eval()
+    x = torch.randn(2, 4, 9, 25).contiguous(memory_format=torch.channels_last)
+    conv, norm = block.residual
+    expected = norm(torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=(2, 1)))
+    torch.testing.assert_close(block.residual(x[:, :, ::block.stride]), expected)
+    assert block(x, torch.from_numpy(spatial_partition(NTU25))).shape == (2, 8, 5, 25)
+
+
+def test_narrow_stgcn_trains_on_any_cpu():
+    """Four channels into a strided block: oneDNN's strided 1x1 backward corrupts the heap on
+    AVX2-only CPUs (a hang or a crash), so the encoder must not use it. In a child process, so a
+    crash is a failure of this test alone."""
+    import subprocess
+    import sys
+
+    script = ("import torch\n"
+              "from skelctl.models import build_encoder\n"
+              "from skelctl.skeletons import NTU25\n"
+              "encoder = build_encoder('stgcn', NTU25, 2, hidden=4, out_dim=16)\n"
+              "for seed in range(6):\n"
+              "    torch.manual_seed(seed)\n"
+              "    encoder(torch.randn(4, 3, 50, 25, 2)).square().sum().backward()\n"
+              "print('ok')\n")
+    for threads in ("1", "2"):
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                timeout=120, env={**__import__("os").environ,
+                                                  "OMP_NUM_THREADS": threads})
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
 def test_stgcn_size_matches_the_reference():
     params = sum(p.numel() for p in build_encoder("stgcn", NTU25).parameters())
     assert 0.80e6 < params < 0.84e6  # ~0.82 M per ST-GCN backbone (1/4 channels)
@@ -355,28 +388,86 @@ def test_ensemble_runs():
         ensemble_runs("crosclr-joint-motion", ("joint", "velocity"), None)
 
 
-@pytest.mark.parametrize("name, streams, options, losses", [
-    ("skeletonclr", ("joint",), {}, [2.31397029463551, 0.41875955648720264, 2.0757372081279755]),
-    ("crosclr", ("joint", "motion"), {"topk": 1, "cross_epoch": 1, "detach_teacher": True},
-     [4.849648282746784, 0.6434328407049179, 3.9017298221588135]),
-])
-def test_methods_reproduce_the_previous_implementation(request, name, streams, options,
-                                                       losses):
-    """The loss histories the methods gave before they moved onto the method platform (flat
-    params, a joint tensor in, a pooled-only encoder), to float precision. The two defaults that
-    changed on purpose are set back: the projector's N(0, 0.02) initialisation (torch's default
-    before) and ``detach_teacher`` (True before; the paper's Eq. 6 does not detach). One CPU
-    thread, as when the figures were recorded: float sums in another order drift apart."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    request.addfinalizer(lambda: torch.set_num_threads(threads))
+def reference_moco_step(moco, queue: torch.Tensor, x_q, x_k, temperature: float):
+    """One MoCo step written out: the query embedding, the momentum update, the key embedding,
+    the positive and queue similarities; the queue is updated in place. Returns (positive,
+    negatives, key)."""
+    z = torch.nn.functional.normalize(moco.projector_q(moco.encoder_q(x_q)), dim=1)
+    with torch.no_grad():
+        for q_part, k_part in ((moco.encoder_q, moco.encoder_k),
+                               (moco.projector_q, moco.projector_k)):
+            for p_q, p_k in zip(q_part.parameters(), k_part.parameters()):
+                p_k.copy_(moco.momentum * p_k + (1 - moco.momentum) * p_q)
+        key = torch.nn.functional.normalize(moco.projector_k(moco.encoder_k(x_k)), dim=1)
+    return (z * key).sum(dim=1), z @ queue.T, key
+
+
+def reference_info_nce(positive, negatives, temperature):
+    """-log exp(l+/t) / (exp(l+/t) + sum exp(l_i/t)), in float64."""
+    logits = torch.cat([positive[:, None], negatives], dim=1).double() / temperature
+    return -(logits[:, 0].exp() / logits.exp().sum(dim=1)).log().mean()
+
+
+def reference_cross_view_loss(positive_u, negatives_u, negatives_v, temperature):
+    """CrosSCLR Eq. 6 with K = 1 and embedding context, in float64: the pair and view v's
+    nearest queue entry are the positives of view u."""
+    context = (negatives_u * negatives_v).double() / temperature
+    nearest = torch.nn.functional.one_hot(negatives_v.argmax(dim=1), negatives_v.shape[1])
+    pos = (positive_u.double() / temperature).exp()
+    return -((pos + (context.exp() * nearest).sum(dim=1))
+             / (pos + context.exp().sum(dim=1))).log().mean()
+
+
+@pytest.mark.parametrize("name, streams", [("skeletonclr", ("joint",)),
+                                           ("crosclr", ("joint", "motion", "bone"))])
+def test_methods_match_a_hand_written_moco_step(name, streams):
+    """SkeletonCLR and CrosSCLR on the platform against the papers' losses written out here,
+    both computed in this process on the same weights, augmented batches and queue, for four
+    SGD steps (two of CrosSCLR's single-view stage, two of its cross-view stage): the losses,
+    the queues and the weights agree to float precision on any CPU."""
+    import copy
+
     torch.manual_seed(0)
-    joints = torch.randn(64, 3, 20, 25, 2)
-    torch.manual_seed(0)
+    batches = torch.randn(4, 16, 3, 20, 25, 2)
     method = build_method(name, streams, NTU25, 2, encoder="stgcn",
-                          encoder_options={"hidden": 8, "out_dim": 32, "dropout": 0.1},
-                          options={"feature_dim": 16, "queue_size": 40, "momentum": 0.9,
-                                   "temperature": 0.07, "projector_init_std": None, **options})
-    config = TrainConfig(epochs=3, batch_size=16, lr=0.1, lr_steps=[2], checkpoint_every=10)
-    history = pretrain(method, joints, config, None, torch.device("cpu"), log=lambda _: None)
-    assert [row["loss"] for row in history] == pytest.approx(losses, rel=1e-5)
+                          encoder_options={"hidden": 8, "out_dim": 32, "dropout": 0.0},
+                          options={"feature_dim": 16, "queue_size": 48, "momentum": 0.9,
+                                   "temperature": 0.5, "cross_epoch": 1, "topk": 1}
+                          if name == "crosclr" else {"feature_dim": 16, "queue_size": 48,
+                                                     "momentum": 0.9, "temperature": 0.5})
+    reference = copy.deepcopy(method)
+    mocos = dict(reference.moco.items()) if name == "crosclr" else {streams[0]: reference.moco}
+    queues = {view: moco.queue.clone() for view, moco in mocos.items()}
+    optimisers = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1,
+                                  momentum=0.9, weight_decay=1e-4) for m in (method, reference)]
+    t = 0.5  # the losses stay far from 0 (at 0.07 a random queue gives about 1e-4)
+    for step, (epoch, joints) in enumerate(zip((0, 0, 1, 1), batches)):
+        losses = method({"joint": joints}, gen(step), epoch)
+        generator = gen(step)
+        aug_q, aug_k = (reference.augment(joints, generator), reference.augment(joints, generator))
+        positive, negatives, keys = {}, {}, {}
+        for view, moco in mocos.items():
+            positive[view], negatives[view], keys[view] = reference_moco_step(
+                moco, queues[view], compute_view(view, aug_q, NTU25),
+                compute_view(view, aug_k, NTU25), t)
+        if name == "crosclr" and epoch >= 1:
+            expected = sum(reference_cross_view_loss(positive[u], negatives[u], negatives[v], t)
+                           for u in streams for v in streams if u != v)
+        else:
+            expected = sum(reference_info_nce(positive[v], negatives[v], t) for v in streams)
+        assert losses["loss"].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6), step
+        for optimiser, loss in zip(optimisers, (losses["loss"], expected)):
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        for view in streams:  # FIFO: this step's keys overwrite the oldest 16 entries
+            start = (16 * step) % 48
+            queues[view][start:start + 16] = keys[view]
+    for view, moco in mocos.items():
+        platform = method.moco[view] if name == "crosclr" else method.moco
+        torch.testing.assert_close(platform.queue, queues[view], rtol=1e-4, atol=1e-5)
+        expected_state = moco.state_dict()  # its own queue buffer stayed unused: see queues
+        for part, a in platform.state_dict().items():
+            if not part.startswith("queue"):
+                torch.testing.assert_close(a, expected_state[part], rtol=1e-4, atol=1e-5,
+                                           msg=part)

@@ -51,7 +51,8 @@ class GraphBlock(nn.Module):
             self.residual = nn.Identity()
         else:
             self.residual = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, (stride, 1)), nn.BatchNorm2d(out_channels))
+                nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+        self.stride = stride
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
@@ -66,7 +67,11 @@ class GraphBlock(nn.Module):
         y = torch.bmm(mixing.expand(n * t, v, v * k), rows)
         y = self.tcn(y.view(n, t, v, -1).permute(0, 3, 1, 2))
         if self.residual is not None:
-            y = y + self.residual(x)
+            # the frames a strided 1x1 convolution reads, then an unstrided one: the same sum,
+            # without oneDNN's strided 1x1 channels-last backward, which on AVX2-only CPUs
+            # writes past its buffer when there are fewer than 8 input channels (heap
+            # corruption, then a hang or a crash; uxlfoundation/oneDNN#6035)
+            y = y + self.residual(x[:, :, ::self.stride])
         return self.relu(y)
 
 
