@@ -168,6 +168,12 @@ def save_history_plots(history: list[dict[str, float]], loss_names: set[str],
         save_curves(history, "epoch", others, path.with_suffix(".eval.png"), title)
 
 
+def amp_available(device: torch.device) -> bool:
+    """Whether mixed precision pays on ``device``: CUDA (fp16), or a CPU with native bf16."""
+    return device.type == "cuda" or (device.type == "cpu"
+                                     and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainConfig,
         checkpoint: Path | None, device: torch.device, history_csv: Path | None = None,
         identity: dict[str, Any] | None = None, resume: bool = True,
@@ -186,7 +192,11 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
     model.to(device)
     epochs = sum(p.epochs for p in phases)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+    amp = config.amp and amp_available(device)
+    if config.amp and not amp and rank == 0:
+        log("amp: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 matrix products "
+            "fall back to a reference kernel tens of times slower; training in float32")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     trainable = {p: p.requires_grad for p in model.parameters()}
     phase_settings = [{k: v for k, v in p.__dict__.items() if k != "parameters"} for p in phases]
     # monitoring (knn_every) does not change what is trained, so a run resumes across it
@@ -262,7 +272,7 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                     chunk = order[(step * world + rank) * config.batch_size:
                                   (step * world + rank + 1) * config.batch_size]
                     generator = step_generator(config.seed, epoch, step, rank, device)
-                    autocast = torch.autocast(device.type, dtype=amp_dtype) if config.amp \
+                    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp \
                         else contextlib.nullcontext()
                     with autocast:
                         losses = wrapped(samples.batch(chunk), generator, epoch)

@@ -328,6 +328,21 @@ def test_resume_gives_the_same_weights(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_amp_trains_in_float32_where_the_cpu_has_no_native_bf16(monkeypatch):
+    import skelctl.train as train
+
+    data = torch.randn(16, 3, 12, 25, 2, generator=gen(2))
+    config = TrainConfig(epochs=1, batch_size=8, checkpoint_every=5, amp=True)
+    monkeypatch.setattr(train, "amp_available", lambda device: False)
+    messages = []
+    amp_off = pretrain(small_method(), data, config, None, torch.device("cpu"),
+                       log=messages.append)
+    assert messages[0].startswith("amp: this CPU has no native bf16")
+    plain = pretrain(small_method(), data, TrainConfig(**{**config.__dict__, "amp": False}), None,
+                     torch.device("cpu"), log=lambda _: None)
+    assert [row["loss"] for row in amp_off] == [row["loss"] for row in plain]
+
+
 def test_same_seed_same_numbers(tmp_path):
     data = torch.randn(16, 3, 12, 25, 2, generator=gen(2))
     config = TrainConfig(epochs=2, batch_size=8, checkpoint_every=5)
