@@ -59,6 +59,22 @@ def prepared_ntu60(tmp_path_factory, synth_ntu60) -> Path:
     return data
 
 
+@pytest.fixture(scope="session")
+def prepared_nw_ucla(tmp_path_factory) -> Path:
+    """The real NW-UCLA recordings prepared once for every slow test that learns on them: one
+    body, the ST-GCN line's 50 frames and the CRRL line's variable length; returns the data
+    folder (read only: runs write to their own models and results folders)."""
+    from stages import prepare
+
+    raw = need(NW_UCLA)
+    data = tmp_path_factory.mktemp("nw-ucla") / "data"
+    prepare.run("nw-ucla", raw, data, variants=NW_UCLA_VARIANTS, jobs=2, max_bodies=1)
+    return data
+
+
+NW_UCLA_VARIANTS = ("50-shoulder", "upto50-minmax")
+
+
 def copy_of(path: Path, tmp_path: Path, name: str | None = None) -> Path:
     target = tmp_path / (name or path.name)
     target.write_bytes(path.read_bytes())

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import NW_UCLA, need
 from skelctl import augment
 from skelctl.methods import build_method
 from skelctl.methods.aimclr import (attention_drop, divergence_loss, energy_attention,
@@ -263,19 +262,17 @@ def test_crosnnclr_tables_render_beside_the_paper(prepared_ntu60, tmp_path, monk
 # --- learning on real recordings -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def nw_ucla_workspace(tmp_path_factory):
+def nw_ucla_workspace(tmp_path_factory, prepared_nw_ucla):
     """NW-UCLA (views 1 and 2 train: 1,020 samples; view 3 tests: 464) prepared at 50 frames with
     the shoulder normalisation, the NW-UCLA profile's ST-GCN settings cut to 10 epochs (mining
     from epoch 5, the neighbours from the first, bf16 autocast), and the untrained encoder's
     figures."""
     import yaml
 
-    from stages import evaluate, prepare, pretrain
+    from stages import evaluate, pretrain
 
-    raw = need(NW_UCLA)
-    root = tmp_path_factory.mktemp("nw-ucla")
-    prepare.run("nw-ucla", raw, root / "data", variants=("50-shoulder",), jobs=2, max_bodies=1,
-                view_names=("joint",))
+    root = tmp_path_factory.mktemp("nw-ucla-runs")
+    (root / "data").symlink_to(prepared_nw_ucla, target_is_directory=True)
     runs = {"random-joint": {"method": "random", "streams": ["joint"]}}
     for name in ("aimclr", "crosnnclr", "crosnnclr_star"):
         runs[f"{name}-joint"] = {"method": name, "streams": ["joint"], "options": {

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import NW_UCLA, need
 from skelctl.data.clean import min_max, subsample
 from skelctl.methods import build_method
 from skelctl.methods.crrl import reconstruction_loss, reverse_within, velocity
@@ -235,13 +234,11 @@ def test_option_errors_name_the_option():
 # ---- real data ----------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(tmp_path):
+def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(prepared_nw_ucla, tmp_path):
     """A cut-down NW-UCLA profile: CML 5 epochs, then SER with distillation 15 epochs."""
-    raw = need(NW_UCLA)
-    from stages import evaluate, prepare, pretrain
+    from stages import evaluate, pretrain
 
-    data, models, results = tmp_path / "data", tmp_path / "models", tmp_path / "results"
-    prepare.run("nw-ucla", raw, data, variants=("upto50-minmax",), jobs=2, max_bodies=1)
+    data, models, results = prepared_nw_ucla, tmp_path / "models", tmp_path / "results"
     split = "nw-ucla-xview"
     base = {"variant": "upto50-minmax", "encoder": "gru", "encoder_options": {},
             "train": {"epochs": 15, "batch_size": 32, "lr": 0.04, "lr_steps": [],
