@@ -218,8 +218,10 @@ def clean(dataset: str, max_bodies: int, denoise: bool, length_threshold: int,
 @main.command()
 @dataset_argument
 @click.option("--variant", default="50-shoulder", show_default=True,
-              help="[upto]FRAMES-NORMALISATION, normalisation one of shoulder, spine, minmax, "
-              "none; upto: at most FRAMES frames, shorter sequences zero-padded.")
+              help="[upto|stride]FRAMES-NORMALISATION: normalisation one of shoulder, spine, "
+              "bodyframe, minmax, none, or steps joined by '+' (bodyframe+minmax); upto: at most "
+              "FRAMES evenly spaced frames, shorter sequences zero-padded; stride: P&C's "
+              "every floor(L/FRAMES)-th frame.")
 @views_options
 @data_dir_option
 @jobs_option
@@ -353,6 +355,25 @@ def linear(split: str, run_name: str | None, encoder_file: Path | None, params: 
         echo_accuracy(split, run_name or str(encoder_file), view, m)
         echo_accuracy(split, run_name or str(encoder_file), view, m["standardised"],
                       " (standardised features)")
+
+
+@main.command()
+@evaluation_options
+@device_option
+@friendly_errors
+def probe(split: str, run_name: str | None, encoder_file: Path | None, params: Path | None,
+          data_dir: Path, models_dir: Path, results_dir: Path, device: str | None) -> None:
+    """What the features of every stream RUN learned (or of --encoder FILE) encode: linear
+    probes to sequence length, net displacement, camera view and action on the test part."""
+    from stages import evaluate
+
+    results = evaluate.run_probe(split, run_name, data_dir, models_dir, results_dir,
+                                 default_params(params), {"device": device}, encoder_file)
+    for view, figures in results.items():
+        click.echo(f"{split} {run_name or encoder_file} {view}: " + ", ".join(
+            f"{target} {'R2' if f['metric'] == 'r2' else 'acc'} {f['score']:.2f}"
+            + ("" if f["metric"] == "r2" else f" (chance {f['chance']:.1f})")
+            for target, f in figures.items()))
 
 
 @main.command()

@@ -21,7 +21,7 @@ import yaml
 # the body parts of topology-based masking (trunk, arms, legs) and the normalisation joints
 PART_NAMES = ("trunk", "left_arm", "right_arm", "left_leg", "right_leg")
 NORMALISATION_JOINTS = ("spine_base", "spine_mid", "spine_shoulder", "left_shoulder",
-                        "right_shoulder")
+                        "right_shoulder", "left_hip", "right_hip")
 FILE_KEYS = ("name", "dims", "joints", "center", "parents", "edges", "mirror", "parts",
              "normalisation")
 
@@ -48,6 +48,8 @@ class Layout:
     spine_shoulder: int | None = None
     left_shoulder: int | None = None
     right_shoulder: int | None = None
+    left_hip: int | None = None
+    right_hip: int | None = None
     dims: int = 3
 
     @property

@@ -278,7 +278,7 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                         losses = wrapped(samples.batch(chunk), generator, epoch)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(losses["loss"].float()).backward()
-                    if config.grad_clip:
+                    if config.grad_clip and phase.clip:
                         scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(
                             [p for g in optimizer.param_groups for p in g["params"]],

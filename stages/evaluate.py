@@ -23,6 +23,7 @@ from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.plots import confusion_matrix, save_confusion, save_curves, save_embedding
 from skelctl.evaluate.knn import knn_classify
 from skelctl.evaluate.linear import LinearConfig, train_linear
+from skelctl.evaluate.probe import cross_validated_probe, net_displacement
 from skelctl.methods import METHODS
 from skelctl.models import load_encoder
 from skelctl.train import resolve_device
@@ -286,3 +287,40 @@ def run_ensemble(split: str, name: str, streams: tuple[str, ...] | None, data_di
                 "top1_last", "top5_last", "top1_best", "top5_best", "best_epoch")}
     write_json_atomic(paths.ensemble_dir(results_dir, split, name) / "metrics.json", metrics)
     return metrics
+
+
+def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
+              results_dir: Path, params: Path | None, overrides: dict[str, Any],
+              encoder_file: Path | None = None) -> dict[str, dict[str, Any]]:
+    """What each encoder's features encode, on the split's test part: linear probes to the
+    recording's length (frames), the body's net displacement, the camera view and the action,
+    by 5-fold cross-validation (see :mod:`skelctl.evaluate.probe`). A target that is constant
+    on the test part (the view of a cross-view protocol) is probed over all the split's
+    samples instead."""
+    config = load_section(params, "knn", {"device": overrides.get("device")})
+    device = resolve_device(config["device"])
+    results, name = {}, None
+    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+        figures = {}
+        for over in ("val", "all"):
+            indices = np.sort(encoder.part("val") if over == "val" else np.concatenate(
+                [encoder.part("train"), encoder.part("val")]))
+            x = extract_features(encoder.module, encoder.store.take(encoder.view, indices),
+                                 device).cpu()
+            meta = encoder.store.meta(["n_frames", "view", "label"])
+            targets = {"length": (meta["n_frames"][indices], False),
+                       "displacement": (net_displacement(encoder.store.take("joint", indices),
+                                                         encoder.store.layout().center), False),
+                       "view": (meta["view"][indices], True),
+                       "action": (meta["label"][indices], True)}
+            for target, (values, categorical) in targets.items():
+                if target in figures or (over == "val" and len(np.unique(values)) < 2):
+                    continue
+                figures[target] = {**cross_validated_probe(x, values, categorical),
+                                   "samples": "test part" if over == "val" else "all samples"}
+        out = paths.result_dir(results_dir, split, encoder.name, "probe", encoder.view)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "metrics.json", figures)
+        results[encoder.view], name = figures, encoder.name
+    write_json_atomic(paths.result_summary(results_dir, split, name, "probe"), results)
+    return results

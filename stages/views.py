@@ -1,10 +1,13 @@
 """views: normalise and resample the cleaned sequences, then write the views of one variant.
 
-A variant is ``<frames>-<normalisation>``, e.g. ``50-shoulder`` (CrosSCLR line) or ``64-spine``
-(ISC line): every sequence interpolated to exactly that many frames; or ``upto<frames>-...``, e.g.
-``upto50-minmax`` (CRRL on NW-UCLA): longer sequences subsampled to that many frames, shorter ones
-kept as they are and zero-padded. The output store holds the fixed-length views, the normalised variable-length
-sequences (for crop-resize augmentation), the metadata and the split indices.
+A variant is ``<frames>-<normalisation>``. ``<frames>`` is ``50`` (every sequence interpolated to
+exactly that many frames: CrosSCLR line ``50-shoulder``, ISC line ``64-spine``), ``upto50``
+(longer sequences subsampled to 50 evenly spaced frames, shorter ones kept and zero-padded) or
+``stride50`` (P&C's subsampling, which CRRL's NW-UCLA arrays come from: every floor(L/50)-th frame,
+the first 50 picked). ``<normalisation>`` is one step or steps joined by ``+``, applied in order
+(``upto50-bodyframe+minmax``: into the body's frame, then each axis to [-1, 1]; see
+:mod:`skelctl.data.clean`). The output store holds the fixed-length views, the normalised
+variable-length sequences (for crop-resize augmentation), the metadata and the split indices.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from skelctl.data.clean import NORMALISATIONS, normalise, resample, subsample
+from skelctl.data.clean import NORMALISATIONS, normalisation_steps, normalise, resample, subsample
 from skelctl.data.store import Store, StoreWriter
 from skelctl.data.views import VIEWS, compute_view
 from skelctl.parallel import chunks, map_chunks, progress
@@ -24,20 +27,29 @@ from stages.common import StageError
 SAMPLES_PER_TASK = 32
 
 
-def parse_variant(variant: str) -> tuple[int, str, bool]:
-    """``"50-shoulder"`` to ``(50, "shoulder", False)``; ``"upto50-minmax"`` to
-    ``(50, "minmax", True)`` (variable length, at most 50 frames)."""
+SAMPLINGS = ("", "upto", "stride")  # interpolate to F frames; at most F, evenly; P&C's stride
+
+
+def parse_variant(variant: str) -> tuple[int, str, str]:
+    """``"50-shoulder"`` to ``(50, "shoulder", "")``; ``"upto50-bodyframe+minmax"`` to
+    ``(50, "bodyframe+minmax", "upto")`` (variable length, at most 50 frames)."""
     frames, _, normalisation = variant.partition("-")
-    variable = frames.startswith("upto")
-    frames = frames.removeprefix("upto")
-    if not frames.isdigit() or int(frames) < 2 or normalisation not in NORMALISATIONS:
-        raise StageError(f"variant {variant!r} must be [upto]<frames>-<normalisation> with "
-                         f"frames >= 2 and normalisation one of {', '.join(NORMALISATIONS)}")
-    return int(frames), normalisation, variable
+    sampling = next((p for p in SAMPLINGS[1:] if frames.startswith(p)), "")
+    frames = frames.removeprefix(sampling)
+    try:
+        normalisation_steps(normalisation)
+        known = True
+    except ValueError:
+        known = False
+    if not frames.isdigit() or int(frames) < 2 or not known:
+        raise StageError(f"variant {variant!r} must be [upto|stride]<frames>-<normalisation> with "
+                         f"frames >= 2 and normalisation one of {', '.join(NORMALISATIONS)}, or "
+                         f"several joined by '+' (e.g. upto50-bodyframe+minmax)")
+    return int(frames), normalisation, sampling
 
 
 def views_range(cleaned: Store, start: int, stop: int, frames: int,
-                normalisation: str, variable: bool = False) -> dict[str, Any]:
+                normalisation: str, sampling: str = "") -> dict[str, Any]:
     """Normalised sequences and resampled joints of samples ``start..stop-1`` (in a worker).
 
     The other views are cheap whole-chunk array operations, done by the caller: returning only
@@ -46,14 +58,15 @@ def views_range(cleaned: Store, start: int, stop: int, frames: int,
     layout = cleaned.layout()
     data, offsets = cleaned.sequences(start, stop)  # (F, C, V, M)
     data = normalise(data, offsets, layout, normalisation)
-    fit = subsample if variable else resample
-    joint = fit(data, offsets, frames).transpose(0, 2, 1, 3, 4)  # (n, C, T, V, M)
+    joint = (subsample(data, offsets, frames, stride=sampling == "stride") if sampling
+             else resample(data, offsets, frames)).transpose(0, 2, 1, 3, 4)  # (n, C, T, V, M)
     return {"sequences": (data, offsets), "joint": np.ascontiguousarray(joint)}
 
 
 def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIEWS,
         jobs: int = 1) -> dict[str, Any]:
-    frames, normalisation, variable = parse_variant(variant)
+    frames, normalisation, sampling = parse_variant(variant)
+    variable = bool(sampling)
     unknown = set(views) - set(VIEWS)
     if unknown:
         raise StageError(f"unknown view(s) {', '.join(sorted(unknown))}; known: {', '.join(VIEWS)}")
@@ -67,9 +80,10 @@ def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIE
                                            "protocols", "max_bodies")}
     attrs.update(frames=frames, normalisation=normalisation, variable_length=variable,
                  params={"clean": cleaned.attr("params"), "frames": frames,
-                         "variable_length": variable, "normalisation": normalisation,
+                         "variable_length": variable, "sampling": sampling or "interpolate",
+                         "normalisation": normalisation,
                          "views": list(views)})
-    tasks = [(cleaned, a, b, frames, normalisation, variable) for a, b in chunks(n, SAMPLES_PER_TASK)]
+    tasks = [(cleaned, a, b, frames, normalisation, sampling) for a, b in chunks(n, SAMPLES_PER_TASK)]
     out = paths.views(data_dir, dataset, variant)
     meta = cleaned.meta()  # one read: a few hundred bytes per sample
     with StoreWriter(out, attrs, num_samples=n, num_rows=int(cleaned.offsets[-1])) as writer, progress(n, f"views {dataset} {variant}",

@@ -72,7 +72,7 @@ def prepared_nw_ucla(tmp_path_factory) -> Path:
     return data
 
 
-NW_UCLA_VARIANTS = ("50-shoulder", "upto50-minmax")
+NW_UCLA_VARIANTS = ("50-shoulder", "upto50-bodyframe+minmax")
 
 
 def copy_of(path: Path, tmp_path: Path, name: str | None = None) -> Path:

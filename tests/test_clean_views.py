@@ -7,7 +7,7 @@ from skelctl.data.bodies import Denoising, select_bodies, track_energy
 from skelctl.data.clean import drop_invalid_frames, normalise, resample, rotations_between
 from skelctl.data.synth import MOTIONS, perform, pose_sequence, rotation
 from skelctl.data.views import bone, compute_view, motion, velocity
-from skelctl.skeletons import NTU25
+from skelctl.skeletons import KINECT20, NTU25
 
 
 def person(motion_name="walk", frames=40, seed=0, shift=(0.0, 0.0, 3.0)):
@@ -124,6 +124,76 @@ def test_spine_normalisation_uses_body_zero_at_the_first_frame():
     assert abs(across[1]) < 1e-5 and across[0] > 0  # in the x-z plane, pointing to +x
     # the partner keeps its offset from body 0 (one rigid motion for the whole scene)
     np.testing.assert_allclose(np.linalg.norm(out[1] - out[0], axis=-1), 1.0, rtol=1e-4)
+
+
+def random_rigid_motion(seed):
+    """A random rotation (a proper one, det +1) and translation."""
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q.astype(np.float32), rng.uniform(-3, 3, size=3).astype(np.float32)
+
+
+@pytest.mark.parametrize("layout_name", ["ntu25", "kinect20", "openni15", "coco17"])
+def test_body_frame_is_invariant_to_where_the_camera_stands(layout_name):
+    """The body frame's output under a random rotation and translation of the whole recording is
+    the same to 1e-5; the spine's ``spine`` convention is not (its second alignment moves)."""
+    from skelctl.skeletons import LAYOUTS
+
+    layout = LAYOUTS[layout_name]
+    rng = np.random.default_rng(0)
+    body = rng.normal(size=(2, 12, layout.num_joints, 3)).astype(np.float32)
+    body[1, 8:] = 0  # body 1 leaves
+    frames, offsets = ragged(body)
+    reference = normalise(frames, offsets, layout, "bodyframe")
+    for seed in range(5):
+        rotation, shift = random_rigid_motion(seed)
+        moved = (body @ rotation.T + shift) * body.any(axis=-1, keepdims=True)
+        out = normalise(*ragged(moved.astype(np.float32)), layout, "bodyframe")
+        np.testing.assert_allclose(out, reference, atol=1e-5)
+    first = unragged(reference, offsets)[0, 0]  # body 0, frame 0: the frame's own axes
+    hip_centre = (first[layout.spine_base] if layout.spine_base is not None
+                  else (first[layout.left_hip] + first[layout.right_hip]) / 2)
+    np.testing.assert_allclose(hip_centre, 0, atol=1e-5)
+    if layout.spine_mid is not None:
+        up = first[layout.spine_mid] - hip_centre
+        np.testing.assert_allclose(up[:2], 0, atol=1e-5)
+        assert up[2] > 0
+    across = first[layout.left_hip] - first[layout.right_hip]
+    assert abs(across[1]) < 1e-5 and across[0] > 0
+    assert not unragged(reference, offsets)[1, 8:].any()  # an absent body stays zero
+
+
+def test_the_spine_convention_depends_on_the_camera():
+    rng = np.random.default_rng(1)
+    body = rng.normal(size=(1, 12, 25, 3)).astype(np.float32)
+    rotation, shift = random_rigid_motion(3)
+    a = normalise(*ragged(body), NTU25, "spine")
+    b = normalise(*ragged((body @ rotation.T + shift).astype(np.float32)), NTU25, "spine")
+    assert np.abs(a - b).max() > 0.1
+
+
+def test_a_chained_variant_equals_its_steps_by_hand():
+    rng = np.random.default_rng(2)
+    frames, offsets = ragged(rng.normal(size=(1, 9, 20, 3)).astype(np.float32),
+                             rng.normal(size=(1, 4, 20, 3)).astype(np.float32))
+    by_hand = normalise(normalise(frames, offsets, KINECT20, "bodyframe"), offsets, KINECT20,
+                        "minmax")
+    np.testing.assert_array_equal(normalise(frames, offsets, KINECT20, "bodyframe+minmax"),
+                                  by_hand)
+    assert by_hand.min() == -1 and by_hand.max() == 1
+    with pytest.raises(ValueError, match="none repeated"):
+        normalise(frames, offsets, KINECT20, "minmax+minmax")
+
+
+def test_body_frame_names_the_joints_a_layout_lacks():
+    from skelctl.skeletons import graphless
+
+    with pytest.raises(ValueError, match="normalisation 'bodyframe' needs the joints left_hip, "
+                                         "right_hip, spine_mid, which layout 'joints5'"):
+        normalise(np.ones((2, 3, 5, 1), np.float32), [0, 2], graphless(5), "bodyframe+minmax")
 
 
 def test_rotations_between_edge_cases():

@@ -56,8 +56,12 @@ def test_subsample_keeps_short_sequences_and_thins_long_ones():
     out = subsample(frames, np.array([0, 3, 13]), 4)[..., 0]
     np.testing.assert_array_equal(out[0], [1, 2, 3, 0])            # kept, zero-padded
     np.testing.assert_array_equal(out[1], [4, 6, 9, 11])            # frames 0, 2, 5, 7 of 10
-    assert parse_variant("upto50-minmax") == (50, "minmax", True)
-    assert parse_variant("50-shoulder") == (50, "shoulder", False)
+    # P&C's stride: every floor(10 / 4) = 2nd frame, the first four of them
+    stride = subsample(frames, np.array([0, 3, 13]), 4, stride=True)[..., 0]
+    np.testing.assert_array_equal(stride, [[1, 2, 3, 0], [4, 6, 8, 10]])
+    assert parse_variant("upto50-minmax") == (50, "minmax", "upto")
+    assert parse_variant("stride50-bodyframe+minmax") == (50, "bodyframe+minmax", "stride")
+    assert parse_variant("50-shoulder") == (50, "shoulder", "")
 
 
 def test_sequence_lengths_read_the_zero_padding():
@@ -171,7 +175,64 @@ def test_cml_key_mlp_stays_bit_identical_while_the_key_encoder_moves():
     assert len(moco.queue) == 8
 
 
+def test_cml_as_its_authors_built_it():
+    """The key MLP its own initialisation (not the query MLP's copy), 512 -> 512 -> 512 on the
+    512-d feature, no clipping in the CML step, PyTorch's GRU initialisation as an option."""
+    torch.manual_seed(0)
+    method = build_method("crrl", ("joint",), LAYOUT, 1, "gru", {"init": "default"},
+                          {"student": "cml", "fusion": "none"})
+    moco = method.contrast
+    assert [layer.weight.shape for layer in moco.projector_q if isinstance(layer, nn.Linear)] \
+        == [(512, 512), (512, 512)]
+    for (name, q), k in zip(moco.projector_q.state_dict().items(),
+                            moco.projector_k.state_dict().values()):
+        assert not torch.equal(q, k), name  # drawn separately
+    # PyTorch's GRU initialisation: biases are not zero, weights within 1/sqrt(hidden)
+    bias = method.encoder.rnn.bias_ih_l0
+    assert bias.abs().min() > 0 and bias.abs().max() <= 1 / 256 ** 0.5
+    xavier = crrl({"student": "cml", "fusion": "none"})
+    assert not xavier.encoder.rnn.bias_ih_l0.any()
+    copied = crrl({"student": "cml", "fusion": "none", "own_key_projector": False})
+    for (name, q), k in zip(copied.contrast.projector_q.state_dict().items(),
+                            copied.contrast.projector_k.state_dict().values()):
+        assert torch.equal(q, k), name
+    # the run's grad_clip reaches SER's steps, not CML's unless asked
+    phases = crrl().phases(3, 0.04, [], 0.5, 0.9, 1e-4)  # CRRL: CML first, then SER
+    assert [(p.name, p.clip) for p in phases] == [("cml", False), ("ser", True)]
+    phases = crrl({"cml_grad_clip": True}).phases(3, 0.04, [], 0.5, 0.9, 1e-4)
+    assert [p.clip for p in phases] == [True, True]
+    assert [p.clip for p in xavier.phases(3, 0.01, [], 0.5, 0.9, 0.0)] == [False]
+    with pytest.raises(ValueError, match="init must be 'xavier' or 'default'"):
+        build_encoder("gru", LAYOUT, 1, init="orthogonal")
+
+
+def test_the_clip_flag_of_a_phase_decides_whether_gradients_are_clipped():
+    def largest_step(clip: bool) -> float:
+        method = crrl({"student": "cml", "fusion": "none", "queue_size": 8,
+                       "cml_grad_clip": clip})
+        before = [p.detach().clone() for p in method.contrast.encoder_q.parameters()]
+        samples = Samples({"joint": padded_batch([12, 5, 9, 3], seed=2) * 50,
+                           "label": torch.zeros(4, dtype=torch.long), "index": torch.arange(4)})
+        fit(method, samples, method.phases(1, 1.0, [], 0.1, 0.0, 0.0),
+            TrainConfig(epochs=1, batch_size=4, lr=1.0, lr_steps=[], grad_clip=1e-6), None,
+            CPU, log=lambda _: None)
+        return max((p - b).abs().max().item()
+                   for p, b in zip(method.contrast.encoder_q.parameters(), before))
+
+    assert largest_step(True) < 1e-5 < largest_step(False)
+
+
 # ---- INF and the fusion strategies ----------------------------------------------------------
+
+def test_the_teacher_runs_in_the_mode_asked():
+    for mode in ("eval", "train"):
+        method = crrl({"teacher_mode": mode})
+        seen = []
+        method.teacher.register_forward_hook(lambda module, *_: seen.append(module.training))
+        method({"joint": padded_batch([12, 5, 9])}, torch.Generator().manual_seed(0),
+               method.options.first["epochs"])
+        assert seen == [mode == "train"]
+
 
 def test_distillation_term_is_zero_when_the_student_equals_the_teacher():
     method = crrl()  # CRRL: CML teacher, SER student
@@ -240,7 +301,7 @@ def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(prepared_nw_ucla, tm
 
     data, models, results = prepared_nw_ucla, tmp_path / "models", tmp_path / "results"
     split = "nw-ucla-xview"
-    base = {"variant": "upto50-minmax", "encoder": "gru", "encoder_options": {},
+    base = {"variant": "upto50-bodyframe+minmax", "encoder": "gru", "encoder_options": {},
             "train": {"epochs": 15, "batch_size": 32, "lr": 0.04, "lr_steps": [],
                       "checkpoint_every": 100, "seed": 0, "device": "cpu", "grad_clip": 5.0}}
     params = tmp_path / "params.yaml"
@@ -278,7 +339,8 @@ def test_reproduce_sets_up_the_nw_ucla_profile_with_the_raw_folder(tmp_path):
     work = demo.create_workspace(tmp_path / "work", "nw-ucla", {"nw-ucla": raw})
     params = yaml.safe_load((work / "params.yaml").read_text())
     assert params["raw"] == {"nw-ucla": str(raw.resolve())}
-    assert params["splits"] == ["nw-ucla-xview"] and params["views"]["variants"][0] == "upto50-minmax"
+    assert params["splits"] == ["nw-ucla-xview"]
+    assert params["views"]["variants"][0] == "upto50-bodyframe+minmax"
     table8 = {"rand-enc", "cml", "ser", "cml-ser-joint", "cml-pretrain-ser", "ser-pretrain-cml",
               "ser-distill-cml", "crrl"}
     assert table8 <= set(params["runs"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -262,3 +264,49 @@ def test_occlusion_is_reproducible_and_checked():
         occlude(x, "random", NTU25, gen(0))
     with pytest.raises(ValueError, match="20 joints"):
         occlude(x, "spatial", KINECT20, gen(0))
+
+
+def test_probes_find_what_features_encode():
+    from skelctl.evaluate.probe import cross_validated_probe, net_displacement
+
+    g = torch.Generator().manual_seed(0)
+    length = torch.randint(10, 60, (200,), generator=g).double()
+    noise = torch.randn(200, 8, generator=g)
+    encoded = torch.cat([length[:, None] * 0.1, noise], dim=1)
+    assert cross_validated_probe(encoded, length.numpy(), False)["score"] > 0.99
+    assert cross_validated_probe(noise, length.numpy(), False)["score"] < 0.1
+    view = (torch.arange(200) % 3).numpy()
+    by_view = torch.nn.functional.one_hot(torch.from_numpy(view), 3).double() * 5 + noise[:, :3]
+    found = cross_validated_probe(by_view, view, True)
+    assert found["score"] > 95 and found["chance"] == pytest.approx(100 * 67 / 200)
+    assert cross_validated_probe(noise, view, True)["score"] < 50
+    # the centre joint moves by (3, 4, 0) from the first frame to the last real one
+    joint = np.zeros((2, 3, 6, 4, 1), np.float32)
+    joint[:, :, :, 1:] = 1.0
+    joint[0, :, 3, 0, 0] = [3, 4, 0]  # sample 0 ends at frame 3 (zero padding after)
+    joint[0, :, 4:] = 0
+    joint[1, :, :, 0, 0] = 2.0
+    np.testing.assert_allclose(net_displacement(joint, centre=0), [5.0, 0.0])
+
+
+def test_probe_command_writes_its_figures(prepared_ntu60, tmp_path, monkeypatch):
+    import yaml
+    from click.testing import CliRunner
+
+    from skelctl.cli import main
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "defaults": {"variant": "50-shoulder", "encoder": "gru",
+                     "encoder_options": {"hidden": 8, "layers": 1}, "train": {"device": "cpu"}},
+        "runs": {"rand": {"method": "random", "streams": ["joint"]}}, "knn": {"device": "cpu"}}))
+    monkeypatch.chdir(tmp_path)
+    args = ["--split", "ntu60-xview", "--data-dir", str(prepared_ntu60)]
+    assert CliRunner().invoke(main, ["pretrain", "rand", *args]).exit_code == 0
+    result = CliRunner().invoke(main, ["probe", "rand", *args])
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "results" / "ntu60-xview" / "probe" / "rand" / "joint"
+                          / "metrics.json").read_text())
+    assert set(figures) == {"length", "displacement", "view", "action"}
+    assert figures["view"]["samples"] == "all samples"  # xview: one camera in the test part
+    assert figures["action"]["samples"] == "test part" and figures["action"]["metric"] == "accuracy"
+    assert "length R2" in result.output

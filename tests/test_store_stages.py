@@ -1,6 +1,7 @@
 """The HDF5 store, the torch Dataset, the stages and their failure behaviour."""
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -157,8 +158,11 @@ def test_on_error_fail_names_the_file(synth_ntu60, tmp_path):
 
 
 def test_stage_errors(tmp_path, prepared_ntu60):
-    with pytest.raises(StageError, match=r"variant .50. must be \[upto\]<frames>-<normalisation>"):
+    with pytest.raises(StageError, match=r"variant .50. must be \[upto\|stride\]<frames>-<norm"):
         views.parse_variant("50")
+    for bad in ("50-minmax+minmax", "50-none+minmax", "50-bodyframe+scale"):
+        with pytest.raises(StageError, match=re.escape(f"variant '{bad}' must be")):
+            views.parse_variant(bad)
     with pytest.raises(StoreError, match="clean.h5: store file does not exist"):
         views.run("ntu120", "50-shoulder", tmp_path)
     with pytest.raises(StageError, match="unknown view"):

@@ -13,10 +13,22 @@ Two normalisation conventions exist in the field (see the notes), and both are p
 ``spine`` (ISC/PCM3 line, 64 frames): every body is centred, frame by frame, on body 0's spine-mid
     joint; then each sequence is rotated so that body 0's hip-to-spine vector of its first frame
     points along +z and its shoulder vector (right minus left) along +x.
+``bodyframe`` (Predict & Cluster, whose NW-UCLA arrays the CRRL line takes): one rotation and one
+    translation per sequence, from body 0's first frame: the origin at the hip centre, z along
+    hip centre -> spine, x along left hip - right hip made orthogonal to z, y = z cross x. The
+    frame is orthonormal, so the output does not depend on where the camera stood (``spine``,
+    two successive alignments of the hip-spine and shoulder vectors, is not). P&C's own matrix
+    takes y = x cross z, a mirror image of this frame; a proper rotation is used here, which
+    carries the same information. Layouts without a hip centre use the hips' midpoint, and
+    without a spine joint the spine shoulder (or the shoulders' midpoint).
 ``minmax`` (CRRL, Sec. IV-B): each dimension (axis) of each body of each sequence is scaled to
     [-1, 1] by its minimum and maximum over the sequence's frames and joints; a constant dimension
     becomes 0.
 ``none``: coordinates as recorded.
+
+Steps compose with ``+``, applied left to right: ``bodyframe+minmax`` puts each sequence in its
+body's frame, then scales each axis (P&C's and CRRL's input). A chain names each step once, and
+``none`` stands alone.
 
 Joints of an absent body stay exactly zero in every convention.
 """
@@ -27,7 +39,7 @@ import numpy as np
 
 from skelctl.skeletons import Layout
 
-NORMALISATIONS = ("shoulder", "spine", "minmax", "none")
+NORMALISATIONS = ("shoulder", "spine", "bodyframe", "minmax", "none")
 
 
 def lengths_of(offsets: np.ndarray) -> np.ndarray:
@@ -43,28 +55,59 @@ def drop_invalid_frames(frames: np.ndarray, offsets: np.ndarray) -> tuple[np.nda
     return frames[valid], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
+def normalisation_steps(convention: str) -> tuple[str, ...]:
+    """``"bodyframe+minmax"`` to ``("bodyframe", "minmax")``; an unknown, repeated or combined
+    ``none`` step is a ValueError naming the convention."""
+    steps = tuple(convention.split("+"))
+    unknown = [s for s in steps if s not in NORMALISATIONS]
+    if unknown or len(set(steps)) < len(steps) or ("none" in steps and len(steps) > 1):
+        raise ValueError(f"unknown normalisation {convention!r}: steps joined by '+', each one "
+                         f"of {', '.join(NORMALISATIONS)}, none repeated ('none' alone)")
+    return steps
+
+
 def normalise(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
               convention: str) -> np.ndarray:
-    """Apply a normalisation convention to a ragged batch; returns a new float32 array."""
-    if convention not in NORMALISATIONS:
-        raise ValueError(f"unknown normalisation {convention!r}; known: {', '.join(NORMALISATIONS)}")
+    """Apply a normalisation convention (one step, or steps joined by ``+``) to a ragged batch;
+    returns a new float32 array."""
     offsets = np.asarray(offsets, dtype=np.int64)
-    if convention == "none":
-        return frames.astype(np.float32, copy=True)
-    if convention == "minmax":
-        return min_max(frames, offsets)
+    out = frames.astype(np.float32, copy=True)
+    for step in normalisation_steps(convention):
+        if step == "minmax":
+            out = min_max(out, offsets)
+        elif step != "none":
+            out = body_alignment(out, offsets, layout, step)
+    return out
+
+
+def check_joints(layout: Layout, step: str) -> None:
+    """A ValueError naming the joints a body-alignment step reads that the layout lacks."""
+    needed = {"shoulder": ("spine_shoulder", "left_shoulder", "right_shoulder"),
+              "spine": ("spine_base", "spine_mid", "left_shoulder", "right_shoulder"),
+              "bodyframe": ("left_hip", "right_hip")}[step]
+    missing = [name for name in needed if getattr(layout, name) is None]
+    has_up = any(getattr(layout, name) is not None for name in ("spine_mid", "spine_shoulder")) \
+        or (layout.left_shoulder is not None and layout.right_shoulder is not None)
+    if step == "bodyframe" and not has_up:  # z needs a spine joint, or both shoulders
+        missing.append("spine_mid")
+    if missing:
+        raise ValueError(f"normalisation {step!r} needs the joints {', '.join(missing)}, which "
+                         f"layout {layout.name!r} does not name: use 'minmax' or 'none', or "
+                         f"name them under 'normalisation' in a layout file")
+
+
+def body_alignment(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
+                   step: str) -> np.ndarray:
+    """One of the steps that centre and turn the body: ``shoulder``, ``spine``, ``bodyframe``."""
     if frames.shape[1] != 3:
-        raise ValueError(f"normalisation {convention!r} turns the body in 3D; the layout "
+        raise ValueError(f"normalisation {step!r} turns the body in 3D; the layout "
                          f"{layout.name!r} has {frames.shape[1]}D coordinates: use 'minmax' or "
                          f"'none'")
-    needed = ("spine_shoulder", "left_shoulder", "right_shoulder") if convention == "shoulder" \
-        else ("spine_base", "spine_mid", "left_shoulder", "right_shoulder")
-    if any(getattr(layout, j) is None for j in needed):
-        raise ValueError(f"normalisation {convention!r} needs the joints {', '.join(needed)}, "
-                         f"which layout {layout.name!r} does not name: use 'minmax' or 'none', "
-                         f"or name them under 'normalisation' in a layout file")
+    check_joints(layout, step)
     present = frames.any(axis=1, keepdims=True)  # (F, 1, V, M): keeps absent joints at zero
-    if convention == "shoulder":
+    lengths = lengths_of(offsets)
+    nonempty = lengths > 0
+    if step == "shoulder":
         x = frames - frames[:, :, layout.spine_shoulder:layout.spine_shoulder + 1]
         across = x[:, :, layout.right_shoulder] - x[:, :, layout.left_shoulder]  # (F, 3, M)
         norm = np.hypot(across[:, 0], across[:, 2])  # (F, M)
@@ -76,20 +119,53 @@ def normalise(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
         out[:, 0] = cos * x[:, 0] + sin * x[:, 2]
         out[:, 1] = x[:, 1]
         out[:, 2] = cos * x[:, 2] - sin * x[:, 0]
-    else:
+        return (out * present).astype(np.float32, copy=False)
+    if step == "spine":
         x = (frames - frames[:, :, layout.spine_mid:layout.spine_mid + 1, :1]) * present
-        lengths = lengths_of(offsets)
-        nonempty = lengths > 0
         first = x[offsets[:-1][nonempty], :, :, 0].astype(np.float64)  # (n, 3, V)
         rot_z = rotations_between(first[:, :, layout.spine_mid] - first[:, :, layout.spine_base],
                                   (0.0, 0.0, 1.0))
         first = rot_z @ first
         rot_x = rotations_between(first[:, :, layout.right_shoulder]
                                   - first[:, :, layout.left_shoulder], (1.0, 0.0, 0.0))
-        per_frame = np.repeat((rot_x @ rot_z).astype(np.float32), lengths[nonempty],
-                              axis=0)  # (F, 3, 3)
-        out = np.einsum("fij,fjvm->fivm", per_frame, x)
+        rotation = rot_x @ rot_z
+    else:
+        first = frames[offsets[:-1][nonempty], :, :, 0].astype(np.float64)  # (n, 3, V)
+        origin, rotation = body_frames(first, layout)
+        x = (frames - np.repeat(origin.astype(np.float32), lengths[nonempty],
+                                axis=0)[:, :, None, None]) * present
+    per_frame = np.repeat(rotation.astype(np.float32), lengths[nonempty], axis=0)  # (F, 3, 3)
+    out = np.einsum("fij,fjvm->fivm", per_frame, x)
     return (out * present).astype(np.float32, copy=False)
+
+
+def body_frames(first: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """P&C's body frame of each sequence from its first frame ``(n, 3, V)``: the origin ``(n, 3)``
+    and the rotation ``(n, 3, 3)`` whose rows are the body's x, y and z axes. A degenerate frame
+    (the spine or the hips of zero length) gives the identity."""
+    def joint(index: int | None) -> np.ndarray | None:
+        return None if index is None else first[:, :, index]
+
+    hips = joint(layout.left_hip), joint(layout.right_hip)
+    origin = joint(layout.spine_base)
+    if origin is None:
+        origin = (hips[0] + hips[1]) / 2
+    up = joint(layout.spine_mid)
+    if up is None:
+        up = joint(layout.spine_shoulder)
+    if up is None:
+        up = (joint(layout.left_shoulder) + joint(layout.right_shoulder)) / 2
+    z = up - origin
+    z_norm = np.linalg.norm(z, axis=1, keepdims=True)
+    z = z / np.where(z_norm > 1e-8, z_norm, 1.0)
+    across = hips[0] - hips[1]
+    x = across - (across * z).sum(axis=1, keepdims=True) * z
+    x_norm = np.linalg.norm(x, axis=1, keepdims=True)
+    x = x / np.where(x_norm > 1e-8, x_norm, 1.0)
+    rotation = np.stack([x, np.cross(z, x), z], axis=1)
+    degenerate = (z_norm[:, 0] <= 1e-8) | (x_norm[:, 0] <= 1e-8)
+    rotation[degenerate] = np.eye(3)
+    return origin, rotation
 
 
 def min_max(frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -131,19 +207,27 @@ def rotations_between(vectors: np.ndarray, target: tuple[float, float, float]) -
     return rot
 
 
-def subsample(frames: np.ndarray, offsets: np.ndarray, at_most: int) -> np.ndarray:
+def subsample(frames: np.ndarray, offsets: np.ndarray, at_most: int,
+              stride: bool = False) -> np.ndarray:
     """Every sequence with at most ``at_most`` frames, zero-padded to ``(n, at_most, ...)``.
 
     Longer sequences keep frames ``floor(i * L / at_most)`` (evenly spaced, the first included);
-    shorter ones keep all their frames. Padding frames are exactly zero, so a consumer recovers a
-    sequence's length as one past its last non-zero frame (the CRRL line's variable-length input).
+    with ``stride``, P&C's rule instead: every ``floor(L / at_most)``-th frame from the first,
+    the first ``at_most`` of them (so the end of a sequence of fewer than ``2 at_most`` frames is
+    cut). Shorter sequences keep all their frames. Padding frames are exactly zero, so a
+    consumer recovers a sequence's length as one past its last non-zero frame (the CRRL line's
+    variable-length input).
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     sizes = lengths_of(offsets)
     if (sizes == 0).any():
         raise ValueError("cannot subsample a sequence with no frames")
     steps = np.arange(at_most)[None]
-    index = np.where(sizes[:, None] > at_most, steps * sizes[:, None] // at_most, steps)
+    long = sizes[:, None] > at_most
+    if stride:
+        index = steps * np.where(long, sizes[:, None] // at_most, 1)
+    else:
+        index = np.where(long, steps * sizes[:, None] // at_most, steps)
     valid = steps < sizes[:, None]
     picked = frames[offsets[:-1, None] + np.minimum(index, (sizes - 1)[:, None])]
     return (picked * valid.reshape(*valid.shape, *[1] * (frames.ndim - 1))).astype(np.float32)

@@ -39,8 +39,8 @@ def make_options(cls: type, values: dict[str, Any] | None, where: str) -> Any:
 @dataclass
 class Phase:
     """A stretch of training with its own optimiser: epochs, learning-rate schedule (``lr`` times
-    ``lr_gamma`` at each of ``lr_steps``, counted from the phase's first epoch) and the parameters
-    it trains (``parameters(model)`` returns optimiser parameter groups; None: every parameter
+    ``lr_gamma`` at each of ``lr_steps``, counted from the phase's first epoch), whether the run's
+    gradient clipping applies, and the parameters it trains (``parameters(model)`` returns optimiser parameter groups; None: every parameter
     that requires a gradient)."""
 
     epochs: int
@@ -51,6 +51,7 @@ class Phase:
     weight_decay: float = 1e-4
     name: str = "train"
     parameters: Callable[[nn.Module], list[dict[str, Any]]] | None = None
+    clip: bool = True  # whether the run's grad_clip applies in this phase
 
     def groups(self, model: nn.Module) -> list[dict[str, Any]]:
         if self.parameters is not None:

@@ -62,17 +62,26 @@ class CRRLOptions:
     # the paper's decoder: GRUs of decoder_hidden units and a linear read-out; false: the authors'
     # code, a GRU whose hidden state is the reconstruction (as many units as coordinates)
     decoder_readout: bool = True
-    # CML
-    feature_dim: int = 128
+    # CML. The paper gives no MLP sizes: the authors' 512 -> 512 -> 512 (on the 512-d pooled
+    # feature of the 2 x 256 GRU) is the default
+    feature_dim: int = 512
     queue_size: int = 64
     temperature: float = 0.1
     momentum: float = 0.999          # key encoder
     projector_momentum: float = 1.0  # key MLP: 1.0 never updates it (Table XII's best)
     projector_init_std: float | None = None
+    # the key MLP its own random initialisation (the paper's "remain its random initialization",
+    # the authors' code); false: a copy of the query MLP
+    own_key_projector: bool = True
+    # the run's grad_clip in the CML step too; the authors' code clips nothing
+    cml_grad_clip: bool = False
     key_input: str = "velocity"      # velocity (CML) or coordinate (Table IX)
     key_augment: dict[str, dict[str, Any]] = field(default_factory=dict)
     # INF
     distill_weight: float = 0.1
+    # the teacher's mode while it gives its targets: eval (no dropout; a fixed target per
+    # sample) or train, as the authors' code leaves it (dropout on)
+    teacher_mode: str = "eval"
 
 
 def velocity(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -149,7 +158,8 @@ class CRRL(Method):
                  build_encoder: Callable[[], nn.Module], options: CRRLOptions):
         super().__init__(streams, layout, build_encoder, options)
         checks = {"student": (options.student, OBJECTIVES), "fusion": (options.fusion, FUSIONS),
-                  "key_input": (options.key_input, ("velocity", "coordinate"))}
+                  "key_input": (options.key_input, ("velocity", "coordinate")),
+                  "teacher_mode": (options.teacher_mode, ("eval", "train"))}
         for name, (value, accepted) in checks.items():
             if value not in accepted:
                 raise OptionsError(f"CRRL option {name} must be one of {', '.join(accepted)}, "
@@ -180,7 +190,8 @@ class CRRL(Method):
         if "cml" in owners:
             self.contrast = MomentumContrast(owners["cml"], options.feature_dim, options.queue_size,
                                              options.momentum, options.projector_momentum,
-                                             options.projector_init_std)
+                                             options.projector_init_std,
+                                             options.own_key_projector)
         if "ser" in owners:
             width = self.encoder.rnn.input_size
             self.decoder = SequenceDecoder(self.encoder.out_dim, width, options.decoder_hidden,
@@ -204,8 +215,11 @@ class CRRL(Method):
 
     def phases(self, epochs: int, lr: float, lr_steps: list[int], lr_gamma: float,
                momentum: float, weight_decay: float) -> list[Phase]:
+        # CML alone is not clipped unless cml_grad_clip (the authors' code clips nothing)
+        clips = {o: o == "ser" or self.options.cml_grad_clip for o in OBJECTIVES}
         if self.options.fusion in ("none", "joint"):
-            return [Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay)]
+            return [Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay,
+                          clip=any(clips[o] for o in self.objectives))]
         first = {"lr_steps": [], "lr_gamma": 0.5, **self.options.first}
         student = self.options.student
 
@@ -220,9 +234,9 @@ class CRRL(Method):
 
         return [Phase(int(first["epochs"]), float(first["lr"]), list(first["lr_steps"]),
                       float(first["lr_gamma"]), momentum, weight_decay, name=self.other,
-                      parameters=first_parameters),
+                      parameters=first_parameters, clip=clips[self.other]),
                 Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay,
-                      name=student, parameters=student_parameters)]
+                      name=student, parameters=student_parameters, clip=clips[student])]
 
     def active(self, epoch: int) -> tuple[str, ...]:
         """The objectives trained at ``epoch``."""
@@ -275,7 +289,7 @@ class CRRL(Method):
         if self.teacher is not None and self.options.student in active:
             student = self.encoder.pool(steps, lengths) if self.options.student == "ser" \
                 else pooled
-            self.teacher.eval()
+            self.teacher.train(self.options.teacher_mode == "train")
             with torch.no_grad():
                 target = self.teacher(x, lengths)
             # Eq. 7: the squared distance, summed over the features, averaged over the batch

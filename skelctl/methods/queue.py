@@ -57,17 +57,15 @@ class MomentumContrast(nn.Module):
 
     def __init__(self, encoder: nn.Module, feature_dim: int = 128, queue_size: int = 30000,
                  momentum: float = 0.999, projector_momentum: float | None = None,
-                 projector_init_std: float | None = 0.02):
+                 projector_init_std: float | None = 0.02, own_key_projector: bool = False):
         super().__init__()
         self.encoder_q = encoder
-        self.projector_q = projector(encoder.out_dim, feature_dim)
-        if projector_init_std is not None:
-            for layer in self.projector_q:
-                if isinstance(layer, nn.Linear):
-                    nn.init.normal_(layer.weight, 0.0, projector_init_std)
-                    nn.init.zeros_(layer.bias)
+        self.projector_q = self.new_projector(encoder.out_dim, feature_dim, projector_init_std)
         self.encoder_k = copy.deepcopy(self.encoder_q)
-        self.projector_k = copy.deepcopy(self.projector_q)
+        # own_key_projector: the key MLP is its own random initialisation, not a copy of the
+        # query MLP (the CRRL authors' code)
+        self.projector_k = (self.new_projector(encoder.out_dim, feature_dim, projector_init_std)
+                            if own_key_projector else copy.deepcopy(self.projector_q))
         for p in (*self.encoder_k.parameters(), *self.projector_k.parameters()):
             p.requires_grad_(False)
         self.momentum = momentum
@@ -76,6 +74,16 @@ class MomentumContrast(nn.Module):
         self.projector_momentum = momentum if projector_momentum is None else projector_momentum
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, feature_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @staticmethod
+    def new_projector(in_dim: int, out_dim: int, init_std: float | None) -> nn.Module:
+        head = projector(in_dim, out_dim)
+        if init_std is not None:
+            for layer in head:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, 0.0, init_std)
+                    nn.init.zeros_(layer.bias)
+        return head
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projector_q(self.encoder_q(x)), dim=1)

@@ -31,10 +31,12 @@ class RecurrentEncoder(nn.Module):
     def __init__(self, layout: Layout, in_channels: int | None = None, num_persons: int = 2,
                  cell: str = "gru", hidden: int = 1024, layers: int = 3,
                  bidirectional: bool = True, pooling: str = "last", dropout: float = 0.0,
-                 input_norm: bool = False, packed: bool = False):
+                 input_norm: bool = False, packed: bool = False, init: str = "xavier"):
         super().__init__()
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
+        if init not in ("xavier", "default"):
+            raise ValueError(f"init must be 'xavier' or 'default', not {init!r}")
         rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
         in_channels = in_channels or layout.dims  # coordinates per joint
         size = layout.num_joints * in_channels * num_persons
@@ -45,7 +47,9 @@ class RecurrentEncoder(nn.Module):
         self.packed = packed
         self.num_persons = num_persons
         self.out_dim = hidden * (2 if bidirectional else 1)
-        for name, weight in self.rnn.named_parameters():
+        # xavier: Xavier-uniform matrices and zero biases (the ISC authors'); default: PyTorch's
+        # U(-1/sqrt(hidden), 1/sqrt(hidden)) everywhere, as the CRRL authors' code leaves it
+        for name, weight in self.rnn.named_parameters() if init == "xavier" else ():
             if weight.dim() == 2:
                 nn.init.xavier_uniform_(weight)
             else:
