@@ -301,23 +301,23 @@ def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path
     device = resolve_device(config["device"])
     results, name = {}, None
     for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+        indices = np.sort(np.concatenate([encoder.part("train"), encoder.part("val")]))
+        x = extract_features(encoder.module, encoder.store.take(encoder.view, indices),
+                             device).cpu()
+        meta = encoder.store.meta(["n_frames", "view", "label"])
+        targets = {"length": (meta["n_frames"][indices], False),
+                   "displacement": (net_displacement(encoder.store.take("joint", indices),
+                                                     encoder.store.layout().center), False),
+                   "view": (meta["view"][indices], True),
+                   "action": (meta["label"][indices], True)}
+        test = torch.from_numpy(np.isin(indices, encoder.part("val")))
         figures = {}
-        for over in ("val", "all"):
-            indices = np.sort(encoder.part("val") if over == "val" else np.concatenate(
-                [encoder.part("train"), encoder.part("val")]))
-            x = extract_features(encoder.module, encoder.store.take(encoder.view, indices),
-                                 device).cpu()
-            meta = encoder.store.meta(["n_frames", "view", "label"])
-            targets = {"length": (meta["n_frames"][indices], False),
-                       "displacement": (net_displacement(encoder.store.take("joint", indices),
-                                                         encoder.store.layout().center), False),
-                       "view": (meta["view"][indices], True),
-                       "action": (meta["label"][indices], True)}
-            for target, (values, categorical) in targets.items():
-                if target in figures or (over == "val" and len(np.unique(values)) < 2):
-                    continue
-                figures[target] = {**cross_validated_probe(x, values, categorical),
-                                   "samples": "test part" if over == "val" else "all samples"}
+        for target, (values, categorical) in targets.items():
+            on_test = len(np.unique(values[test.numpy()])) > 1
+            rows = test if on_test else torch.ones_like(test)
+            figures[target] = {**cross_validated_probe(x[rows], values[rows.numpy()],
+                                                       categorical),
+                               "samples": "test part" if on_test else "all samples"}
         out = paths.result_dir(results_dir, split, encoder.name, "probe", encoder.view)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", figures)
