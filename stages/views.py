@@ -36,12 +36,12 @@ def parse_variant(variant: str) -> tuple[int, str, str]:
     frames, _, normalisation = variant.partition("-")
     sampling = next((p for p in SAMPLINGS[1:] if frames.startswith(p)), "")
     frames = frames.removeprefix(sampling)
+    valid = frames.isdigit() and int(frames) >= 2
     try:
         normalisation_steps(normalisation)
-        known = True
     except ValueError:
-        known = False
-    if not frames.isdigit() or int(frames) < 2 or not known:
+        valid = False
+    if not valid:
         raise StageError(f"variant {variant!r} must be [upto|stride]<frames>-<normalisation> with "
                          f"frames >= 2 and normalisation one of {', '.join(NORMALISATIONS)}, or "
                          f"several joined by '+' (e.g. upto50-bodyframe+minmax)")

@@ -249,6 +249,7 @@ def test_narrow_stgcn_trains_on_any_cpu():
     """Four channels into a strided block: oneDNN's strided 1x1 backward corrupts the heap on
     AVX2-only CPUs (a hang or a crash), so the encoder must not use it. In a child process, so a
     crash is a failure of this test alone."""
+    import os
     import subprocess
     import sys
 
@@ -262,8 +263,7 @@ def test_narrow_stgcn_trains_on_any_cpu():
               "print('ok')\n")
     for threads in ("1", "2"):
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                timeout=120, env={**__import__("os").environ,
-                                                  "OMP_NUM_THREADS": threads})
+                                timeout=120, env={**os.environ, "OMP_NUM_THREADS": threads})
         assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
