@@ -62,8 +62,8 @@ def prepared_ntu60(tmp_path_factory, synth_ntu60) -> Path:
 @pytest.fixture(scope="session")
 def prepared_nw_ucla(tmp_path_factory) -> Path:
     """The real NW-UCLA recordings prepared once for every slow test that learns on them: one
-    body, the ST-GCN line's 50 frames and the CRRL line's variable length; returns the data
-    folder (read only: runs write to their own models and results folders)."""
+    body, 25 frames for the suite's ST-GCN runs and the CRRL line's variable length; returns
+    the data folder (read only: runs write to their own models and results folders)."""
     from stages import prepare
 
     raw = need(NW_UCLA)
@@ -72,7 +72,7 @@ def prepared_nw_ucla(tmp_path_factory) -> Path:
     return data
 
 
-NW_UCLA_VARIANTS = ("50-shoulder", "upto50-bodyframe+minmax")
+NW_UCLA_VARIANTS = ("25-shoulder", "upto50-bodyframe+minmax")
 
 
 def copy_of(path: Path, tmp_path: Path, name: str | None = None) -> Path:

@@ -296,20 +296,21 @@ def test_option_errors_name_the_option():
 
 @pytest.mark.slow
 def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(prepared_nw_ucla, tmp_path):
-    """A cut-down NW-UCLA profile: CML 5 epochs, then SER with distillation 15 epochs."""
+    """A cut-down NW-UCLA profile: CML 3 epochs, then SER with distillation 12 epochs (SER's KNN
+    figure dips in its first epochs and passes the untrained encoder's from about the tenth)."""
     from stages import evaluate, pretrain
 
     data, models, results = prepared_nw_ucla, tmp_path / "models", tmp_path / "results"
     split = "nw-ucla-xview"
     base = {"variant": "upto50-bodyframe+minmax", "encoder": "gru", "encoder_options": {},
-            "train": {"epochs": 15, "batch_size": 32, "lr": 0.04, "lr_steps": [],
+            "train": {"epochs": 12, "batch_size": 32, "lr": 0.04, "lr_steps": [],
                       "checkpoint_every": 100, "seed": 0, "device": "cpu", "grad_clip": 5.0}}
     params = tmp_path / "params.yaml"
     import yaml
     params.write_text(yaml.safe_dump({"defaults": base, "runs": {
         "rand-enc": {"method": "random", "streams": ["joint"]},
         "crrl": {"method": "crrl", "streams": ["joint"],
-                 "options": {"decoder_readout": False, "first": {"epochs": 5, "lr": 0.01}}}},
+                 "options": {"decoder_readout": False, "first": {"epochs": 3, "lr": 0.01}}}},
         "knn": {"k": 1, "device": "cpu"}}))
     accuracy = {}
     for run in ("rand-enc", "crrl"):
@@ -317,7 +318,7 @@ def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(prepared_nw_ucla, tm
         knn = evaluate.run_knn(split, run, data, models, results, params, {})
         accuracy[run] = knn["joint"]["top1"]
     history = (models / split / "crrl.loss.csv").read_text().splitlines()
-    assert len(history) == 1 + 20 and (models / split / "crrl.loss.png").is_file()
+    assert len(history) == 1 + 15 and (models / split / "crrl.loss.png").is_file()
     assert accuracy["crrl"] > accuracy["rand-enc"] + 5, accuracy
 
 
