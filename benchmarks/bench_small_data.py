@@ -4,20 +4,23 @@ through the generic format, as a user imports their own data, and on a subset of
 The recordings are read with the NW-UCLA reader and written out as a generic raw folder
 (``<name>.npy`` + ``samples.csv``, 20 joints, labels from 0); ``prepare generic --name`` then
 imports it with the cross-view protocol given as a rule (views 1 and 2 train, view 3 tests). The
-subset keeps every third recording (495: 340 train, 155 test). For each dataset, each candidate
+subset keeps every third recording (495). Both are measured under a cross-view protocol (views 1
+and 2 train) and a cross-subject one (odd subjects train), each with the seeds asked for (the
+seed of pretraining and of the untrained encoder). For each dataset, each candidate
 recipe is pretrained on the training part and its joint encoder evaluated beside the untrained
 encoder of the same architecture, under the linear protocol (params' defaults: 100 epochs, lr 3.0)
 and KNN (k = 1, cosine); the KNN accuracy during training (every ``--every`` epochs) is printed
 too. Candidates (the params of each are in ``RECIPES``):
 
 - ``ser``: CRRL's sequence reconstruction (SER) alone, GRU encoder, variable length up to 50 frames,
-  min-max scaled, gradient norm clipped at 5;
+  in the body's frame and min-max scaled, gradient norm clipped at 5;
 - ``skeletonclr``: SkeletonCLR with an ST-GCN on 50 frames with the shoulder normalisation, a
   queue a quarter of the training set, key momentum 0.99;
 - ``aimclr``, ``crosnnclr``, ``crosnnclr_star``: those methods with SkeletonCLR's settings
   (AimCLR's mining from half-way, the nearest neighbours from the first epoch).
 
     python benchmarks/bench_small_data.py --raw ../shared/data/nw_ucla [--epochs 60] [--every 10]
+        [--recipe ser] [--protocol xview --protocol xsub] [--seed 0 --seed 1]
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from skelctl.data.formats.generic import ImportOptions, write_samples
 from skelctl.data.formats.ucla import NW_UCLA
 from stages import evaluate, prepare, pretrain
 
-XVIEW = {"xview": {"train": {"view": [1, 2]}}}  # views 1 and 2 train, view 3 tests
+# cross-view: views 1 and 2 train, view 3 tests; cross-subject: subjects 1, 3, 5, 7, 9 train
+PROTOCOLS = {"xview": {"train": {"view": [1, 2]}},
+             "xsub": {"train": {"subject": [1, 3, 5, 7, 9]}}}
 # recipe -> (untrained baseline run, pretraining run); the queue size is filled in per dataset
 RECIPES: dict[str, dict[str, Any]] = {
     "ser": {
-        "variant": "upto50-minmax", "encoder": "gru", "encoder_options": {},
+        "variant": "upto50-bodyframe+minmax", "encoder": "gru", "encoder_options": {},
         "method": "crrl", "options": {"student": "ser", "fusion": "none",
                                       "decoder_readout": False},
         "train": {"batch_size": 32, "lr": 0.04, "lr_steps": [20, 50], "lr_gamma": 0.5,
@@ -66,7 +71,8 @@ def import_generic(raw: Path, out: Path, keep_every: int) -> int:
     return len(samples)
 
 
-def params_for(recipes: list[str], epochs: int, every: int, train_size: int) -> dict[str, Any]:
+def params_for(recipes: list[str], epochs: int, every: int, train_size: int,
+               seed: int) -> dict[str, Any]:
     runs = {}
     for name in recipes:
         recipe = RECIPES[name]
@@ -76,13 +82,32 @@ def params_for(recipes: list[str], epochs: int, every: int, train_size: int) -> 
             options["queue_size"] = max(train_size // 4, 32)
         if recipe["method"] in ("aimclr", "crosnnclr_star"):
             options["mining_epoch"] = epochs // 2
-        runs[f"{name}-untrained"] = {"method": "random", "streams": ["joint"], **common}
+        runs[f"{name}-untrained"] = {"method": "random", "streams": ["joint"], **common,
+                                     "train": {"seed": seed}}
         runs[name] = {"method": recipe["method"], "streams": ["joint"], **common,
                       "options": options,
                       "train": {**recipe["train"], "epochs": epochs, "knn_every": every,
-                                "checkpoint_every": 1000, "device": "cpu", "seed": 0}}
+                                "checkpoint_every": 1000, "device": "cpu", "seed": seed}}
     return {"runs": runs, "knn": {"k": 1, "device": "cpu"},
             "linear": {"epochs": 100, "lr": 3.0, "device": "cpu"}}
+
+
+def measure(split: str, recipe: str, data: Path, models: Path, results: Path,
+            params: Path) -> list[str]:
+    """Pretrain the recipe and its untrained encoder; their linear and KNN top-1 % and the
+    pretrained run's KNN curve."""
+    figures = {}
+    for run in (f"{recipe}-untrained", recipe):
+        pretrain.run(split, run, data, models, params, {}, resume=False)
+        linear = evaluate.run_linear(split, run, data, models, results, params, {})
+        knn = evaluate.run_knn(split, run, data, models, results, params, {})
+        figures[run] = (linear["joint"]["top1_last"], knn["joint"]["top1"])
+    with open(models / split / f"{recipe}.loss.csv") as f:
+        curve = ", ".join(f"{row['epoch']}: {float(row['knn_joint']):.1f}"
+                          for row in csv.DictReader(f) if row.get("knn_joint"))
+    untrained, trained = figures[f"{recipe}-untrained"], figures[recipe]
+    return [f"{untrained[0]:.1f}", f"{trained[0]:.1f}", f"{untrained[1]:.1f}",
+            f"{trained[1]:.1f}", curve]
 
 
 def main() -> None:
@@ -92,6 +117,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--recipe", choices=list(RECIPES), action="append",
                         help="measure only these recipes (repeatable)")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), action="append",
+                        help="protocols to measure (repeatable; default: both)")
+    parser.add_argument("--seed", type=int, action="append", help="seeds (repeatable; default 0)")
     parser.add_argument("--subset-only", action="store_true", help="only the few-hundred subset")
     parser.add_argument("--full-only", action="store_true", help="only the whole dataset")
     args = parser.parse_args()
@@ -108,28 +136,21 @@ def main() -> None:
             variants = tuple(dict.fromkeys(RECIPES[r]["variant"] for r in recipes))
             summary = prepare.run("generic", root / "raw" / name, data, variants=variants,
                                   jobs=2, max_bodies=1, view_names=("joint",), name=name,
-                                  options=ImportOptions(protocols=XVIEW))
-            train_size = summary["splits"]["xview"]["train"]
-            split = f"{name}-xview"
-            params = root / f"params-{label}.yaml"
-            params.write_text(yaml.safe_dump(params_for(recipes, args.epochs, args.every,
-                                                        train_size)))
-            for recipe in recipes:
-                figures = {}
-                for run in (f"{recipe}-untrained", recipe):
-                    pretrain.run(split, run, data, models, params, {}, resume=False)
-                    linear = evaluate.run_linear(split, run, data, models, results, params, {})
-                    knn = evaluate.run_knn(split, run, data, models, results, params, {})
-                    figures[run] = (linear["joint"]["top1_last"], knn["joint"]["top1"])
-                with open(models / split / f"{recipe}.loss.csv") as f:
-                    curve = ", ".join(f"{row['epoch']}: {float(row['knn_joint']):.1f}"
-                                      for row in csv.DictReader(f) if row.get("knn_joint"))
-                untrained, trained = figures[f"{recipe}-untrained"], figures[recipe]
-                rows.append([f"{label} ({size}; train {train_size})", recipe,
-                             f"{untrained[0]:.1f}", f"{trained[0]:.1f}",
-                             f"{untrained[1]:.1f}", f"{trained[1]:.1f}", curve])
-                print(tabulate(rows[-1:], tablefmt="plain"), flush=True)
-    print(tabulate(rows, headers=["data", "recipe", "linear untrained", "linear pretrained",
+                                  options=ImportOptions(protocols=PROTOCOLS))
+            for protocol in args.protocol or list(PROTOCOLS):
+                train_size = summary["splits"][protocol]["train"]
+                split = f"{name}-{protocol}"
+                for seed in args.seed or [0]:
+                    params = root / f"params-{label}-{seed}.yaml"
+                    params.write_text(yaml.safe_dump(params_for(recipes, args.epochs, args.every,
+                                                                train_size, seed)))
+                    for recipe in recipes:
+                        rows.append([f"{label} ({size}; train {train_size})", protocol, seed,
+                                     recipe, *measure(split, recipe, data, models, results,
+                                                      params)])
+                        print(tabulate(rows[-1:], tablefmt="plain"), flush=True)
+    print(tabulate(rows, headers=["data", "protocol", "seed", "recipe", "linear untrained",
+                                  "linear pretrained",
                                   "KNN untrained", "KNN pretrained",
                                   "KNN during training (epoch: %)"]))
 

@@ -364,16 +364,21 @@ def linear(split: str, run_name: str | None, encoder_file: Path | None, params: 
 def probe(split: str, run_name: str | None, encoder_file: Path | None, params: Path | None,
           data_dir: Path, models_dir: Path, results_dir: Path, device: str | None) -> None:
     """What the features of every stream RUN learned (or of --encoder FILE) encode: linear
-    probes to sequence length, net displacement, camera view and action on the test part."""
+    probes to sequence length, net displacement, camera view and action on the test part; how
+    their variance spreads over directions; KNN before and after whitening."""
     from stages import evaluate
 
     results = evaluate.run_probe(split, run_name, data_dir, models_dir, results_dir,
                                  default_params(params), {"device": device}, encoder_file)
     for view, figures in results.items():
+        spread, knn = figures.pop("spectrum"), figures.pop("knn")
         click.echo(f"{split} {run_name or encoder_file} {view}: " + ", ".join(
             f"{target} {'R2' if f['metric'] == 'r2' else 'acc'} {f['score']:.2f}"
             + ("" if f["metric"] == "r2" else f" (chance {f['chance']:.1f})")
-            for target, f in figures.items()))
+            for target, f in figures.items())
+            + f"; variance in the top direction {spread['top1_share']:.2f}, top five "
+              f"{spread['top5_share']:.2f}, effective rank {spread['effective_rank']:.1f}; "
+              f"KNN {knn['plain']:.1f}, after whitening {knn['whitened']:.1f}")
 
 
 @main.command()

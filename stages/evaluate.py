@@ -23,7 +23,7 @@ from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.plots import confusion_matrix, save_confusion, save_curves, save_embedding
 from skelctl.evaluate.knn import knn_classify
 from skelctl.evaluate.linear import LinearConfig, train_linear
-from skelctl.evaluate.probe import cross_validated_probe, net_displacement
+from skelctl.evaluate.probe import cross_validated_probe, net_displacement, spectrum, whiten
 from skelctl.methods import METHODS
 from skelctl.models import load_encoder
 from skelctl.train import resolve_device
@@ -318,6 +318,17 @@ def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path
             figures[target] = {**cross_validated_probe(x[rows], values[rows.numpy()],
                                                        categorical),
                                "samples": "test part" if on_test else "all samples"}
+        # how the test features fill their space, and retrieval with every direction weighted
+        # alike (KNN after whitening fitted on the training part) beside plain retrieval
+        figures["spectrum"] = spectrum(x[test])
+        train_y = torch.from_numpy(meta["label"][indices][~test.numpy()]).long()
+        test_y = torch.from_numpy(meta["label"][indices][test.numpy()]).long()
+        classes = int(encoder.store.attr("num_classes"))
+        white_train, white_test = whiten(x[~test], x[test])
+        figures["knn"] = {
+            "plain": accuracy(knn_classify(x[~test], train_y, x[test], classes)[2], test_y),
+            "whitened": accuracy(knn_classify(white_train, train_y, white_test, classes)[2],
+                                 test_y)}
         out = paths.result_dir(results_dir, split, encoder.name, "probe", encoder.view)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", figures)

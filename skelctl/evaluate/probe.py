@@ -7,6 +7,12 @@ probe is a ridge regression on standardised features (closed form, no training l
 k-fold cross-validation over the given samples: R^2 for a continuous target (0 = no better than
 its mean), accuracy for a categorical one (one-hot targets, the largest prediction) beside the
 majority class's share.
+
+Two more figures say how the features fill their space, since cosine retrieval can fail while
+a linear probe succeeds when a few directions of large variance carry no class information:
+the spectrum of the feature covariance (the share of the variance in the top direction and the
+top five, and the effective rank) and KNN retrieval after PCA whitening fitted on the training
+part, which gives every direction unit variance.
 """
 
 from __future__ import annotations
@@ -64,3 +70,34 @@ def net_displacement(joint: np.ndarray, centre: int) -> np.ndarray:
     path = joint[:, :, :, centre, 0]  # (N, C, T)
     return np.linalg.norm(path[np.arange(len(joint)), :, last] - path[:, :, 0],
                           axis=1).astype(np.float64)
+
+
+def spectrum(features: torch.Tensor) -> dict[str, float]:
+    """How the variance of ``(N, D)`` features spreads over directions: the share of the top
+    principal direction and of the top five, and the effective rank (the exponential of the
+    entropy of the normalised covariance eigenvalues: 1 when one direction holds all the
+    variance, D when all hold the same)."""
+    x = features.double() - features.double().mean(dim=0)
+    eigenvalues = torch.linalg.eigvalsh(x.T @ x / max(len(x) - 1, 1)).flip(0).clamp_min(0)
+    total = float(eigenvalues.sum())
+    if total == 0:
+        return {"top1_share": 0.0, "top5_share": 0.0, "effective_rank": 0.0}
+    shares = eigenvalues / total
+    nonzero = shares[shares > 0]
+    return {"top1_share": float(shares[0]), "top5_share": float(shares[:5].sum()),
+            "effective_rank": float(torch.exp(-(nonzero * nonzero.log()).sum()))}
+
+
+def whiten(train: torch.Tensor, test: torch.Tensor,
+           epsilon: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA whitening fitted on ``train``, applied to both: centred by the training mean and
+    scaled to unit variance along each principal direction. Each eigenvalue is raised by
+    ``epsilon`` times their mean, so directions of almost no variance are not blown up."""
+    mean = train.double().mean(dim=0)
+    a, b = train.double() - mean, test.double() - mean
+    eigenvalues, vectors = torch.linalg.eigh(a.T @ a / max(len(a) - 1, 1))
+    scale = (eigenvalues.clamp_min(0) + epsilon * eigenvalues.clamp_min(0).mean()).rsqrt()
+    if not torch.isfinite(scale).all():  # constant features: nothing to whiten
+        return a.float(), b.float()
+    transform = vectors * scale
+    return (a @ transform).float(), (b @ transform).float()
