@@ -296,7 +296,8 @@ def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path
     recording's length (frames), the body's net displacement, the camera view and the action,
     by 5-fold cross-validation (see :mod:`skelctl.evaluate.probe`). A target that is constant
     on the test part (the view of a cross-view protocol) is probed over all the split's
-    samples instead."""
+    samples instead. Beside them: the test features' covariance spectrum, and KNN (k = 1,
+    cosine) before and after whitening fitted on the training part."""
     config = load_section(params, "knn", {"device": overrides.get("device")})
     device = resolve_device(config["device"])
     results, name = {}, None
