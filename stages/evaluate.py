@@ -322,8 +322,8 @@ def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path
         # how the test features fill their space, and retrieval with every direction weighted
         # alike (KNN after whitening fitted on the training part) beside plain retrieval
         figures["spectrum"] = spectrum(x[test])
-        train_y = torch.from_numpy(meta["label"][indices][~test.numpy()]).long()
-        test_y = torch.from_numpy(meta["label"][indices][test.numpy()]).long()
+        labels = torch.from_numpy(meta["label"][indices]).long()
+        train_y, test_y = labels[~test], labels[test]
         classes = int(encoder.store.attr("num_classes"))
         white_train, white_test = whiten(x[~test], x[test])
         figures["knn"] = {

@@ -72,13 +72,22 @@ def net_displacement(joint: np.ndarray, centre: int) -> np.ndarray:
                           axis=1).astype(np.float64)
 
 
+def principal_axes(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mean of ``(N, D)`` features and the eigenvalues (descending, at least 0) and
+    eigenvectors (columns) of their covariance, in float64."""
+    x = features.double()
+    mean = x.mean(dim=0)
+    centred = x - mean
+    eigenvalues, vectors = torch.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
+    return mean, eigenvalues.flip(0).clamp_min(0), vectors.flip(1)
+
+
 def spectrum(features: torch.Tensor) -> dict[str, float]:
     """How the variance of ``(N, D)`` features spreads over directions: the share of the top
     principal direction and of the top five, and the effective rank (the exponential of the
     entropy of the normalised covariance eigenvalues: 1 when one direction holds all the
     variance, D when all hold the same)."""
-    x = features.double() - features.double().mean(dim=0)
-    eigenvalues = torch.linalg.eigvalsh(x.T @ x / max(len(x) - 1, 1)).flip(0).clamp_min(0)
+    eigenvalues = principal_axes(features)[1]
     total = float(eigenvalues.sum())
     if total == 0:
         return {"top1_share": 0.0, "top5_share": 0.0, "effective_rank": 0.0}
@@ -93,10 +102,9 @@ def whiten(train: torch.Tensor, test: torch.Tensor,
     """PCA whitening fitted on ``train``, applied to both: centred by the training mean and
     scaled to unit variance along each principal direction. Each eigenvalue is raised by
     ``epsilon`` times their mean, so directions of almost no variance are not blown up."""
-    mean = train.double().mean(dim=0)
+    mean, eigenvalues, vectors = principal_axes(train)
     a, b = train.double() - mean, test.double() - mean
-    eigenvalues, vectors = torch.linalg.eigh(a.T @ a / max(len(a) - 1, 1))
-    scale = (eigenvalues.clamp_min(0) + epsilon * eigenvalues.clamp_min(0).mean()).rsqrt()
+    scale = (eigenvalues + epsilon * eigenvalues.mean()).rsqrt()
     if not torch.isfinite(scale).all():  # constant features: nothing to whiten
         return a.float(), b.float()
     transform = vectors * scale
