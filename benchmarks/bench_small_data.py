@@ -14,6 +14,9 @@ too. Candidates (the params of each are in ``RECIPES``):
 
 - ``ser``: CRRL's sequence reconstruction (SER) alone, GRU encoder, variable length up to 50 frames,
   in the body's frame and min-max scaled, gradient norm clipped at 5;
+- ``cml``: CRRL's contrastive motion learner (CML) alone, the same encoder and input, its
+  authors' set-up (lr 0.01, no decay, no clipping);
+- ``crrl``: CML for the same number of epochs, then SER distilled from it (CRRL, Algorithm 1);
 - ``skeletonclr``: SkeletonCLR with an ST-GCN on 50 frames with the shoulder normalisation, a
   queue a quarter of the training set, key momentum 0.99;
 - ``aimclr``, ``crosnnclr``, ``crosnnclr_star``: those methods with SkeletonCLR's settings
@@ -50,6 +53,11 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train": {"batch_size": 32, "lr": 0.04, "lr_steps": [20, 50], "lr_gamma": 0.5,
                   "weight_decay": 0.0001, "grad_clip": 5.0},
     },
+    "cml": {
+        "variant": "upto50-bodyframe+minmax", "encoder": "gru", "encoder_options": {},
+        "method": "crrl", "options": {"student": "cml", "fusion": "none"},
+        "train": {"batch_size": 32, "lr": 0.01, "lr_steps": [], "weight_decay": 0.0001},
+    },
     "skeletonclr": {
         "variant": "50-shoulder", "encoder": "stgcn",
         "encoder_options": {"hidden": 16, "out_dim": 256, "dropout": 0.5},
@@ -58,6 +66,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                   "weight_decay": 0.0001},
     },
 }
+RECIPES["crrl"] = {**RECIPES["ser"], "options": {"decoder_readout": False}}
 # AimCLR, CrosNNCLR and CrosNNCLR* with SkeletonCLR's small-dataset settings (mining from half-way)
 for _method in ("aimclr", "crosnnclr", "crosnnclr_star"):
     RECIPES[_method] = {**RECIPES["skeletonclr"], "method": _method}
@@ -82,6 +91,8 @@ def params_for(recipes: list[str], epochs: int, every: int, train_size: int,
             options["queue_size"] = max(train_size // 4, 32)
         if recipe["method"] in ("aimclr", "crosnnclr_star"):
             options["mining_epoch"] = epochs // 2
+        if name == "crrl":  # the CML step as long as the SER step, at CML's lr
+            options["first"] = {"epochs": epochs, "lr": 0.01}
         runs[f"{name}-untrained"] = {"method": "random", "streams": ["joint"], **common,
                                      "train": {"seed": seed}}
         runs[name] = {"method": recipe["method"], "streams": ["joint"], **common,

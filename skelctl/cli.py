@@ -315,9 +315,10 @@ device_option = click.option("--device", default=None,
 def pretrain(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
              epochs: int | None, batch_size: int | None, lr: float | None, seed: int | None,
              device: str | None, amp: bool | None, resume: bool) -> None:
-    """Self-supervised pretraining of RUN, an entry of the params' runs (or an ad-hoc
-    METHOD-STREAM[-STREAM...] name, e.g. skeletonclr-joint); ends by exporting each stream's
-    encoder to MODELS_DIR/SPLIT/RUN/STREAM.encoder.pt. Runs under torchrun too (DDP)."""
+    """Self-supervised pretraining of RUN, an entry of the params' runs or continued list (or an
+    ad-hoc METHOD-STREAM[-STREAM...] name, e.g. skeletonclr-joint); ends by exporting each
+    stream's encoder to MODELS_DIR/SPLIT/RUN/STREAM.encoder.pt. A continued run starts from its
+    start run's exported encoders, which must exist. Runs under torchrun too (DDP)."""
     from stages import pretrain as stage
 
     result = stage.run(split, run_name, data_dir, models_dir, default_params(params),
@@ -580,16 +581,21 @@ def demo(workdir: Path | None) -> None:
               help="The raw recordings (NW-UCLA: the folder of a*_s*_e*_v*.json files).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Workspace to create or continue (default: a new scratch folder).")
+@click.option("--full", is_flag=True,
+              help="Every run of the profile (NW-UCLA: all of Table VIII and the ST-GCN methods, "
+                   "several hours on a CPU); without it, the runs its `reproduce.runs` lists "
+                   "(NW-UCLA: Rand-Enc, CML, SER and CRRL, under an hour).")
 @friendly_errors
-def reproduce(dataset: str, raw_dir: Path, workdir: Path | None) -> None:
+def reproduce(dataset: str, raw_dir: Path, workdir: Path | None, full: bool) -> None:
     """Reproduce a paper's tables on real data: the profile params.DATASET.yaml through the
-    identical dvc.yaml (prepare, every run, linear and KNN evaluation, tables), printing the
-    tables with the papers' numbers beside ours. Rerunning with the same --workdir continues."""
+    identical dvc.yaml (prepare, the runs, linear and KNN evaluation, tables), printing the
+    tables with the papers' numbers beside ours. Rerunning with the same --workdir continues
+    (and adds what --full adds, training nothing twice)."""
     from stages import demo as stage
 
     if not any(raw_dir.glob("*.json")):
         raise click.UsageError(f"{raw_dir}: no NW-UCLA .json recordings in this folder")
-    click.echo(stage.run(workdir, dataset, {dataset: raw_dir}))
+    click.echo(stage.run(workdir, dataset, {dataset: raw_dir}, full))
 
 
 @main.command()

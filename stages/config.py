@@ -17,6 +17,16 @@
 A run entry may override any default (``train`` key by key). DVC tracks ``defaults`` and the run's
 own entry, so editing one run re-runs that run's stages only. Command-line options override
 single training values for ad-hoc runs.
+
+A run that starts from another run's exported encoders (CRRL's CML teacher is the ``cml`` run) is
+an entry of the ``continued`` list, with ``run`` (its name) and ``start`` (the other run's)::
+
+    continued:
+      - {run: crrl, start: cml, method: crrl, streams: [joint]}
+
+DVC can read the ``start`` of a list entry (not of a mapping's value), so dvc.yaml declares the
+other run's folder as the continued run's dependency: ``dvc repro`` trains ``cml`` once, then
+``crrl`` from it, and again when ``cml`` changes. DVC tracks the ``continued`` list as a whole.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "train": dataclasses.asdict(TrainConfig()),
 }
 RUN_KEYS = ("method", "streams", "variant", "encoder", "encoder_options", "options", "train")
+CONTINUED_KEYS = ("run", "start", *RUN_KEYS)
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 # The evaluation protocols' settings.
@@ -107,6 +118,7 @@ class Run:
     encoder_options: dict[str, Any]
     options: dict[str, Any]
     train: TrainConfig
+    start: str | None = None  # the run whose exported encoders this run starts from
 
     @property
     def trained(self) -> bool:
@@ -125,14 +137,31 @@ class Run:
         """What makes the run what it is (stored with its checkpoint and encoder files)."""
         return {"method": self.method, "streams": list(self.streams), "variant": self.variant,
                 "encoder": self.encoder, "encoder_options": self.encoder_options,
-                "options": self.options}
+                "options": self.options, **({"start": self.start} if self.start else {})}
 
 
-def run_names(document: dict[str, Any]) -> list[str]:
+def run_entries(document: dict[str, Any], where: str = "params") -> dict[str, dict[str, Any]]:
+    """Every run's entry by name: ``runs`` and the ``continued`` list (whose entries keep their
+    ``run`` and ``start``); a name given twice is an error."""
     runs = document.get("runs") or {}
     if not isinstance(runs, dict):
-        raise StageError("params 'runs' must map run names to entries (method, streams, ...)")
-    return list(runs)
+        raise StageError(f"{where}: 'runs' must map run names to entries (method, streams, ...)")
+    continued = document.get("continued") or []
+    if not isinstance(continued, list) or not all(isinstance(e, dict) and "run" in e
+                                                   and "start" in e for e in continued):
+        raise StageError(f"{where}: 'continued' must be a list of run entries, each with 'run' "
+                         f"(its name) and 'start' (the run it starts from)")
+    entries = dict(runs)
+    for entry in continued:
+        if entry["run"] in entries:
+            raise StageError(f"{where}: run {entry['run']!r} is given twice (in 'runs' and "
+                             f"'continued', or twice in 'continued')")
+        entries[entry["run"]] = entry
+    return entries
+
+
+def run_names(document: dict[str, Any], where: str = "params") -> list[str]:
+    return list(run_entries(document, where))
 
 
 def adhoc_entry(name: str) -> dict[str, Any] | None:
@@ -148,8 +177,9 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
     unknown key names the run, the key and the accepted keys."""
     document = read_params(params)
     where = f"{params}: run {name!r}" if params else f"run {name!r}"
-    runs = document.get("runs") or {}
-    entry = runs.get(name) if isinstance(runs, dict) else None
+    entries = run_entries(document, str(params))
+    entry = entries.get(name)
+    continued = isinstance(entry, dict) and "start" in entry and entry.get("run") == name
     if entry is None:
         entry = adhoc_entry(name)
         if entry is None:
@@ -161,13 +191,19 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
         raise StageError(f"{where}: a run name is letters, digits, '-' and '_'")
     defaults = document.get("defaults") or {}
     for what, mapping, accepted in (("defaults", defaults, RUN_KEYS[2:]),
-                                    ("entry", entry, RUN_KEYS)):
+                                    ("entry", entry, CONTINUED_KEYS if continued else RUN_KEYS)):
         if not isinstance(mapping, dict):
             raise StageError(f"{where}: the {what} must be a mapping")
         unknown = sorted(set(mapping) - set(accepted))
         if unknown:
+            hint = ("; a run that starts from another run is an entry of the 'continued' list, "
+                    "so that DVC sees the dependency") if "start" in unknown else ""
             raise StageError(f"{where}: unknown key(s) {', '.join(unknown)} in the {what}; "
-                             f"accepted: {', '.join(accepted)}")
+                             f"accepted: {', '.join(accepted)}{hint}")
+    start = entry.get("start") if continued else None
+    if continued and (start == name or start not in entries):
+        raise StageError(f"{where}: start {start!r} must name another run of the params "
+                         f"(listed: {', '.join(entries)})")
     merged = {**RUN_DEFAULTS, **defaults, **entry}
     # encoder options belong to their encoder: a level that switches encoders without giving
     # options starts from that encoder's own defaults, not from the options of the one before
@@ -202,7 +238,7 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
         raise StageError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
     return Run(name, entry["method"], tuple(streams), str(merged["variant"]), merged["encoder"],
                dict(merged["encoder_options"] or {}), dict(merged.get("options") or {}),
-               TrainConfig(**train))
+               TrainConfig(**train), start)
 
 
 def ensemble_runs(name: str, streams: tuple[str, ...] | None,

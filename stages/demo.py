@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -24,10 +25,36 @@ CODE = ("skelctl", "stages")
 PROFILES = {"demo": "params.demo.yaml", "nw-ucla": "params.nw-ucla.yaml"}
 
 
+def select_runs(params: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``params`` with only the runs ``names`` (and the runs they start from), and the ensembles
+    and downstream protocols of those runs."""
+    continued = {e["run"]: e for e in params.get("continued") or []}
+    unknown = sorted(set(names) - set(params.get("runs") or {}) - set(continued))
+    if unknown:
+        raise StageError(f"reproduce.runs names run(s) the profile lacks: {', '.join(unknown)}")
+    keep, pending = set(), list(names)
+    while pending:  # a continued run needs the run it starts from
+        name = pending.pop()
+        if name not in keep:
+            keep.add(name)
+            if name in continued:
+                pending.append(continued[name]["start"])
+    selected = dict(params)
+    selected["runs"] = {k: v for k, v in (params.get("runs") or {}).items() if k in keep}
+    selected["continued"] = [e for e in continued.values() if e["run"] in keep]
+    streams = (params.get("ensemble") or {}).get("streams") or []
+    selected["ensembles"] = [e for e in params.get("ensembles") or []
+                             if e in keep or all(f"{e}-{s}" in keep for s in streams)]
+    selected["downstream"] = {k: [r for r in v if r in keep]
+                              for k, v in (params.get("downstream") or {}).items()}
+    return selected
+
+
 def create_workspace(workdir: Path | None, profile: str = "demo",
-                     raw: dict[str, Path] | None = None) -> Path:
+                     raw: dict[str, Path] | None = None, full: bool = True) -> Path:
     """A DVC workspace with the pipeline, the profile's params as params.yaml (``raw`` replacing
-    its raw folders), and the code it runs."""
+    its raw folders), and the code it runs. Unless ``full``, a profile's ``reproduce.runs``
+    (what fits the hour) are the only runs."""
     if not (PROJECT / "dvc.yaml").is_file():
         raise StageError(f"{PROJECT}: no dvc.yaml next to the skelctl package; the {profile} "
                          f"profile runs from a source checkout (pip install -e .)")
@@ -35,9 +62,13 @@ def create_workspace(workdir: Path | None, profile: str = "demo",
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT / "dvc.yaml", workdir / "dvc.yaml")
     text = (PROJECT / PROFILES[profile]).read_text()
-    if raw:
-        params = yaml.safe_load(text)
-        params["raw"] = {**params["raw"], **{k: str(Path(v).resolve()) for k, v in raw.items()}}
+    params = yaml.safe_load(text)
+    if raw or "reproduce" in params:
+        quick = params.pop("reproduce", {}).get("runs")
+        if quick and not full:
+            params = select_runs(params, quick)
+        params["raw"] = {**params["raw"], **{k: str(Path(v).resolve())
+                                             for k, v in (raw or {}).items()}}
         text = yaml.safe_dump(params, sort_keys=False, width=100)
     (workdir / "params.yaml").write_text(text)
     for package in CODE:
@@ -74,9 +105,9 @@ def summary(workdir: Path) -> str:
 
 
 def run(workdir: Path | None = None, profile: str = "demo",
-        raw: dict[str, Path] | None = None) -> str:
+        raw: dict[str, Path] | None = None, full: bool = True) -> str:
     """``dvc repro`` of the profile in a workspace; returns a summary and the tables."""
-    workdir = create_workspace(workdir, profile, raw)
+    workdir = create_workspace(workdir, profile, raw, full)
     dvc(workdir, "repro")
     tables = "\n".join(sorted(p.read_text() for p in (workdir / "tables").glob("*.md")))
     return f"{summary(workdir)}\n\n{tables}"

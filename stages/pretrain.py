@@ -12,10 +12,12 @@ from skelctl.data.store import Store
 from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.evaluate.knn import knn_classify
 from skelctl.methods.queue import MomentumContrast
-from skelctl.models import save_encoder
+from skelctl.methods import OptionsError
+from skelctl.models import load_encoder, save_encoder
 from skelctl.train import (Samples, distributed, fit, init_distributed, log_line,
                            resolve_device, write_history)
 from stages import paths
+from stages.common import StageError, file_digest
 from stages.config import Run, load_run
 
 
@@ -82,6 +84,28 @@ def store_of(data_dir: Path, split: str, variant: str) -> tuple[Store, str]:
     return Store(paths.views(data_dir, dataset, variant)), protocol
 
 
+def start_encoders(models_dir: Path, split: str, spec: Run,
+                   method: torch.nn.Module) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+    """The encoders of the run ``spec.start`` on this split, one per stream of ``spec``, and each
+    file's digest; checked to be what this run's own encoders are (kind, options, layout) and
+    trained on the same input variant."""
+    encoders, digests = {}, {}
+    for stream, own in method.encoders().items():
+        path = paths.encoder_file(models_dir, split, spec.start, stream)
+        if not path.is_file():
+            raise StageError(f"run {spec.name!r} starts from run {spec.start!r}, which has no "
+                             f"{stream} encoder at {path}: pretrain {spec.start!r} first")
+        encoder, info = load_encoder(path)
+        variant = info["provenance"].get("variant")
+        if encoder.spec != own.spec or variant != spec.variant:
+            raise StageError(f"{path}: run {spec.name!r} starts from this encoder, but it is "
+                             f"{encoder.spec['name']} {encoder.spec['options']} on {variant}, "
+                             f"and the run needs {own.spec['name']} {own.spec['options']} on "
+                             f"{spec.variant}")
+        encoders[stream], digests[stream] = encoder, file_digest(path)
+    return encoders, digests
+
+
 def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Path | None,
         overrides: dict[str, Any], resume: bool = True) -> dict[str, Any]:
     spec: Run = load_run(params, run_name, overrides)
@@ -96,6 +120,12 @@ def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Pat
         for path in files.values():
             path.unlink(missing_ok=True)
     identity = {"split": split, "run": run_name, "data": str(store.path), **spec.settings()}
+    if spec.start:  # a checkpoint made from another version of the start run is not resumed
+        encoders, identity["start_digests"] = start_encoders(models_dir, split, spec, method)
+        try:
+            method.start_from(encoders, spec.start)
+        except OptionsError as err:
+            raise StageError(f"run {run_name!r}: {err}") from None
     phases = method.phases(**spec.train.schedule())
     history: list[dict[str, float]] = []
     if phases:

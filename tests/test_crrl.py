@@ -17,6 +17,7 @@ from skelctl.models import build_encoder
 from skelctl.models.rnn import sequence_lengths
 from skelctl.skeletons import get_layout
 from skelctl.train import Samples, TrainConfig, fit
+from stages.common import StageError
 from stages.views import parse_variant
 
 LAYOUT = get_layout("kinect20")
@@ -283,6 +284,37 @@ def test_ser_pretrain_cml_starts_the_key_encoder_from_the_pretrained_query_encod
     assert bool(method.key_synced)
 
 
+@pytest.mark.parametrize("student, fusion", [
+    ("ser", "distill"), ("cml", "distill"), ("ser", "pretrain"), ("cml", "pretrain")])
+def test_a_run_started_from_another_takes_its_encoder_as_the_first_step(student, fusion):
+    source = build_encoder("gru", LAYOUT, 1, hidden=16, dropout=0.0)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_()
+    method = crrl({"student": student, "fusion": fusion, "first": {"epochs": 2, "lr": 0.01},
+                   "queue_size": 8})
+    method.start_from({"joint": source}, "other-run")
+    taken = method.teacher if fusion == "distill" else method.encoder
+    for (name, got), want in zip(taken.state_dict().items(), source.state_dict().values()):
+        assert torch.equal(got, want), name
+    phases = method.phases(3, 0.04, [1], 0.5, 0.9, 1e-4)
+    assert [(p.name, p.epochs) for p in phases] == [(student, 3)]  # the first step is not trained
+    objective = {"cml": "contrast", "ser": "reconstruction"}
+    losses = method({"joint": padded_batch([12, 5, 9, 4])}, torch.Generator().manual_seed(0), 0)
+    assert objective[student] in losses and ("distill" in losses) == (fusion == "distill")
+    assert objective["ser" if student == "cml" else "cml"] not in losses
+
+
+def test_only_a_strategy_with_a_first_step_can_start_from_another_run():
+    source = build_encoder("gru", LAYOUT, 1, hidden=16, dropout=0.0)
+    with pytest.raises(ValueError, match="CRRL with fusion none has no first step to take from "
+                                         "run 'ser'"):
+        crrl({"student": "cml", "fusion": "none"}).start_from({"joint": source}, "ser")
+    with pytest.raises(ValueError, match="SkeletonCLR has no first step that another run"):
+        build_method("skeletonclr", ("joint",), LAYOUT, 1, "gru", {"hidden": 16}, {}).start_from(
+            {"joint": source}, "ser")
+
+
 def test_option_errors_name_the_option():
     with pytest.raises(ValueError, match="CRRL option fusion must be one of none, joint"):
         crrl({"fusion": "both"})
@@ -344,6 +376,14 @@ def test_reproduce_sets_up_the_nw_ucla_profile_with_the_raw_folder(tmp_path):
     assert params["views"]["variants"][0] == "upto50-bodyframe+minmax"
     table8 = {"rand-enc", "cml", "ser", "cml-ser-joint", "cml-pretrain-ser", "ser-pretrain-cml",
               "ser-distill-cml", "crrl"}
-    assert table8 <= set(params["runs"])
+    assert table8 == set(params["runs"]) & table8 | {e["run"] for e in params["continued"]}
     assert (work / "dvc.yaml").read_text() == (demo.PROJECT / "dvc.yaml").read_text()
     assert (work / "skelctl" / "methods" / "crrl.py").is_file() and (work / ".dvc").is_dir()
+    # within the hour (no --full): the profile's reproduce.runs and the runs they start from
+    quick = yaml.safe_load((demo.create_workspace(tmp_path / "quick", "nw-ucla", {
+        "nw-ucla": raw}, full=False) / "params.yaml").read_text())
+    assert list(quick["runs"]) == ["rand-enc", "cml", "ser"] and "reproduce" not in quick
+    assert [e["run"] for e in quick["continued"]] == ["crrl"] and quick["ensembles"] == []
+    assert demo.select_runs(params, ["ser-distill-cml"])["runs"].keys() == {"ser"}
+    with pytest.raises(StageError, match="reproduce.runs names run.s. the profile lacks: nope"):
+        demo.select_runs(params, ["nope"])

@@ -286,7 +286,7 @@ def test_every_profile_resolves_its_datasets_runs_and_stages(profile, tmp_path, 
     for dataset in document["raw"]:
         format_name, name, _ = import_settings(dataset, params)
         assert name == dataset and format_name in ("generic", dataset)
-    for run in document["runs"]:
+    for run in [*document["runs"], *(e["run"] for e in document["continued"])]:
         load_run(params, run)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text((project / "dvc.yaml").read_text())
@@ -296,6 +296,9 @@ def test_every_profile_resolves_its_datasets_runs_and_stages(profile, tmp_path, 
     split = document["splits"][0]
     assert {f"pretrain@{split}-{run}" for run in document["runs"]} <= names
     assert {f"parse@{dataset}" for dataset in document["raw"]} <= names
+    # a continued run's stages are named by its place in the list
+    continued = [n for n in names if n.startswith(f"pretrain-continued@{split}-")]
+    assert len(continued) == len(document["continued"])
 
 
 def test_augmentations_keep_2d_keypoints_2d():

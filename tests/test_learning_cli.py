@@ -131,6 +131,46 @@ def test_pretrain_evaluate_ensemble_tables(project):
     assert "resuming from" in result.stdout and "after epoch 2" in result.stdout
 
 
+def test_a_continued_run_starts_from_the_other_runs_exported_encoder(project):
+    import torch
+
+    from skelctl.models import load_encoder
+
+    root, data = project
+    crrl = {"method": "crrl", "streams": ["joint"], "options": {"queue_size": 8},
+            "train": {"grad_clip": 1.0}}
+    params = {**TINY, "runs": {"cml": {**crrl, "options": {"student": "cml", "fusion": "none",
+                                                            "queue_size": 8}}},
+              "continued": [{"run": "crrl", "start": "cml", **crrl}]}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    split = ("--split", "ntu60-xsub")
+    early = run("pretrain", "crrl", *split, *data)
+    assert early.exit_code != 0
+    assert "run 'crrl' starts from run 'cml', which has no joint encoder" in early.output
+    assert "pretrain 'cml' first" in early.output
+    for name in ("cml", "crrl"):
+        result = run("pretrain", name, *split, *data)
+        assert result.exit_code == 0, result.output
+    models = root / "models" / "ntu60-xsub"
+    history = (models / "crrl.loss.csv").read_text().splitlines()
+    assert len(history) == 1 + 2 and "distill" in history[0]  # the student's epochs only
+    teacher = torch.load(models / "crrl" / "checkpoint.pt", weights_only=False)["model"]
+    source = load_encoder(models / "cml" / "joint.encoder.pt")[0].state_dict()
+    for key, value in source.items():  # the frozen teacher is exactly the cml run's encoder
+        assert torch.equal(teacher[f"teacher.{key}"], value), key
+    encoder, info = load_encoder(models / "crrl" / "joint.encoder.pt")
+    assert info["provenance"]["start"] == "cml"
+
+    # another input variant than the run's is named with the file
+    params["continued"][0]["variant"] = "64-spine"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run("pretrain", "crrl", *split, *data)
+    assert result.exit_code != 0
+    assert "models/ntu60-xsub/cml/joint.encoder.pt: run 'crrl' starts from this encoder, but " \
+        "it is gru {'hidden': 8, 'layers': 1} on 50-shoulder, and the run needs gru " \
+        "{'hidden': 8, 'layers': 1} on 64-spine" in result.output
+
+
 def test_errors_name_the_file(project):
     root, data = project
     split = ("--split", "ntu60-xsub")

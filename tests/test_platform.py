@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from skelctl.models.stgcn import STGCN
 from skelctl.skeletons import KINECT20, NTU25, get_layout
 from skelctl.train import Samples, TrainConfig, fit, step_generator
 from stages.common import StageError
-from stages.config import RUN_DEFAULTS, Run, load_run
+from stages.config import RUN_DEFAULTS, Run, load_run, read_params, run_names
 
 CPU = torch.device("cpu")
 
@@ -135,6 +136,64 @@ def test_a_run_may_have_its_own_linear_protocol(tmp_path):
     assert (shipped.lr, shipped.lr_steps, shipped.lr_gamma) == (0.3, [80], 0.1)
 
 
+
+def test_dvc_trains_a_continued_run_after_the_run_it_starts_from(tmp_path, monkeypatch):
+    import networkx as nx
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text((PROJECT / "dvc.yaml").read_text())
+    document = yaml.safe_load((PROJECT / "params.nw-ucla.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    Repo.init(str(tmp_path), no_scm=True).close()
+    repo = Repo(str(tmp_path))
+    by_name = {stage.name: stage for stage in repo.index.stages}
+    models = "models/nw-ucla-xview"
+
+    def producing(path):
+        return next(stage for stage in by_name.values()
+                    if any(out.def_path == path for out in stage.outs))
+
+    cml, ser, crrl = (producing(f"{models}/{run}") for run in ("cml", "ser", "crrl"))
+    assert cml.name == "pretrain@nw-ucla-xview-cml"
+    assert crrl.name.startswith("pretrain-continued@nw-ucla-xview-run")
+    assert f"{models}/cml" in {d.def_path for d in crrl.deps}
+    assert nx.has_path(repo.index.graph, crrl, cml) and not nx.has_path(repo.index.graph, crrl, ser)
+    for run, start in (("cml-pretrain-ser", cml), ("ser-pretrain-cml", ser),
+                       ("ser-distill-cml", ser)):
+        assert nx.has_path(repo.index.graph, producing(f"{models}/{run}"), start)
+    for protocol in ("linear", "knn"):  # every continued run is evaluated
+        assert f"{models}/crrl" in {d.def_path for d in
+                                    producing(f"results/nw-ucla-xview/{protocol}/crrl").deps}
+    assert [sorted(d.params) for d in crrl.deps if isinstance(d, ParamsDependency)] == [
+        ["continued", "defaults"]]
+
+    # as if cml and crrl had run: dependencies and outputs in place, committed
+    for stage in (cml, crrl):
+        for dep in stage.deps:
+            path = tmp_path / dep.def_path
+            if isinstance(dep, ParamsDependency) or path.exists():
+                continue
+            if path.suffix == ".py":
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"# {dep.def_path}\n")
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "part").write_text(dep.def_path)
+    for run in ("cml", "crrl"):
+        (tmp_path / models / run).mkdir(parents=True, exist_ok=True)
+        (tmp_path / models / run / "joint.encoder.pt").write_text(run)
+        (tmp_path / models / f"{run}.loss.csv").write_text("epoch,loss\n")
+    for stage in (cml, crrl):
+        repo.commit(stage.addressing, force=True)
+    assert repo.status(targets=[cml.addressing, crrl.addressing]) == {}
+    # cml trained again (its encoder changed): crrl is out of date
+    (tmp_path / models / "cml" / "joint.encoder.pt").write_text("cml, retrained")
+    status = repo.status(targets=[crrl.addressing])
+    assert status == {crrl.addressing: [{"changed deps": {f"{models}/cml": "modified"}}]}
+    repo.close()
+
 def expect_error(params, run, *parts, overrides=None):
     with pytest.raises(StageError) as info:
         load_run(params, run, overrides)
@@ -147,6 +206,30 @@ def expect_error(params, run, *parts, overrides=None):
 def with_run(entry, name="bad"):
     return {**BASE, "runs": {**BASE["runs"], name: entry}}
 
+
+
+def test_a_continued_run_is_read_from_the_list_with_its_start(tmp_path):
+    entry = {"run": "next", "start": "clr", "method": "skeletonclr", "streams": ["joint"],
+             "train": {"epochs": 2}}
+    params = write_params(tmp_path, {**BASE, "continued": [entry]})
+    run = load_run(params, "next")
+    assert (run.start, run.train.epochs, run.variant) == ("clr", 2, "64-spine")
+    assert run.settings()["start"] == "clr" and "start" not in load_run(params, "clr").settings()
+    assert run_names(read_params(params)) == [*BASE["runs"], "next"]
+    expect_error(write_params(tmp_path, with_run({"method": "skeletonclr", "streams": ["joint"],
+                                                  "start": "clr"})), "bad",
+                 "unknown key(s) start in the entry",
+                 "a run that starts from another run is an entry of the 'continued' list")
+    expect_error(write_params(tmp_path, {**BASE, "continued": [{**entry, "start": "nope"}]}),
+                 "next", "start 'nope' must name another run of the params (listed: clr,")
+    expect_error(write_params(tmp_path, {**BASE, "continued": [{**entry, "start": "next"}]}),
+                 "next", "start 'next' must name another run")
+    for continued, message in (
+            ([{**entry, "run": "clr"}], "run 'clr' is given twice"),
+            ([{"run": "next", "method": "skeletonclr"}], "'continued' must be a list of run "
+                                                          "entries, each with 'run'")):
+        with pytest.raises(StageError, match=re.escape(message)):
+            load_run(write_params(tmp_path, {**BASE, "continued": continued}), "clr")
 
 def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tmp_path):
     joint = {"method": "skeletonclr", "streams": ["joint"]}

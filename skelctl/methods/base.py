@@ -87,3 +87,10 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
                momentum: float, weight_decay: float) -> list[Phase]:
         """The run's training settings as phases; one phase unless a method needs more."""
         return [Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay)]
+
+    def start_from(self, encoders: dict[str, nn.Module], run: str) -> None:
+        """Take ``run``'s trained encoders (by stream) as this run's first step, which
+        :meth:`phases` then leaves out. Only a method whose first step another run can train
+        takes a start."""
+        raise OptionsError(f"{type(self).__name__} has no first step that another run "
+                           f"({run!r}) could train")

@@ -18,7 +18,9 @@ student's objective alone (CML, SER); ``joint`` one encoder on both losses (CML-
 (CML-pretrain-SER with student ser, SER-pretrain-CML with student cml); ``distill`` trains the other
 objective's encoder first, freezes it and distils it into the student (CRRL with student ser,
 SER-distill-CML with student cml). The first step is a phase of the same run with its own schedule
-(``first``), as Algorithm 1 trains CML and then SER in one procedure. ``directions`` gives the
+(``first``), as Algorithm 1 trains CML and then SER in one procedure, or another run's exported
+encoder (:meth:`CRRL.start_from`: CRRL's teacher is then the ``cml`` run, trained once for every
+row of Table VIII that needs it). ``directions`` gives the
 forward-only and reverse-only SER of Table X; ``key_input: coordinate`` with ``key_augment`` the
 coordinate-coordinate contrast of Table IX.
 
@@ -204,6 +206,17 @@ class CRRL(Method):
                                               nn.Linear(dim, self.teacher.out_dim))
         # set once the key encoder has been copied from a query encoder trained by SER first
         self.register_buffer("key_synced", torch.zeros((), dtype=torch.bool))
+        self.started_from: str | None = None  # the run whose encoder is the first step
+
+    def start_from(self, encoders: dict[str, nn.Module], run: str) -> None:
+        """The other objective's encoder taken from ``run`` (the first step's result): the
+        teacher under distillation, the student's starting weights under pretrain."""
+        if self.options.fusion not in ("pretrain", "distill"):
+            raise OptionsError(f"CRRL with fusion {self.options.fusion} has no first step to "
+                               f"take from run {run!r} (pretrain and distill have one)")
+        target = self.teacher if self.teacher is not None else self.encoder
+        target.load_state_dict(encoders[self.streams[0]].state_dict())
+        self.started_from = run
 
     def encoders(self) -> dict[str, nn.Module]:
         return {self.streams[0]: self.encoder}
@@ -222,6 +235,8 @@ class CRRL(Method):
                           clip=any(clips[o] for o in self.objectives))]
         first = {"lr_steps": [], "lr_gamma": 0.5, **self.options.first}
         student = self.options.student
+        if self.started_from is not None:
+            first["epochs"] = 0
 
         def first_parameters(model: nn.Module) -> list[dict[str, Any]]:
             return [{"params": model.objective_parameters(model.other)}]
@@ -232,18 +247,19 @@ class CRRL(Method):
                 params += list(model.distill_head.parameters())
             return [{"params": params}]
 
-        return [Phase(int(first["epochs"]), float(first["lr"]), list(first["lr_steps"]),
-                      float(first["lr_gamma"]), momentum, weight_decay, name=self.other,
-                      parameters=first_parameters, clip=clips[self.other]),
-                Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay,
-                      name=student, parameters=student_parameters, clip=clips[student])]
+        phases = [Phase(int(first["epochs"]), float(first["lr"]), list(first["lr_steps"]),
+                        float(first["lr_gamma"]), momentum, weight_decay, name=self.other,
+                        parameters=first_parameters, clip=clips[self.other]),
+                  Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay,
+                        name=student, parameters=student_parameters, clip=clips[student])]
+        return [phase for phase in phases if phase.epochs > 0]
 
     def active(self, epoch: int) -> tuple[str, ...]:
         """The objectives trained at ``epoch``."""
         if self.options.fusion in ("none", "joint"):
             return self.objectives
-        return (self.other,) if epoch < int(self.options.first["epochs"]) \
-            else (self.options.student,)
+        first = 0 if self.started_from is not None else int(self.options.first["epochs"])
+        return (self.other,) if epoch < first else (self.options.student,)
 
     def contrastive_loss(self, x: torch.Tensor, lengths: torch.Tensor,
                          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
