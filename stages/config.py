@@ -179,7 +179,7 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
     where = f"{params}: run {name!r}" if params else f"run {name!r}"
     entries = run_entries(document, str(params))
     entry = entries.get(name)
-    continued = isinstance(entry, dict) and "start" in entry and entry.get("run") == name
+    continued = name in {e["run"] for e in document.get("continued") or []}
     if entry is None:
         entry = adhoc_entry(name)
         if entry is None:
