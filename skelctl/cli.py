@@ -72,7 +72,7 @@ def parse_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True,
                      help="Skip bad files and report them, or stop at the first one."),
         click.option("--name", default=None,
-                     help="generic: the dataset's name (stores under DATA_DIR/*/NAME, splits "
+                     help="generic: the dataset's name (stores under DATA_DIR/<stage>/NAME, splits "
                      "NAME-<protocol>); default: the format's name."),
         click.option("--layout", default=None,
                      help="generic: joint layout, a built-in (skelctl layouts), joints<N>[-2d] "
@@ -127,7 +127,7 @@ def clean_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--length-threshold", type=int, default=11, show_default=True,
                      help="Denoising: drop tracks present in at most this many frames."),
         click.option("--spread-ratio", type=float, default=0.8, show_default=True,
-                     help="Denoising: a frame is too wide when x-extent > ratio * y-extent."),
+                     help="Denoising: a frame is too wide when its x-extent exceeds ratio times its y-extent."),
         click.option("--spread-noise-ratio", type=float, default=0.69754, show_default=True,
                      help="Denoising: drop a track when this fraction of its frames is too wide."),
     ]):
@@ -578,7 +578,7 @@ def demo(workdir: Path | None) -> None:
 @click.argument("dataset", type=click.Choice(["nw-ucla"]))
 @click.option("--raw", "raw_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The raw recordings (NW-UCLA: the folder of a*_s*_e*_v*.json files).")
+              help="The raw recordings (NW-UCLA: the folder of aAA_sSS_eEE_vVV.json files).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Workspace to create or continue (default: a new scratch folder).")
 @click.option("--full", is_flag=True,

@@ -304,8 +304,8 @@ def figures(root, params, run, pretrain, evaluate) -> tuple[float, float]:
 @pytest.mark.parametrize("name", ["aimclr", "crosnnclr", "crosnnclr_star"])
 def test_each_new_method_beats_the_untrained_encoder_on_nw_ucla(name, nw_ucla_workspace):
     """KNN (k = 1, cosine) and the paper's linear protocol, against the untrained ST-GCN. The
-    demo corpus needs about 80 epochs before AimCLR pulls ahead under KNN (README, "Demo
-    figures"), too long for the suite; on real recordings 4 epochs show it."""
+    demo corpus needs about 80 epochs before AimCLR pulls ahead under KNN (docs/demo.md),
+    too long for the suite; on real recordings 4 epochs show it."""
     from stages import evaluate, pretrain
 
     root, params, untrained = nw_ucla_workspace

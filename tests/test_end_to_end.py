@@ -63,7 +63,7 @@ def test_demo_runs_the_pipeline_and_learning_happens(tmp_path):
     # ... and with 10 % of the labels: stream by stream when a linear classifier learns them on
     # the frozen features (CrosSCLR Table 7's protocol), and over the three streams when the
     # whole network is fine-tuned on them (ISC Table 2's; on 39 labelled samples one stream's
-    # figure moves by 5-15 points with the seed, README "Demo figures")
+    # figure moves by 5-15 points with the seed, docs/demo.md)
     finetuned = {"random-joint-motion-bone": [], "crosclr-joint-motion-bone": []}
     for stream in ("joint", "motion", "bone"):
         semi = {run: metrics("semi", run, stream)["10"] for run in finetuned}

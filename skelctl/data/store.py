@@ -1,6 +1,6 @@
 """The one HDF5 store used by every data stage.
 
-A store file holds, for N samples:
+A store file holds, for N samples::
 
     meta/<column>             (N,) name (utf-8), source, label, subject, view, setup, replication,
                               n_frames, n_bodies, and split_<protocol> (int8: 0 train, 1 val, -1 none)

@@ -21,8 +21,8 @@ trains with InfoNCE alone until epoch 150. Which is better depends on the data: 
 learning test's 10 epochs) KNN 41.6 % from the first epoch against 34.7 % from epoch 5
 (SkeletonCLR's InfoNCE drifts towards chance there); on the synthetic demo corpus, 40 epochs,
 45.7 % against 63.4 % from epoch 20. CrosNNCLR* with neighbours from the first epoch collapses on
-NW-UCLA within two epochs, and with them from epoch 50 is the best method there (README, "Demo
-figures" and "Settings for small datasets").
+NW-UCLA within two epochs, and with them from epoch 50 is the best method there (docs/demo.md
+and docs/small-data.md).
 
 - ``crosnnclr``: on SkeletonCLR, the loss above in place of InfoNCE (Sec. 3.2.1, Algorithm 1).
 - ``crosnnclr_star`` (CrosNNCLR*): on AimCLR, the loss above added to AimCLR's (InfoNCE or
