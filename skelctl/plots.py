@@ -3,7 +3,6 @@ matrices and 2-D embeddings of evaluated features. Each image is written atomica
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -13,15 +12,15 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from skelctl.atomic import replacing  # noqa: E402
+
 EMBEDDING_POINTS = 1500  # exact t-SNE costs O(N^2) a step; larger test sets show a seeded sample
 
 
 def _save(figure: plt.Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial.png")
-    figure.savefig(tmp, dpi=110, bbox_inches="tight")
+    with replacing(path, ".png") as tmp:
+        figure.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(figure)
-    os.replace(tmp, path)
 
 
 def save_curves(rows: Sequence[dict[str, float]], x: str, ys: Sequence[str], path: Path,

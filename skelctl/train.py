@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from skelctl.atomic import replacing, write_text
 from skelctl.methods.base import Phase
 from skelctl.parallel import progress
 from skelctl.plots import save_curves
@@ -126,10 +127,8 @@ def step_generator(seed: int, epoch: int, step: int, rank: int,
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def write_history(history: list[dict[str, float]], path: Path) -> None:
@@ -139,10 +138,7 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
     writer = csv.DictWriter(buffer, fieldnames=names)
     writer.writeheader()
     writer.writerows(history)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    write_text(path, buffer.getvalue())
 
 
 def log_line(line: str) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from skelctl.atomic import write_text
 
 ON_ERROR = ("skip", "fail")
 
@@ -15,17 +16,8 @@ class StageError(RuntimeError):
     """A stage cannot complete; the message says which file and why."""
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that ``path`` is either the old content or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def file_digest(path: Path) -> str:

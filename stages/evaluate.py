@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from skelctl.atomic import replacing, write_text
 from skelctl.data.store import Store
 from skelctl.evaluate.ensemble import fuse
 from skelctl.evaluate.features import accuracy, extract_features
@@ -28,7 +29,7 @@ from skelctl.methods import METHODS
 from skelctl.models import load_encoder
 from skelctl.train import resolve_device
 from stages import paths
-from stages.common import StageError, write_json_atomic, write_text_atomic
+from stages.common import StageError, write_json_atomic
 from stages.config import ensemble_runs, load_run, load_section
 from stages.pretrain import store_of
 
@@ -106,9 +107,8 @@ def features(encoder: Encoder, part: str, device: torch.device) -> tuple[torch.T
 
 
 def save_arrays(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.partial.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with replacing(path, ".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def write_curve(path: Path, curve: list[dict[str, float]], title: str = "") -> None:
@@ -117,7 +117,7 @@ def write_curve(path: Path, curve: list[dict[str, float]], title: str = "") -> N
     writer = csv.DictWriter(buffer, fieldnames=list(curve[0]))
     writer.writeheader()
     writer.writerows(curve)
-    write_text_atomic(path, buffer.getvalue())
+    write_text(path, buffer.getvalue())
     save_curves(curve, "epoch", [k for k in curve[0] if k != "epoch"], path.with_suffix(".png"),
                 title or path.parent.name, "accuracy (%)")
 
@@ -127,7 +127,7 @@ def write_class_figures(out: Path, features_x: torch.Tensor, labels: torch.Tenso
     """The confusion matrix of the classifier (CSV and PNG) and a t-SNE of the evaluated test
     features coloured by class (PNG), as CRRL's Figs. 6 and 8."""
     matrix = confusion_matrix(labels.numpy(), logits.argmax(1).numpy(), num_classes)
-    write_text_atomic(out / "confusion.csv", "\n".join(",".join(map(str, row))
+    write_text(out / "confusion.csv", "\n".join(",".join(map(str, row))
                                                         for row in matrix) + "\n")
     save_confusion(matrix, out / "confusion.png", f"{title}: confusion (last epoch)")
     save_embedding(features_x.numpy(), labels.numpy(), out / "tsne.png",

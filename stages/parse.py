@@ -14,7 +14,8 @@ from skelctl.data.store import SPLIT_PREFIX, StoreWriter, to_ragged
 from skelctl.parallel import chunks, map_chunks, progress
 from skelctl.skeletons import layout_from_spec
 from stages import paths
-from stages.common import StageError, check_on_error, write_json_atomic, write_text_atomic
+from skelctl.atomic import write_text
+from stages.common import StageError, check_on_error, write_json_atomic
 from stages.config import read_params
 
 FILES_PER_TASK = 32
@@ -141,7 +142,7 @@ def run(dataset: str, raw_dir: Path, data_dir: Path, jobs: int = 1, on_error: st
                   "samples": samples, "rejected_files": len(rejected),
                   "excluded": inventory.excluded}
         writer.close(report)
-    write_text_atomic(paths.rejected(data_dir, dataset),
+    write_text(paths.rejected(data_dir, dataset),
                       "file\tproblem\n" + "".join(f"{p}\t{why}\n" for p, why in rejected))
     write_json_atomic(paths.parse_report(data_dir, dataset), report)
     return {**report, "rejected": rejected, "output": str(out)}

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from skelctl.methods import METHODS
 from skelctl.report import PaperValue, fmt, markdown_table, paper_results, paper_value
 from stages import paths
-from stages.common import StageError, write_text_atomic
+from skelctl.atomic import write_text
+from stages.common import StageError
 from stages.config import load_run, read_params, run_names
 
 METHOD_TITLES = {"skeletonclr": "SkeletonCLR", "crosclr": "CrosSCLR", "crrl": "CRRL",
@@ -403,5 +404,5 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
 def run(params: Path, results_dir: Path, out_dir: Path) -> dict[str, str]:
     tables = build(params, results_dir)
     for name, text in tables.items():
-        write_text_atomic(Path(out_dir) / f"{name}.md", text)
+        write_text(Path(out_dir) / f"{name}.md", text)
     return tables

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from skelctl.atomic import partial_path, replacing
 from skelctl.data.clean import normalise, resample
 from skelctl.data.dataset import SkeletonDataset
-from skelctl.data.store import Store, StoreError, StoreWriter, partial_path
+from skelctl.data.store import Store, StoreError, StoreWriter
 from skelctl.data.views import compute_view
 from skelctl.skeletons import NTU25
 from stages import clean, parse, paths, prepare, views
@@ -177,3 +178,19 @@ def test_parallel_and_serial_runs_write_identical_stores(synth_ntu60, tmp_path):
     one, two = (Store(paths.views(tmp_path / f"j{j}", "ntu60", "50-shoulder")) for j in (1, 2))
     np.testing.assert_array_equal(one.view("joint")[()], two.view("joint")[()])
     np.testing.assert_array_equal(one.meta()["name"], two.meta()["name"])
+
+
+def test_an_atomic_write_leaves_the_old_file_when_it_fails(tmp_path):
+    out = tmp_path / "sub" / "out.txt"
+    with replacing(out) as tmp:
+        tmp.write_text("first")
+    assert out.read_text() == "first" and not partial_path(out).exists()
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with replacing(out) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("disk on fire")
+    assert out.read_text() == "first" and not partial_path(out).exists()
+    with replacing(tmp_path / "a.npz", ".npz") as tmp:  # writers that add their own extension
+        assert tmp.name == ".a.npz.partial.npz"
+        np.savez(tmp, x=np.arange(3))
+    assert np.load(tmp_path / "a.npz")["x"].tolist() == [0, 1, 2]

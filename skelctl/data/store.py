@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from skelctl import __version__
+from skelctl.atomic import partial_path
 from skelctl.skeletons import Layout, get_layout
 
 FORMAT_VERSION = 1
@@ -37,10 +38,6 @@ SPLIT_PREFIX = "split_"
 
 class StoreError(ValueError):
     """An HDF5 store that cannot be used: missing, corrupt, unfinished or lacking a dataset."""
-
-
-def partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
 
 
 class StoreWriter:

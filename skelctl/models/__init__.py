@@ -8,13 +8,13 @@ parameterised by the joint layout, so every encoder works with every dataset.
 from __future__ import annotations
 
 import inspect
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from skelctl.atomic import replacing
 from skelctl.models.rnn import RecurrentEncoder
 from skelctl.models.stgcn import STGCN
 from skelctl.skeletons import Layout
@@ -83,14 +83,11 @@ def save_encoder(path: Path, encoder: nn.Module, view: str,
     """Write ``encoder`` as a self-describing file: its name, options, layout, input view, weights
     and where it came from (``provenance``: run, split, variant, epochs ...). Atomic: the file is
     either absent or complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": ENCODER_FILE_FORMAT, "version": ENCODER_FILE_VERSION, **encoder.spec,
              "view": view, "provenance": dict(provenance or {}),
              "weights": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_encoder(path: Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from skelctl.atomic import replacing
 from skelctl.data.formats.base import (
     META_INT_FIELDS, TRAIN, UNUSED, VAL, DatasetError, DatasetFormat, Inventory, RawSample,
     SampleError, check_finite, check_raw_dir, find_duplicates,
@@ -243,12 +244,10 @@ def write_samples(out_dir: Path, samples: list[RawSample],
         bodies = sample.bodies[0] if sample.bodies.shape[0] == 1 else sample.bodies
         np.save(out_dir / f"{sample.name}.npy", bodies)
     table = out_dir / "samples.csv"
-    tmp = out_dir / ".samples.csv.partial"
-    with tmp.open("w", newline="") as f:
+    with replacing(table) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["name", *META_INT_FIELDS, *columns])
         for i, sample in enumerate(samples):
             writer.writerow([sample.name, *(getattr(sample, k) for k in META_INT_FIELDS),
                              *(values[i] for values in columns.values())])
-    tmp.replace(table)
     return table
