@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from skelctl.keys import unknown_keys
+
 # the body parts of topology-based masking (trunk, arms, legs) and the normalisation joints
 PART_NAMES = ("trunk", "left_arm", "right_arm", "left_leg", "right_leg")
 NORMALISATION_JOINTS = ("spine_base", "spine_mid", "spine_shoulder", "left_shoulder",
@@ -133,10 +135,9 @@ def layout_from_spec(spec: Any, where: str, default_name: str = "custom") -> Lay
 
     if not isinstance(spec, dict):
         raise fail("a layout is a mapping with the keys " + ", ".join(FILE_KEYS))
-    unknown = sorted(set(spec) - set(FILE_KEYS))
-    if unknown:
-        raise fail(f"unknown key(s) {', '.join(map(str, unknown))}; accepted: "
-                   f"{', '.join(FILE_KEYS)}")
+    problem = unknown_keys(spec, FILE_KEYS)
+    if problem:
+        raise fail(problem)
     joints = spec.get("joints")
     if not isinstance(joints, list) or not joints or not all(isinstance(j, str) for j in joints):
         raise fail("'joints' must list the joint names, in the order of the data")

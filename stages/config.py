@@ -41,6 +41,7 @@ import torch
 import yaml
 
 from skelctl.data.views import VIEWS
+from skelctl.keys import unknown_keys
 from skelctl.methods import (METHODS, Method, OptionsError, build_method, check_encoder_options,
                              make_options, method_class)
 from skelctl.skeletons import Layout
@@ -97,10 +98,9 @@ def load_section(params: Path | None, section: str, overrides: dict[str, Any]) -
     """Defaults, then the params file's section, then the non-None command-line overrides."""
     values = dict(DEFAULTS.get(section, {}))
     given = read_params(params).get(section) or {}
-    unknown = set(given) - set(values)
-    if unknown and section in DEFAULTS:
-        raise StageError(f"{params}: unknown key(s) in '{section}': {', '.join(sorted(unknown))}; "
-                         f"accepted: {', '.join(values)}")
+    problem = unknown_keys(given, values, place=f"'{section}'")
+    if problem and section in DEFAULTS:
+        raise StageError(f"{params}: {problem}")
     values.update(given)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return values
@@ -194,12 +194,11 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
                                     ("entry", entry, CONTINUED_KEYS if continued else RUN_KEYS)):
         if not isinstance(mapping, dict):
             raise StageError(f"{where}: the {what} must be a mapping")
-        unknown = sorted(set(mapping) - set(accepted))
-        if unknown:
+        problem = unknown_keys(mapping, accepted, place=f"the {what}")
+        if problem:
             hint = ("; a run that starts from another run is an entry of the 'continued' list, "
-                    "so that DVC sees the dependency") if "start" in unknown else ""
-            raise StageError(f"{where}: unknown key(s) {', '.join(unknown)} in the {what}; "
-                             f"accepted: {', '.join(accepted)}{hint}")
+                    "so that DVC sees the dependency") if "start" in mapping else ""
+            raise StageError(f"{where}: {problem}{hint}")
     start = entry.get("start") if continued else None
     if continued and (start == name or start not in entries):
         raise StageError(f"{where}: start {start!r} must name another run of the params "
@@ -215,11 +214,9 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
     merged["encoder_options"] = encoder_options
     train = {**RUN_DEFAULTS["train"], **(defaults.get("train") or {}), **(entry.get("train") or {}),
              **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    accepted = list(RUN_DEFAULTS["train"])
-    unknown = sorted(set(train) - set(accepted))
-    if unknown:
-        raise StageError(f"{where}: unknown key(s) {', '.join(unknown)} in train; accepted: "
-                         f"{', '.join(accepted)}")
+    problem = unknown_keys(train, RUN_DEFAULTS["train"], place="train")
+    if problem:
+        raise StageError(f"{where}: {problem}")
     if "method" not in entry or "streams" not in entry:
         raise StageError(f"{where}: an entry needs 'method' and 'streams'")
     streams = entry["streams"]

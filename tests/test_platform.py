@@ -190,7 +190,7 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
          ["unknown option(s) cross_epochs", "accepted: feature_dim, queue_size", "cross_epoch,"]),
         # an encoder option the encoder lacks
         ({**joint, "encoder": "gru", "encoder_options": {"hidden": 8, "out_dim": 4}},
-         ["encoder 'gru' has no option(s) out_dim", "accepted: in_channels, cell, hidden",
+         ["encoder 'gru': unknown option(s) out_dim", "accepted: in_channels, cell, hidden",
           "pooling"]),
         # an unknown method
         ({"method": "simclr", "streams": ["joint"]},
@@ -227,7 +227,7 @@ def test_misspelt_method_option_is_an_error_when_the_run_is_built():
     assert accepted == [f.name for f in dataclasses.fields(CrosSCLROptions)]
     assert "cross_epoch" in accepted and "detach_teacher" in accepted
     bad_encoder = dataclasses.replace(run, options={}, encoder_options={"out_dim": 4})
-    with pytest.raises(StageError, match="run 'mine': encoder 'gru' has no option"):
+    with pytest.raises(StageError, match="run 'mine': encoder 'gru': unknown option"):
         bad_encoder.build(NTU25, 2)
 
 

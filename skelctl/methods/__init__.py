@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from skelctl.keys import unknown_keys
 from skelctl.methods.aimclr import AimCLR
 from skelctl.methods.base import Method, OptionsError, make_options
 from skelctl.methods.crosclr import CrosSCLR
@@ -34,10 +35,9 @@ def check_encoder_options(encoder: str, options: dict[str, Any], where: str) -> 
         accepted = encoder_option_names(encoder)
     except ValueError as err:
         raise OptionsError(f"{where}: {err}") from None
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise OptionsError(f"{where}: encoder {encoder!r} has no option(s) {', '.join(unknown)}; "
-                           f"accepted: {', '.join(accepted)}")
+    problem = unknown_keys(options, accepted, "option(s)")
+    if problem:
+        raise OptionsError(f"{where}: encoder {encoder!r}: {problem}")
 
 
 def build_method(name: str, streams: tuple[str, ...], layout: Layout, num_persons: int,

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from skelctl.keys import unknown_keys
 from skelctl.skeletons import Layout
 
 
@@ -28,11 +29,9 @@ def make_options(cls: type, values: dict[str, Any] | None, where: str) -> Any:
     """``cls(**values)`` with an error naming ``where`` (the run), the key and the accepted
     keys for an unknown key."""
     values = dict(values or {})
-    accepted = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(accepted))
-    if unknown:
-        raise OptionsError(f"{where}: unknown option(s) {', '.join(unknown)}; accepted: "
-                           f"{', '.join(accepted) or 'none'}")
+    problem = unknown_keys(values, [f.name for f in dataclasses.fields(cls)], "option(s)")
+    if problem:
+        raise OptionsError(f"{where}: {problem}")
     return cls(**values)
 
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skelctl.augment import compose
+from skelctl.keys import unknown_keys
 from skelctl.methods.base import Method, OptionsError, Phase
 from skelctl.methods.queue import MomentumContrast, gather_from_all_ranks, info_nce
 from skelctl.models.rnn import RecurrentEncoder, run_recurrence, sequence_lengths, step_mask
@@ -169,10 +170,9 @@ class CRRL(Method):
         if not options.directions or set(options.directions) - set(DIRECTIONS):
             raise OptionsError(f"CRRL option directions must name some of "
                                f"{', '.join(DIRECTIONS)}, not {options.directions!r}")
-        unknown = set(options.first) - {"epochs", "lr", "lr_steps", "lr_gamma"}
-        if unknown:
-            raise OptionsError(f"CRRL option first: unknown key(s) {', '.join(sorted(unknown))}; "
-                               "accepted: epochs, lr, lr_steps, lr_gamma")
+        problem = unknown_keys(options.first, ("epochs", "lr", "lr_steps", "lr_gamma"))
+        if problem:
+            raise OptionsError(f"CRRL option first: {problem}")
         self.inputs = (self.streams[0],)
         self.encoder = build_encoder()
         if not isinstance(self.encoder, RecurrentEncoder):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from skelctl.atomic import replacing
+from skelctl.keys import unknown_keys
 from skelctl.models.rnn import RecurrentEncoder
 from skelctl.models.stgcn import STGCN
 from skelctl.skeletons import Layout
@@ -67,11 +68,9 @@ def encoder_option_names(name: str) -> list[str]:
 
 def build_encoder(name: str, layout: Layout, num_persons: int = 2, **options: Any) -> nn.Module:
     """A fresh encoder; ``encoder.spec`` records how it was built (for the encoder file)."""
-    accepted = encoder_option_names(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"encoder {name!r} has no option(s) {', '.join(unknown)}; accepted: "
-                         f"{', '.join(accepted)}")
+    problem = unknown_keys(options, encoder_option_names(name), "option(s)")
+    if problem:
+        raise ValueError(f"encoder {name!r}: {problem}")
     encoder = ENCODERS[name](layout, num_persons, **options)
     encoder.spec = {"name": name, "options": dict(options), "num_persons": num_persons,
                     "layout": layout.to_dict()}
