@@ -8,8 +8,9 @@ parameterised by the joint layout, so every encoder works with every dataset.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,37 +25,41 @@ ENCODER_FILE_FORMAT = "skelctl-encoder"
 ENCODER_FILE_VERSION = 1
 
 
-def _bigru(layout: Layout, num_persons: int, **options: Any) -> nn.Module:
-    """ISC/PCM3 BiGRU: 3 layers, 1024 per direction, final hidden states (2048-d)."""
-    return RecurrentEncoder(layout, num_persons=num_persons, **{
-        "cell": "gru", "hidden": 1024, "layers": 3, "pooling": "last", **options})
+@dataclass(frozen=True)
+class EncoderKind:
+    """A registered encoder: its class and the configuration its name stands for (a run's
+    ``encoder_options`` override it)."""
+
+    cls: type[nn.Module]
+    defaults: dict[str, Any]
+    description: str
+
+    def option_names(self) -> list[str]:
+        return [p for p in inspect.signature(self.cls).parameters
+                if p not in ("self", "layout", "num_persons")]
+
+    def build(self, layout: Layout, num_persons: int, options: dict[str, Any]) -> nn.Module:
+        takes_persons = "num_persons" in inspect.signature(self.cls).parameters
+        return self.cls(layout, **({"num_persons": num_persons} if takes_persons else {}),
+                        **{**self.defaults, **options})
 
 
-def _gru(layout: Layout, num_persons: int, **options: Any) -> nn.Module:
-    """CRRL GRU: 2 bidirectional layers of 256, dropout 0.2, temporal average pooling (512-d),
-    over the real frames of variable-length input (packed)."""
-    return RecurrentEncoder(layout, num_persons=num_persons, **{
+# the one encoder registry, by the name a run gives in `encoder`
+ENCODERS: dict[str, EncoderKind] = {
+    "stgcn": EncoderKind(STGCN, {}, "CrosSCLR's ST-GCN: 10 blocks, 16 base channels, 256-d"),
+    "bigru": EncoderKind(RecurrentEncoder, {
+        "cell": "gru", "hidden": 1024, "layers": 3, "pooling": "last"},
+        "ISC/PCM3 BiGRU: 3 layers, 1024 per direction, final hidden states (2048-d)"),
+    "gru": EncoderKind(RecurrentEncoder, {
         "cell": "gru", "hidden": 256, "layers": 2, "pooling": "mean", "dropout": 0.2,
-        "packed": True, **options})
-
-
-def _lstm(layout: Layout, num_persons: int, **options: Any) -> nn.Module:
-    """LSTM encoder: the CRRL configuration with LSTM cells. CrosSCLR's LSTM variant is specified
-    only as "following AS-CAL"; this is the configuration used for it here."""
-    return RecurrentEncoder(layout, num_persons=num_persons, **{
-        "cell": "lstm", "hidden": 256, "layers": 2, "pooling": "mean", "dropout": 0.2,
-        **options})
-
-
-def _stgcn(layout: Layout, num_persons: int, **options: Any) -> nn.Module:
-    return STGCN(layout, **options)
-
-
-ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "stgcn": _stgcn, "bigru": _bigru, "gru": _gru, "lstm": _lstm,
-}
-ENCODER_CLASSES: dict[str, type[nn.Module]] = {
-    "stgcn": STGCN, "bigru": RecurrentEncoder, "gru": RecurrentEncoder, "lstm": RecurrentEncoder,
+        "packed": True},
+        "CRRL GRU: 2 bidirectional layers of 256, dropout 0.2, temporal average pooling "
+        "(512-d), over the real frames of variable-length input (packed)"),
+    # CrosSCLR's LSTM variant is specified only as "following AS-CAL"; this is the configuration
+    # used for it here
+    "lstm": EncoderKind(RecurrentEncoder, {
+        "cell": "lstm", "hidden": 256, "layers": 2, "pooling": "mean", "dropout": 0.2},
+        "the CRRL configuration with LSTM cells"),
 }
 
 
@@ -62,8 +67,7 @@ def encoder_option_names(name: str) -> list[str]:
     """The options an encoder accepts (its constructor's keywords, less layout and persons)."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
-    parameters = inspect.signature(ENCODER_CLASSES[name]).parameters
-    return [p for p in parameters if p not in ("self", "layout", "num_persons")]
+    return ENCODERS[name].option_names()
 
 
 def build_encoder(name: str, layout: Layout, num_persons: int = 2, **options: Any) -> nn.Module:
@@ -71,7 +75,7 @@ def build_encoder(name: str, layout: Layout, num_persons: int = 2, **options: An
     problem = unknown_keys(options, encoder_option_names(name), "option(s)")
     if problem:
         raise ValueError(f"encoder {name!r}: {problem}")
-    encoder = ENCODERS[name](layout, num_persons, **options)
+    encoder = ENCODERS[name].build(layout, num_persons, options)
     encoder.spec = {"name": name, "options": dict(options), "num_persons": num_persons,
                     "layout": layout.to_dict()}
     return encoder
