@@ -1,4 +1,5 @@
-"""Helpers shared by the stages: atomic text outputs and the run-level error policy."""
+"""Helpers shared by the stages: the error every stage raises, JSON outputs, file digests, the
+store of a split and the run-level error policy."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from skelctl.atomic import write_text
+from stages import paths
 
 ON_ERROR = ("skip", "fail")
 
@@ -27,6 +29,14 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def store_of(data_dir: Path, split: str, variant: str) -> tuple[Any, str]:
+    """The store a split reads (its dataset's, of ``variant``) and the split's protocol."""
+    from skelctl.data.store import Store  # h5py, only for the stages that read a store
+
+    dataset, protocol = paths.split_parts(split)
+    return Store(paths.views(data_dir, dataset, variant)), protocol
 
 
 def check_on_error(on_error: str) -> None:

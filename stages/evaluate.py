@@ -29,9 +29,8 @@ from skelctl.methods import METHODS
 from skelctl.models import load_encoder
 from skelctl.train import resolve_device
 from stages import paths
-from stages.common import StageError, write_json_atomic
+from stages.common import StageError, store_of, write_json_atomic
 from stages.config import ensemble_runs, load_run, load_section
-from stages.pretrain import store_of
 
 
 @dataclass

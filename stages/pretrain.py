@@ -17,7 +17,7 @@ from skelctl.models import load_encoder, save_encoder
 from skelctl.train import (Samples, distributed, fit, init_distributed, log_line,
                            resolve_device, write_history)
 from stages import paths
-from stages.common import StageError, file_digest
+from stages.common import StageError, file_digest, store_of
 from stages.config import Run, load_run
 
 
@@ -77,11 +77,6 @@ def queue_warning(method: torch.nn.Module, num_samples: int) -> str | None:
     return (f"warning: a queue of {max(sizes)} keys for {num_samples} training samples; every "
             f"sample then meets its own earlier keys as negatives. Choose queue_size below "
             f"{num_samples} (a quarter of it, {num_samples // 4}, suits small datasets).")
-
-
-def store_of(data_dir: Path, split: str, variant: str) -> tuple[Store, str]:
-    dataset, protocol = paths.split_parts(split)
-    return Store(paths.views(data_dir, dataset, variant)), protocol
 
 
 def start_encoders(models_dir: Path, split: str, spec: Run,
