@@ -235,8 +235,6 @@ class CRRL(Method):
                           clip=any(clips[o] for o in self.objectives))]
         first = {"lr_steps": [], "lr_gamma": 0.5, **self.options.first}
         student = self.options.student
-        if self.started_from is not None:
-            first["epochs"] = 0
 
         def first_parameters(model: nn.Module) -> list[dict[str, Any]]:
             return [{"params": model.objective_parameters(model.other)}]
@@ -247,7 +245,7 @@ class CRRL(Method):
                 params += list(model.distill_head.parameters())
             return [{"params": params}]
 
-        phases = [Phase(int(first["epochs"]), float(first["lr"]), list(first["lr_steps"]),
+        phases = [Phase(self.first_epochs(), float(first["lr"]), list(first["lr_steps"]),
                         float(first["lr_gamma"]), momentum, weight_decay, name=self.other,
                         parameters=first_parameters, clip=clips[self.other]),
                   Phase(epochs, lr, list(lr_steps), lr_gamma, momentum, weight_decay,
@@ -258,8 +256,11 @@ class CRRL(Method):
         """The objectives trained at ``epoch``."""
         if self.options.fusion in ("none", "joint"):
             return self.objectives
-        first = 0 if self.started_from is not None else int(self.options.first["epochs"])
-        return (self.other,) if epoch < first else (self.options.student,)
+        return (self.other,) if epoch < self.first_epochs() else (self.options.student,)
+
+    def first_epochs(self) -> int:
+        """The first step's epochs in this run: none when another run trained it."""
+        return 0 if self.started_from is not None else int(self.options.first["epochs"])
 
     def contrastive_loss(self, x: torch.Tensor, lengths: torch.Tensor,
                          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
