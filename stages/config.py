@@ -63,6 +63,8 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "linear": {"epochs": 100, "lr": 3.0, "momentum": 0.9, "weight_decay": 0.0,
                "batch_size": 128, "lr_steps": [80], "seed": 0, "device": "auto",
+               # each evaluation's confusion matrix (CSV, PNG) and t-SNE of the test features
+               "figures": True,
                # a run's own protocol where its paper gives one (CrosNNCLR: lr 0.3):
                # run name -> the keys above that differ for it
                "runs": {}},

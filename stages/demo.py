@@ -47,6 +47,9 @@ def select_runs(params: dict[str, Any], names: list[str]) -> dict[str, Any]:
                              if e in keep or all(f"{e}-{s}" in keep for s in streams)]
     selected["downstream"] = {k: [r for r in v if r in keep]
                               for k, v in (params.get("downstream") or {}).items()}
+    # a paper row is reproduced by a run (its first word) or by an ensemble
+    selected["reproduces"] = {k: v for k, v in (params.get("reproduces") or {}).items()
+                              if k.split()[0] in keep or k.split()[0] in selected["ensembles"]}
     return selected
 
 

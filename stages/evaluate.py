@@ -174,6 +174,7 @@ def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Pat
     """Linear evaluation of every encoder; writes metrics.json, logits.npz and curve.csv per
     view."""
     config, device = linear_config(params, overrides, run_name)
+    figures = load_section(params, "linear", {})["figures"]
     results, name = {}, None
     for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
         train, test = features(encoder, "train", device), features(encoder, "val", device)
@@ -183,8 +184,9 @@ def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Pat
         save_arrays(out / "logits.npz", last=paper["logits_last"].numpy(),
                     best=paper["logits_best"].numpy(), labels=test[1].numpy(), indices=test[2])
         write_curve(out / "curve.csv", paper["curve"], f"{encoder.name} {encoder.view} linear")
-        write_class_figures(out, test[0].cpu(), test[1].cpu(), paper["logits_last"],
-                            encoder.num_classes, f"{encoder.name} {encoder.view}")
+        if figures:
+            write_class_figures(out, test[0].cpu(), test[1].cpu(), paper["logits_last"],
+                                encoder.num_classes, f"{encoder.name} {encoder.view}")
         write_json_atomic(out / "metrics.json", metrics)
         results[encoder.view], name = metrics, encoder.name
     write_json_atomic(paths.result_summary(results_dir, split, name, "linear"), results)

@@ -1,71 +1,143 @@
-"""tables: the papers' tables with our numbers, built from the combinations params list.
+"""tables: the papers' tables with our numbers, put together from data.
+
+Which of our results reproduces which paper row is the params' ``reproduces`` section; what
+each paper table is (its caption, its columns, whether it lists the paper's other rows) is
+``skelctl/resources/paper_tables.yaml``; the paper's values are ``paper_results.csv``. Nothing
+here knows a paper: a new method's tables are data.
+
+A ``reproduces`` key is one of our results, and its value maps a paper table (``"CRRL VIII"``) to
+the row it reproduces there::
+
+    reproduces:
+      skeletonclr-joint: {CrosSCLR 1: SkeletonCLR, CrosSCLR 3: SkeletonCLR shear 0.5 crop 6}
+      crosclr-joint-motion-bone joint: {CrosSCLR 4: CrosSCLR}       # one stream of a run
+      crosclr-joint-motion-bone 3s joint: {CrosSCLR 5: 3s-CrosSCLR}  # ensemble, group, protocol
 
 Expected result files are derived from ``splits``, ``runs``, ``ensembles``, ``downstream`` and
 ``transfer`` in params (never by globbing, which would pick up stale results of other profiles);
-a missing one is an error. The papers' numbers sit beside the runs that reproduce their rows
-(matched by run name, below); an empty cell is always shown as "–".
+a missing one is an error. An empty cell is always shown as "–".
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from skelctl.methods import METHODS
+import yaml
+
+from skelctl.atomic import write_text
+from skelctl.methods import method_class
 from skelctl.report import PaperValue, fmt, markdown_table, paper_results, paper_value
 from stages import paths
-from skelctl.atomic import write_text
 from stages.common import StageError
-from stages.config import load_run, read_params, run_names
+from stages.config import Run, load_run, read_params, run_names
 
-METHOD_TITLES = {"skeletonclr": "SkeletonCLR", "crosclr": "CrosSCLR", "crrl": "CRRL",
-                 "aimclr": "AimCLR", "crosnnclr": "CrosNNCLR", "crosnnclr_star": "CrosNNCLR*",
-                 "random": "random init"}
+GROUPS_PROTOCOLS = ("joint", "posthoc")
 
-# run name -> the paper row it reproduces, per CrosSCLR table (Table 1 by method and stream)
-TABLE1_RUNS = {"skeletonclr-joint", "skeletonclr-motion", "skeletonclr-bone",
-               "crosclr-joint-motion-bone"}
-TABLE3_RUNS = {"skeletonclr-joint-noaug": "SkeletonCLR shear 0 crop 0",
-               "skeletonclr-joint-shear-only": "SkeletonCLR shear 0.5 crop 0",
-               "skeletonclr-joint": "SkeletonCLR shear 0.5 crop 6"}
-TABLE4_RUNS = {"skeletonclr-joint": "SkeletonCLR", "skeletonclr-joint-km": "SkeletonCLR + L_KM",
-               "crosclr-joint-motion-bone-noec": "CrosSCLR w/o EC",
-               "crosclr-joint-motion-bone": "CrosSCLR"}
 
-# CrosNNCLR Tables 1 and 2 (per stream, and the 3s ensembles), 8 (crop only), 9 (embedding size:
-# the encoder's output, 256 in the headline row) and 10 (queue size)
-CROSNNCLR_STREAM_TABLES = {"1": ("skeletonclr", "crosnnclr"), "2": ("aimclr", "crosnnclr_star")}
-CROSNNCLR_TABLES = {
-    "8": ("crop-only augmentation (joint, NTU-60 xview)", {
-        **{f"{m}-joint": f"{METHOD_TITLES[m]} full aug." for m in
-           ("skeletonclr", "crosnnclr", "aimclr", "crosnnclr_star")},
-        **{f"{m}-joint-croponly": f"{METHOD_TITLES[m]} only crop" for m in
-           ("skeletonclr", "crosnnclr", "aimclr", "crosnnclr_star")}}),
-    "9": ("embedding size (joint, NTU-60 xview)", {
-        "crosnnclr-joint-emb128": "CrosNNCLR embedding 128",
-        "crosnnclr-joint": "CrosNNCLR embedding 256",
-        "crosnnclr-joint-emb512": "CrosNNCLR embedding 512",
-        "crosnnclr-joint-emb1024": "CrosNNCLR embedding 1024"}),
-    "10": ("queue size (joint, NTU-60 xview)", {
-        **{f"crosnnclr-joint-queue{q}": f"CrosNNCLR queue {q}"
-           for q in (256, 512, 1024, 2048, 4096, 8192, 16384)},
-        "crosnnclr-joint": "CrosNNCLR queue 32768"}),
-}
+@dataclass(frozen=True)
+class PaperTable:
+    """One paper table as ``paper_tables.yaml`` describes it."""
 
-# CRRL Tables VIII (fusion strategies), IX (the contrast's key input) and X (SER's directions)
-CRRL_TABLES = {
-    "VIII": ("fusion strategies", {
-        "rand-enc": "Rand-Enc", "cml": "CML", "ser": "SER", "cml-ser-joint": "CML-SER-joint",
-        "cml-pretrain-ser": "CML-pretrain-SER", "ser-pretrain-cml": "SER-pretrain-CML",
-        "ser-distill-cml": "SER-distill-CML", "crrl": "CRRL"}),
-    "IX": ("coordinate-coordinate against velocity-coordinate contrast", {
-        "rand-enc": "Rand-Enc", "cml-coordinate-noise": "Coordinate gaussian noise",
-        "cml-coordinate-shear": "Coordinate shear",
-        "cml-coordinate-rotation": "Coordinate rotation", "cml": "CML"}),
-    "X": ("reconstruction directions", {
-        "ser-forward": "forward", "ser-reverse": "reverse", "ser": "SER(forward+reverse)"}),
-}
+    name: str                  # the file it is written to, tables/<name>.md
+    sources: tuple[str, ...]   # "PAPER TABLE" as paper_results.csv names them
+    caption: str
+    knn: bool = False          # our KNN accuracy beside the linear figures
+    published: bool = False    # every row the paper reports follows ours
+    encoder: bool = False      # an encoder column
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One of our results that reproduces paper rows: a run's stream, or an ensemble's group
+    under one protocol."""
+
+    key: str                   # as written in params (the row's label names it)
+    run: str                   # the run, or the ensemble's name
+    stream: str | None = None  # a run's stream
+    group: str | None = None   # an ensemble's group (2s, 3s, ...)
+    protocol: str | None = None  # an ensemble's protocol (joint, posthoc)
+
+
+def split_source(source: str) -> tuple[str, str]:
+    """``"CRRL VIII"`` to ``("CRRL", "VIII")``."""
+    paper, _, table = source.strip().rpartition(" ")
+    return paper, table
+
+
+def table_of(value: PaperValue) -> tuple[str, str]:
+    """The paper (its short name) and table a published value belongs to."""
+    return value.paper.split(" (")[0], value.table
+
+
+def load_paper_tables() -> tuple[str, list[PaperTable]]:
+    """The overview table's source and every paper table, from ``paper_tables.yaml``."""
+    text = resources.files("skelctl.resources").joinpath("paper_tables.yaml").read_text()
+    spec = yaml.safe_load(text)
+    tables = []
+    for name, entry in spec["tables"].items():
+        sources = entry["source"] if isinstance(entry["source"], list) else [entry["source"]]
+        columns = entry.get("columns", ["linear"])
+        tables.append(PaperTable(name, tuple(sources), entry["caption"], "knn" in columns,
+                                 bool(entry.get("published")), bool(entry.get("encoder"))))
+    return spec["overview"], tables
+
+
+def read_reproduces(document: dict[str, Any], params: Path, runs: dict[str, Run],
+                    ensembles: list[str], papers: list[PaperValue]
+                    ) -> dict[str, list[tuple[Entry, str]]]:
+    """Each paper table's (``"PAPER TABLE"``) rows from the params' ``reproduces`` section: our
+    entry and the row it reproduces, checked against the runs, the ensembles and the paper's
+    rows (a misspelt name is an error naming the file, the key and what is known)."""
+    section = document.get("reproduces") or {}
+    if not isinstance(section, dict):
+        raise StageError(f"{params}: 'reproduces' must map a run (or 'ENSEMBLE GROUP PROTOCOL') "
+                         f"to {{'PAPER TABLE': row}}")
+    known_rows = {table_of(p): set() for p in papers}
+    for p in papers:
+        known_rows[table_of(p)].add(p.row)
+    by_table: dict[str, list[tuple[Entry, str]]] = {}
+    for key, rows in section.items():
+        where = f"{params}: reproduces: {key!r}"
+        for entry in entries_of(str(key), runs, ensembles, where):
+            if not isinstance(rows, dict):
+                raise StageError(f"{where}: give {{'PAPER TABLE': row}}, e.g. {{CRRL VIII: CML}}")
+            for source, row in rows.items():
+                table = split_source(str(source))
+                if table not in known_rows:
+                    raise StageError(f"{where}: no paper table {source!r} in paper_results.csv "
+                                     f"(known: {', '.join(sorted(' '.join(t) for t in known_rows))})")
+                if str(row) not in known_rows[table]:
+                    raise StageError(f"{where}: {source} has no row {row!r} (its rows: "
+                                     f"{', '.join(sorted(known_rows[table]))})")
+                by_table.setdefault(" ".join(table), []).append((entry, str(row)))
+    return by_table
+
+
+def entries_of(key: str, runs: dict[str, Run], ensembles: list[str], where: str) -> list[Entry]:
+    """``RUN`` (each of its streams), ``RUN STREAM`` or ``ENSEMBLE GROUP PROTOCOL``."""
+    parts = key.split()
+    if len(parts) == 3:
+        name, group, protocol = parts
+        if name not in ensembles:
+            raise StageError(f"{where}: {name!r} is not in the params' ensembles "
+                             f"({', '.join(ensembles) or 'none'})")
+        if protocol not in GROUPS_PROTOCOLS:
+            raise StageError(f"{where}: the protocol is one of {', '.join(GROUPS_PROTOCOLS)}")
+        return [Entry(key, name, group=group, protocol=protocol)]
+    if len(parts) not in (1, 2) or parts[0] not in runs:
+        raise StageError(f"{where}: not a run of the params ({', '.join(runs)}), 'RUN STREAM' "
+                         f"or 'ENSEMBLE GROUP PROTOCOL'")
+    run = runs[parts[0]]
+    if len(parts) == 2:
+        if parts[1] not in run.streams:
+            raise StageError(f"{where}: run {run.name!r} learns {', '.join(run.streams)}")
+        return [Entry(key, run.name, stream=parts[1])]
+    return [Entry(f"{key} {s}" if len(run.streams) > 1 else key, run.name, stream=s)
+            for s in run.streams]
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -88,225 +160,191 @@ def published_rows(papers: list[PaperValue], metric: str, splits: list[str],
     return rows
 
 
-def build(params: Path, results_dir: Path) -> dict[str, str]:
-    """Every table as Markdown, by file stem."""
-    document = read_params(params)
-    splits = document.get("splits", [])
-    runs = {name: load_run(params, name) for name in run_names(document)}
-    ensembles = document.get("ensembles", [])
-    downstream = document.get("downstream") or {}
-    papers = paper_results()
-    profile = document.get("profile", "")
-    ours = f"Ours: `{params}`" + (f" ({profile})" if profile else "")
-    epochs = ("'last' is the last epoch (the headline), 'best' the best test epoch (the "
-              "reference code's figure)")
-    cols = [f"{s} {part}" for s in splits for part in ("last", "best", "paper")]
+class Results:
+    """Our result files for the params' splits, runs and ensembles."""
 
-    def result(split: str, run: str, protocol: str, view: str) -> dict[str, Any]:
-        return read_metrics(paths.result_dir(results_dir, split, run, protocol, view)
+    def __init__(self, results_dir: Path, runs: dict[str, Run], ensemble_streams: list[str]):
+        self.results_dir, self.runs, self.ensemble_streams = results_dir, runs, ensemble_streams
+
+    def run(self, split: str, run: str, protocol: str, stream: str) -> dict[str, Any]:
+        return read_metrics(paths.result_dir(self.results_dir, split, run, protocol, stream)
                             / "metrics.json")
 
-    def title(run: str) -> str:
-        return METHOD_TITLES.get(runs[run].method, runs[run].method)
+    def ensemble(self, split: str, name: str) -> dict[str, Any]:
+        return read_metrics(paths.ensemble_dir(self.results_dir, split, name) / "metrics.json")
 
-    def rows_for(label: Callable[[str, str], str], paper: Callable[[str, str, str], float | None],
-                 value: Callable[[str, str, str], dict[str, Any]],
-                 selected: dict[str, tuple[str, ...]]) -> list[list[str]]:
-        out = []
-        for run, views in selected.items():
-            for view in views:
-                row = [label(run, view)]
-                for split in splits:
-                    m = value(split, run, view)
-                    row += [fmt(m["top1_last"]), fmt(m["top1_best"]),
-                            fmt(paper(run, view, split))]
-                out.append(row)
-        return out
+    def linear(self, split: str, entry: Entry) -> dict[str, Any]:
+        """The last- and best-epoch accuracy of an entry."""
+        if entry.stream is not None:
+            return self.run(split, entry.run, "linear", entry.stream)
+        return self.ensemble(split, entry.run)[entry.protocol][entry.group]
 
-    def ablation_table(paper: str, number: str, caption: str, mapping: dict[str, str]) -> str:
-        """A paper's ablation table: the listed runs (joint) by the paper row each reproduces."""
-        listed = {r: ("joint",) for r in mapping if r in runs}
-        return markdown_table(
-            f"{paper} Table {number}: {caption}", linear_note, ["model", *cols], rows_for(
-                lambda r, v: f"{mapping[r]} ({r})",
-                lambda r, v, s: paper_value(papers, paper, number, mapping[r], s, "linear"),
-                lambda s, r, v: result(s, r, "linear", v), listed))
+    def knn(self, split: str, entry: Entry) -> float | None:
+        if entry.stream is None:
+            return None
+        return self.run(split, entry.run, "knn", entry.stream)["top1"]
 
-    every = {r: runs[r].streams for r in runs}
-    linear_note = (f"Linear evaluation, top-1 %. {ours}; {epochs}. Paper: the published value of "
-                   f"the row this run reproduces.")
+    def streams(self, entry: Entry) -> str:
+        """The streams an entry stands for, as paper_results.csv writes them."""
+        if entry.stream is not None:
+            return entry.stream
+        run = self.runs.get(entry.run)
+        streams = list(run.streams) if run is not None else self.ensemble_streams
+        count = int(entry.group[:-1]) if entry.group and entry.group[:-1].isdigit() else 1
+        return "+".join(streams[:count])
 
-    # linear evaluation of every run (CrosSCLR Table 1 beside the runs that reproduce it)
-    table1 = rows_for(
-        lambda r, v: f"{title(r)} {v} ({r})",
-        lambda r, v, s: paper_value(papers, "CrosSCLR", "1", title(r), s, "linear", v)
-        if r in TABLE1_RUNS else None,
-        lambda s, r, v: result(s, r, "linear", v), every)
-    tables = {"linear": markdown_table("Linear evaluation of every run (CrosSCLR Table 1 beside "
-                                       "its rows)", linear_note, ["model", *cols], table1)}
-    standardised = rows_for(
-        lambda r, v: f"{title(r)} {v} ({r})", lambda r, v, s: None,
-        lambda s, r, v: result(s, r, "linear", v)["standardised"], every)
-    tables["linear_standardised"] = markdown_table(
-        "Linear evaluation on standardised features (non-affine batch norm before the classifier)",
-        f"Top-1 %. {ours}; {epochs}. Not a paper protocol: a linear number that does not depend "
-        f"on the encoder's feature scale; no paper reports it.", ["model", *cols], standardised)
+    def encoder(self, entry: Entry) -> str:
+        run = self.runs.get(entry.run)
+        if run is None:  # an ensemble of a single-stream method's runs
+            run = next((r for r in self.runs.values() if r.method == entry.run), None)
+        return run.encoder if run is not None else "–"
 
-    # ensembles: both protocols; CrosSCLR's numbers beside its own (joint-head) protocol
-    ens_rows = []
-    for name in ensembles:
-        by_split = {s: read_metrics(paths.ensemble_dir(results_dir, s, name) / "metrics.json")
-                    for s in splits}
-        first = by_split[splits[0]] if splits else {"runs": {}, "joint": {}}
-        streams = list(first["runs"])
-        family = METHOD_TITLES.get(name if name in METHODS else runs[name].method, name)
-        reproduces = name in ("skeletonclr", "crosclr-joint-motion-bone")
-        for protocol in ("joint", "posthoc"):
-            for group in first["joint"]:
-                row = [f"{group}-{family} ({'+'.join(streams[:int(group[0])])}; {name}) "
-                       f"{protocol}"]
-                for split in splits:
-                    m = by_split[split][protocol][group]
-                    paper = paper_value(papers, "CrosSCLR", "1", f"{group}-{family}", split,
-                                        "linear") if protocol == "joint" and reproduces else None
-                    row += [fmt(m["top1_last"]), fmt(m["top1_best"]), fmt(paper)]
-                ens_rows.append(row)
-    tables["ensembles"] = markdown_table(
-        "Multi-stream ensembles (CrosSCLR Table 1, 2s and 3s rows)",
-        f"Top-1 %. {ours}; {epochs}. 'joint': the streams' linear heads trained together on the "
-        f"mean of their logits (CrosSCLR's protocol, the one its numbers are beside); "
-        f"'posthoc': the weighted sum of the separately trained heads' logits (AimCLR's "
-        f"protocol, weights from params).", ["ensemble", *cols], ens_rows)
 
-    # CrosSCLR Table 5: the published comparison on NTU-60 with our 3-stream ensembles
-    table5 = [[row, encoder, *[x for s in splits for x in (
-        "–", "–", fmt(paper_value(papers, "CrosSCLR", "5", row, s, "linear")))]]
-        for row, encoder in dict.fromkeys((p.row, p.encoder) for p in papers
-                                          if p.paper.startswith("CrosSCLR") and p.table == "5")]
-    for name in ensembles:
-        streams = list(runs[name].streams) if name in runs else []
-        if len(streams) >= 3:
-            group = f"{len(streams)}s"
-            row = [f"{group}-{title(name)} ({name}, ours, joint heads)", runs[name].encoder]
-            for split in splits:
-                m = read_metrics(paths.ensemble_dir(results_dir, split, name)
-                                 / "metrics.json")["joint"][group]
-                row += [fmt(m["top1_last"]), fmt(m["top1_best"]), "–"]
-            table5.append(row)
-    tables["crosclr_table5"] = markdown_table(
-        "CrosSCLR Table 5: unsupervised results on NTU-60, linear evaluation", linear_note,
-        ["method", "encoder", *cols], table5)
+def title(runs: dict[str, Run], name: str) -> str:
+    """A method's display title (its class's), for a run or a method's name."""
+    return method_class(runs[name].method if name in runs else name).title
 
-    # CrosSCLR Table 2: 2s-CrosSCLR (joint + motion) by top-K, joint-head protocol
-    table2, seen = [], set()
-    for name in ensembles:
-        run = runs.get(name)
-        if run is None or run.method != "crosclr" or run.streams != ("joint", "motion"):
-            continue
-        k = int(run.options.get("topk", 1))
-        if k in seen:
-            continue
-        seen.add(k)
-        row = [f"K={k} ({name})"]
+
+def paper_table(table: PaperTable, rows: list[tuple[Entry, str]], papers: list[PaperValue],
+                splits: list[str], results: Results, note: str) -> str:
+    """One paper table: our entries (in the paper's row order), then, for a comparison table,
+    every row the paper reports for the splits."""
+    order = {(split_source(s), p.row): i for i, p in enumerate(papers)
+             for s in table.sources if table_of(p) == split_source(s)}
+
+    def paper(row: str, split: str, metric: str, streams: str | None) -> float | None:
+        return next((v for v in (paper_value(papers, *split_source(s), row, split, metric,
+                                             streams) for s in table.sources)
+                     if v is not None), None)
+
+    paper_name = split_source(table.sources[0])[0]
+    numbers = ", ".join(split_source(s)[1] for s in table.sources)
+    caption = f"{paper_name} Table{'s' if len(table.sources) > 1 else ''} {numbers}"
+    out = []
+    rows = list(dict.fromkeys(rows))  # an entry may name its row in each of the sources
+    for entry, row in sorted(rows, key=lambda item: min(
+            (i for (_, r), i in order.items() if r == item[1]), default=0)):
+        cells = [f"{row} ({entry.key})", *([results.encoder(entry)] if table.encoder else [])]
         for split in splits:
-            m = read_metrics(paths.ensemble_dir(results_dir, split, name) / "metrics.json")
-            row += [fmt(m["joint"]["2s"]["top1_last"]), fmt(m["joint"]["2s"]["top1_best"]),
-                    fmt(paper_value(papers, "CrosSCLR", "2", f"2s-CrosSCLR K={k}", split,
-                                    "linear"))]
-        table2.append(row)
-    if table2:
-        tables["crosclr_table2_topk"] = markdown_table(
-            "CrosSCLR Table 2: 2s-CrosSCLR by top-K", linear_note, ["top-K", *cols], table2)
-
-    # CrosSCLR Tables 3 and 4: the ablation runs params list
-    for number, mapping, caption in (
-            ("3", TABLE3_RUNS, "augmentations of SkeletonCLR (joint)"),
-            ("4", TABLE4_RUNS, "contrastive settings and embedding context (joint)")):
-        if any(r in runs for r in mapping):
-            tables[f"crosclr_table{number}"] = ablation_table("CrosSCLR", number, caption,
-                                                              mapping)
-
-    # CrosNNCLR Tables 1 and 2: each method's streams and its 3s ensemble (AimCLR's weighted
-    # fusion of the separately trained heads, the protocol CrosNNCLR's code follows)
-    for number, methods in CROSNNCLR_STREAM_TABLES.items():
-        listed = {f"{m}-{v}": (v,) for m in methods for v in ("joint", "motion", "bone")
-                  if f"{m}-{v}" in runs}
-        if not any(runs[r].method != "skeletonclr" for r in listed):
-            continue
-        rows = rows_for(lambda r, v: f"{title(r)} {v} ({r})",
-                        lambda r, v, s, n=number: paper_value(papers, "CrosNNCLR", n, title(r), s,
-                                                              "linear", v),
-                        lambda s, r, v: result(s, r, "linear", v), listed)
-        for method in methods:
-            if method not in ensembles:
-                continue
-            row = [f"3s-{METHOD_TITLES[method]} ({method}, posthoc)"]
+            m = results.linear(split, entry)
+            cells += [fmt(m["top1_last"]), fmt(m["top1_best"]),
+                      fmt(paper(row, split, "linear", results.streams(entry)))]
+            if table.knn:
+                cells.append(fmt(results.knn(split, entry)))
+        out.append(cells)
+    if table.published:
+        for row in dict.fromkeys(row for (_, row), _ in sorted(order.items(),
+                                                              key=lambda item: item[1])):
+            encoder = next(p.encoder for p in papers if p.row == row and any(
+                table_of(p) == split_source(s) for s in table.sources))
+            cells = [f"{row} ({caption})", *([encoder] if table.encoder else [])]
             for split in splits:
-                m = read_metrics(paths.ensemble_dir(results_dir, split, method)
-                                 / "metrics.json")["posthoc"]["3s"]
-                row += [fmt(m["top1_last"]), fmt(m["top1_best"]), fmt(paper_value(
-                    papers, "CrosNNCLR", number, f"3s-{METHOD_TITLES[method]}", split, "linear"))]
-            rows.append(row)
-        tables[f"crosnnclr_table{number}"] = markdown_table(
-            f"CrosNNCLR Table {number}: {' and '.join(METHOD_TITLES[m] for m in methods)}, "
-            f"linear evaluation", linear_note, ["model", *cols], rows)
-    for number, (caption, mapping) in CROSNNCLR_TABLES.items():
-        if any(r in runs and r != f"{runs[r].method}-joint" for r in mapping):  # an ablation
-            tables[f"crosnnclr_table{number}"] = ablation_table("CrosNNCLR", number, caption,
-                                                                mapping)
+                cells += ["–", "–", fmt(paper(row, split, "linear", None))]
+                if table.knn:
+                    cells.append(fmt(paper(row, split, "knn", None)))
+            if any(c != "–" for c in cells[1 + table.encoder:]):
+                out.append(cells)
+    headers = ["model", *(["encoder"] if table.encoder else []),
+               *[f"{s} {c}" for s in splits
+                 for c in ("last", "best", "paper", *(["KNN"] if table.knn else []))]]
+    return markdown_table(f"{caption}: {table.caption}", note, headers, out)
 
-    # KNN retrieval
-    knn_rows = []
-    for run, views in every.items():
-        for view in views:
-            knn_rows.append([f"{title(run)} {view} ({run})", "ours", *[
-                fmt(result(s, run, "knn", view)["top1"]) for s in splits]])
-    knn_rows += published_rows(papers, "knn", splits)
+
+@dataclass
+class Context:
+    """What every table is made from: the params, our results and the papers' values."""
+
+    params: Path
+    document: dict[str, Any]
+    splits: list[str]
+    runs: dict[str, Run]
+    ensembles: list[str]
+    papers: list[PaperValue]
+    results: Results
+    ours: str      # the caption's "Ours: `params.yaml` (profile)"
+
+    def title(self, name: str) -> str:
+        return title(self.runs, name)
+
+
+EPOCHS = ("'last' is the last epoch (the headline), 'best' the best test epoch (the reference "
+          "code's figure)")
+
+
+def overview_tables(ctx: Context, overview: str, rows: dict[str, str]) -> dict[str, str]:
+    """Every run's linear (and standardised) and KNN figures and every ensemble's, the overview
+    paper table's values beside the rows ``reproduces`` names there."""
+    cols = [f"{s} {part}" for s in ctx.splits for part in ("last", "best", "paper")]
+    overview_title = "{} Table {}".format(*split_source(overview))
+
+    def paper(key: str, split: str, streams: str) -> float | None:
+        row = rows.get(key)
+        return None if row is None else paper_value(ctx.papers, *split_source(overview), row,
+                                                    split, "linear", streams)
+
+    every = [entry for name in ctx.runs for entry in entries_of(name, ctx.runs, [], name)]
+    linear, standardised = [], []
+    for entry in every:
+        label = f"{ctx.title(entry.run)} {entry.stream} ({entry.run})"
+        row, std = [label], [label]
+        for split in ctx.splits:
+            m = ctx.results.run(split, entry.run, "linear", entry.stream)
+            row += [fmt(m["top1_last"]), fmt(m["top1_best"]), fmt(paper(entry.key, split,
+                                                                        entry.stream))]
+            std += [fmt(m["standardised"]["top1_last"]), fmt(m["standardised"]["top1_best"]),
+                    "–"]
+        linear.append(row)
+        standardised.append(std)
+    tables = {
+        "linear": markdown_table(
+            f"Linear evaluation of every run ({overview_title} beside its rows)",
+            f"Linear evaluation, top-1 %. {ctx.ours}; {EPOCHS}. Paper: the published value of "
+            f"the row this run reproduces.", ["model", *cols], linear),
+        "linear_standardised": markdown_table(
+            "Linear evaluation on standardised features (non-affine batch norm before the "
+            "classifier)", f"Top-1 %. {ctx.ours}; {EPOCHS}. Not a paper protocol: a linear number "
+            f"that does not depend on the encoder's feature scale; no paper reports it.",
+            ["model", *cols], standardised)}
+
+    ensembles = []
+    for name in ctx.ensembles:
+        by_split = {s: ctx.results.ensemble(s, name) for s in ctx.splits}
+        first = by_split[ctx.splits[0]] if ctx.splits else {"runs": {}, "joint": {}}
+        streams = list(first["runs"])
+        for protocol in GROUPS_PROTOCOLS:
+            for group in first["joint"]:
+                entry = Entry(f"{name} {group} {protocol}", name, group=group, protocol=protocol)
+                row = [f"{group}-{ctx.title(name)} ({'+'.join(streams[:int(group[0])])}; "
+                       f"{name}) {protocol}"]
+                for split in ctx.splits:
+                    m = by_split[split][protocol][group]
+                    row += [fmt(m["top1_last"]), fmt(m["top1_best"]),
+                            fmt(paper(entry.key, split, ctx.results.streams(entry)))]
+                ensembles.append(row)
+    tables["ensembles"] = markdown_table(
+        f"Multi-stream ensembles ({overview_title}, 2s and 3s rows)",
+        f"Top-1 %. {ctx.ours}; {EPOCHS}. 'joint': the streams' linear heads trained together on "
+        f"the mean of their logits (CrosSCLR's protocol, the one its numbers are beside); "
+        f"'posthoc': the weighted sum of the separately trained heads' logits (AimCLR's "
+        f"protocol, weights from params).", ["ensemble", *cols], ensembles)
+
+    knn = [[f"{ctx.title(e.run)} {e.stream} ({e.run})", "ours",
+            *[fmt(ctx.results.knn(s, e)) for s in ctx.splits]] for e in every]
+    knn += published_rows(ctx.papers, "knn", ctx.splits)
     tables["knn"] = markdown_table(
         "KNN retrieval (k = 1, cosine similarity of pre-projector features)",
-        f"Top-1 %. {ours}. Paper rows: the values the papers report for these splits.",
-        ["model", "source", *splits], knn_rows)
+        f"Top-1 %. {ctx.ours}. Paper rows: the values the papers report for these splits.",
+        ["model", "source", *ctx.splits], knn)
+    return tables
 
-    # CRRL Tables VIII, IX, X (linear, with our KNN beside) and V/VI (the published comparison)
-    for number, (caption, mapping) in CRRL_TABLES.items():
-        listed = [r for r in mapping if r in runs and runs[r].method in ("crrl", "random")]
-        if not any(runs[r].method == "crrl" for r in listed):
-            continue
-        rows = []
-        for run in listed:
-            row = [f"{mapping[run]} ({run})"]
-            for split in splits:
-                m = result(split, run, "linear", "joint")
-                row += [fmt(m["top1_last"]), fmt(m["top1_best"]),
-                        fmt(paper_value(papers, "CRRL", number, mapping[run], split, "linear")),
-                        fmt(result(split, run, "knn", "joint")["top1"])]
-            rows.append(row)
-        tables[f"crrl_table{number}"] = markdown_table(
-            f"CRRL Table {number}: {caption}",
-            f"Linear evaluation top-1 % ({epochs}) and KNN top-1 % (k = 1, cosine). {ours}. "
-            f"Paper: the published linear value of the row.",
-            ["strategy", *[f"{s} {c}" for s in splits
-                           for c in ("last", "best", "paper", "KNN")]], rows)
-    if "crrl" in runs and runs["crrl"].method == "crrl":
-        rows = [["CRRL (crrl, ours)", *[x for s in splits for x in (
-            fmt(result(s, "crrl", "linear", "joint")["top1_last"]),
-            fmt(result(s, "crrl", "linear", "joint")["top1_best"]),
-            fmt(result(s, "crrl", "knn", "joint")["top1"]))]]]
-        for row in dict.fromkeys(p.row for p in papers
-                                 if p.paper.startswith("CRRL") and p.table in ("V", "VI")):
-            values = [x for s in splits for x in (
-                None, paper_value(papers, "CRRL", "V", row, s, "linear"),
-                paper_value(papers, "CRRL", "VI", row, s, "knn"))]
-            if any(v is not None for v in values):
-                rows.append([f"{row} (CRRL Tables V, VI)", *map(fmt, values)])
-        tables["crrl_table5_6"] = markdown_table(
-            "CRRL Tables V and VI: linear evaluation and KNN against the published methods",
-            f"Top-1 %. {ours}: the linear figure at the last epoch (our headline) and at the best "
-            f"epoch (what the papers report, so their rows fill that column). The other rows: "
-            f"CRRL Table V (linear) and Table VI (KNN, k = 1).",
-            ["method", *[f"{s} {c}" for s in splits
-                         for c in ("linear last", "linear best", "KNN")]], rows)
 
+def downstream_tables(ctx: Context) -> dict[str, str]:
+    """Semi-supervised, fine-tuning, transfer and occlusion, for the runs ``downstream`` lists,
+    beside every paper row reporting the same protocol."""
+    document, runs, splits, papers, ours = (ctx.document, ctx.runs, ctx.splits, ctx.papers,
+                                            ctx.ours)
+    downstream = document.get("downstream") or {}
+    tables: dict[str, str] = {}
     # semi-supervised: fine-tuned (ISC Table 2, PCM3 Table 2) and linear (CrosSCLR Table 7)
     semi = document.get("semi") or {}
     percents = semi.get("percents", [1, 5, 10, 20])
@@ -316,9 +354,9 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
         for view in runs[run].streams:
             for percent in percents:
                 for protocol in protocols:
-                    row = [f"{title(run)} {view} ({run})", f"{percent:g} %", protocol]
+                    row = [f"{ctx.title(run)} {view} ({run})", f"{percent:g} %", protocol]
                     for split in splits:
-                        m = result(split, run, "semi", view)[f"{percent:g}"][protocol]
+                        m = ctx.results.run(split, run, "semi", view)[f"{percent:g}"][protocol]
                         row.append(f"{fmt(m['top1_last'])} / {fmt(m['top1_best'])}")
                     semi_rows.append(row)
     for percent in percents:  # CrosSCLR Table 7 is the linear protocol, the others fine-tune
@@ -335,9 +373,9 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
 
     # fine-tuning on all labels (CrosSCLR Table 8)
     if downstream.get("finetune"):
-        rows = [[f"{title(r)} {v} ({r})", "ours", *[
+        rows = [[f"{ctx.title(r)} {v} ({r})", "ours", *[
             f"{fmt(m['top1_last'])} / {fmt(m['top1_best'])}" for m in
-            (result(s, r, "finetune", v) for s in splits)]]
+            (ctx.results.run(s, r, "finetune", v) for s in splits)]]
             for r in downstream["finetune"] for v in runs[r].streams]
         rows += published_rows(papers, "finetune", splits)
         tables["finetune"] = markdown_table(
@@ -351,9 +389,9 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
         rows = []
         for run in downstream["transfer"]:
             for view in runs[run].streams:
-                row = [f"{title(run)} {view} ({run}, pretrained on {source})"]
+                row = [f"{ctx.title(run)} {view} ({run}, pretrained on {source})"]
                 for target in targets:
-                    m = result(target, f"{run}@{source}", "transfer", view)
+                    m = ctx.results.run(target, f"{run}@{source}", "transfer", view)
                     row += [f"{fmt(m['linear']['top1_last'])} / {fmt(m['linear']['top1_best'])}",
                             f"{fmt(m['finetune']['top1_last'])} / "
                             f"{fmt(m['finetune']['top1_best'])}"]
@@ -376,9 +414,9 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
         rows = []
         for run in downstream["occlusion"]:
             for view in runs[run].streams:
-                row = [f"{title(run)} {view} ({run})", "ours"]
+                row = [f"{ctx.title(run)} {view} ({run})", "ours"]
                 for split in splits:
-                    m = result(split, run, "occlusion", view)
+                    m = ctx.results.run(split, run, "occlusion", view)
                     row.append(fmt(m["clean"]["top1_last"]))
                     row += [f"{fmt(m[k]['top1_last'])} (-{fmt(m[k]['drop_last'])})"
                             for k in kinds]
@@ -398,6 +436,33 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
             f"parts masked; temporal: a block of frames zeroed; masking ratio ~ U(0.3, 0.7). "
             f"Paper rows: PCM3 Table 4.",
             ["model", "source", *[f"{s} {k}" for s in splits for k in ("clean", *kinds)]], rows)
+    return tables
+
+
+def build(params: Path, results_dir: Path) -> dict[str, str]:
+    """Every table as Markdown, by file stem."""
+    document = read_params(params)
+    runs = {name: load_run(params, name) for name in run_names(document)}
+    ensembles = document.get("ensembles", [])
+    papers = paper_results()
+    overview, specs = load_paper_tables()
+    reproduces = read_reproduces(document, params, runs, ensembles, papers)
+    ensemble_streams = list((document.get("ensemble") or {}).get(
+        "streams", ["joint", "motion", "bone"]))
+    profile = document.get("profile", "")
+    ctx = Context(params, document, document.get("splits", []), runs, ensembles, papers,
+                  Results(results_dir, runs, ensemble_streams),
+                  f"Ours: `{params}`" + (f" ({profile})" if profile else ""))
+    tables = overview_tables(ctx, overview, {e.key: row for e, row in reproduces.get(overview, [])})
+    for spec in specs:  # every paper table that an entry reproduces a row of
+        rows = [item for source in spec.sources for item in reproduces.get(source, [])]
+        if rows:
+            note = (f"Linear evaluation top-1 % ({EPOCHS})"
+                    + (" and KNN top-1 % (k = 1, cosine; a published row's KNN is the paper's)"
+                       if spec.knn else "")
+                    + f". {ctx.ours}. Paper: the published linear value of the row.")
+            tables[spec.name] = paper_table(spec, rows, papers, ctx.splits, ctx.results, note)
+    tables.update(downstream_tables(ctx))
     return tables
 
 

@@ -219,6 +219,12 @@ def test_crosnnclr_tables_render_beside_the_paper(prepared_ntu60, tmp_path, monk
                                      "options": small}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "splits": ["ntu60-xsub"], "runs": runs, "ensembles": [],
+        "reproduces": {"skeletonclr-joint": {"CrosNNCLR 1": "SkeletonCLR"},
+                       "crosnnclr-joint": {"CrosNNCLR 1": "CrosNNCLR",
+                                           "CrosNNCLR 10": "CrosNNCLR queue 32768"},
+                       "crosnnclr-joint-queue256": {"CrosNNCLR 10": "CrosNNCLR queue 256"},
+                       "aimclr-joint": {"CrosNNCLR 2": "AimCLR"},
+                       "crosnnclr_star-joint": {"CrosNNCLR 2": "CrosNNCLR*"}},
         "defaults": {"variant": "50-shoulder", "encoder": "stgcn",
                      "encoder_options": {"hidden": 4, "out_dim": 16},
                      "train": {"epochs": 2, "batch_size": 16, "device": "cpu"}},
@@ -249,10 +255,10 @@ def test_crosnnclr_tables_render_beside_the_paper(prepared_ntu60, tmp_path, monk
         [line] = [line for line in text.splitlines() if line.startswith(f"| {label} ")]
         return line
 
-    assert "| 73.2 " in row("crosnnclr_table1", "CrosNNCLR joint (crosnnclr-joint)")
-    assert "| 68.3 " in row("crosnnclr_table1", "SkeletonCLR joint (skeletonclr-joint)")
-    assert "| 75.2 " in row("crosnnclr_table2", "CrosNNCLR* joint (crosnnclr_star-joint)")
-    assert "| 74.3 " in row("crosnnclr_table2", "AimCLR joint (aimclr-joint)")
+    assert "| 73.2 " in row("crosnnclr_table1", "CrosNNCLR (crosnnclr-joint)")
+    assert "| 68.3 " in row("crosnnclr_table1", "SkeletonCLR (skeletonclr-joint)")
+    assert "| 75.2 " in row("crosnnclr_table2", "CrosNNCLR* (crosnnclr_star-joint)")
+    assert "| 74.3 " in row("crosnnclr_table2", "AimCLR (aimclr-joint)")
     # Table 10 reports NTU-60 xview only: on xsub the paper's cell is empty
     for label in ("CrosNNCLR queue 256 (crosnnclr-joint-queue256)",
                   "CrosNNCLR queue 32768 (crosnnclr-joint)"):

@@ -384,6 +384,12 @@ def test_reproduce_sets_up_the_nw_ucla_profile_with_the_raw_folder(tmp_path):
         "nw-ucla": raw}, full=False) / "params.yaml").read_text())
     assert list(quick["runs"]) == ["rand-enc", "cml", "ser"] and "reproduce" not in quick
     assert [e["run"] for e in quick["continued"]] == ["crrl"] and quick["ensembles"] == []
+    # the paper rows of the runs it keeps, and no row of a run it leaves out
+    assert quick["reproduces"] == {
+        "rand-enc": {"CRRL VIII": "Rand-Enc", "CRRL IX": "Rand-Enc"},
+        "cml": {"CRRL VIII": "CML", "CRRL IX": "Velocity (the proposed)"},
+        "ser": {"CRRL VIII": "SER", "CRRL X": "SER(forward+reverse)"},
+        "crrl": {"CRRL VIII": "CRRL", "CRRL V": "CRRL", "CRRL VI": "CRRL"}}
     assert demo.select_runs(params, ["ser-distill-cml"])["runs"].keys() == {"ser"}
     with pytest.raises(StageError, match="reproduce.runs names run.s. the profile lacks: nope"):
         demo.select_runs(params, ["nope"])

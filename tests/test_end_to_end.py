@@ -80,6 +80,9 @@ def test_demo_runs_the_pipeline_and_learning_happens(tmp_path):
     for protocol in ("posthoc", "joint"):
         singles = [ensemble["posthoc"][s]["top1_last"] for s in ("joint", "motion", "bone")]
         assert ensemble[protocol]["3s"]["top1_last"] >= max(singles)
+    # the demo's params leave out the per-evaluation figures (linear.figures: false)
+    assert (results / "linear" / "skeletonclr-joint" / "joint" / "logits.npz").is_file()
+    assert not list(results.glob("linear/*/*/tsne.png"))
     occlusion = metrics("occlusion", "crosclr-joint-motion-bone", "joint")
     assert occlusion["clean"]["top1_last"] > occlusion["spatial"]["top1_last"]
     assert occlusion["spatial"]["drop_last"] == pytest.approx(

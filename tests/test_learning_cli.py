@@ -28,6 +28,9 @@ TINY = {
                  "train": {"grad_clip": 1.0}},
     },
     "ensembles": ["crosclr-joint-motion"],
+    "reproduces": {"crosclr-joint-motion 2s joint": {"CrosSCLR 2": "2s-CrosSCLR K=1"},
+                   "rand-enc": {"CRRL VIII": "Rand-Enc"},
+                   "crrl": {"CRRL VIII": "CRRL", "CRRL V": "CRRL", "CRRL VI": "CRRL"}},
     "downstream": {"semi": ["crosclr-joint-motion"], "finetune": ["skeletonclr-joint"],
                    "occlusion": ["skeletonclr-joint"], "transfer": []},
     "linear": {"epochs": 3, "lr_steps": [2]},
@@ -114,12 +117,13 @@ def test_pretrain_evaluate_ensemble_tables(project):
     assert result.exit_code == 0, result.output
     table = (root / "tables" / "linear.md").read_text()
     for row in ("SkeletonCLR joint (skeletonclr-joint)", "CrosSCLR motion (crosclr-joint-motion)",
-                "random init joint (random-joint)"):
+                "untrained joint (random-joint)"):
         assert table.count(row) == 1
     assert "`params.yaml` (test)" in table
     assert "2s-CrosSCLR (joint+motion; crosclr-joint-motion) joint" in (
         root / "tables" / "ensembles.md").read_text()
-    assert "K=1" in (root / "tables" / "crosclr_table2_topk.md").read_text()
+    assert "2s-CrosSCLR K=1 (crosclr-joint-motion 2s joint)" in (
+        root / "tables" / "crosclr_table2_topk.md").read_text()
     # CRRL: Table VIII beside the published NTU-60 xsub value, Tables V/VI with KNN
     table8 = (root / "tables" / "crrl_tableVIII.md").read_text()
     assert "| CRRL (crrl) " in table8 and "| 67.6 " in table8 and "Rand-Enc (rand-enc)" in table8

@@ -95,6 +95,7 @@ class AimCLR(Method):
     """AimCLR on one stream, the view derived on the device from each augmented joint sequence.
     The encoder must expose a ``(N, M, C, T, V)`` feature map (the ST-GCN) for D3M."""
 
+    title = "AimCLR"  # its name in the tables
     Options = AimCLROptions
 
     def __init__(self, streams: tuple[str, ...], layout: Layout,

@@ -62,6 +62,7 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
     """Base of the self-supervised methods."""
 
     Options: type = type("Options", (), {})
+    title: str = ""  # the method's name in the papers' tables
     multi_view: bool | None = False  # None: any number of streams
     inputs: tuple[str, ...] = ("joint",)
     sequences = False

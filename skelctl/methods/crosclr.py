@@ -68,6 +68,7 @@ class CrosSCLROptions(ContrastOptions):
 
 
 class CrosSCLR(Method):
+    title = "CrosSCLR"  # its name in the tables
     Options = CrosSCLROptions
     multi_view = True
 

@@ -76,6 +76,7 @@ class CrosNNCLRStarOptions(AimCLROptions):
 class CrosNNCLR(SkeletonCLR):
     """SkeletonCLR with the cross-view nearest-neighbour loss in place of InfoNCE (one stream)."""
 
+    title = "CrosNNCLR"  # its name in the tables
     Options = CrosNNCLROptions
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
@@ -95,6 +96,7 @@ class CrosNNCLR(SkeletonCLR):
 class CrosNNCLRStar(AimCLR):
     """AimCLR with the cross-view nearest-neighbour loss added (CrosNNCLR*)."""
 
+    title = "CrosNNCLR*"  # its name in the tables
     Options = CrosNNCLRStarOptions
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,

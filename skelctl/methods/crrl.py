@@ -155,6 +155,7 @@ def reconstruction_loss(decoder: SequenceDecoder, steps: torch.Tensor, target: t
 class CRRL(Method):
     """SER, CML and their fusions on one recurrent encoder per objective (see the module)."""
 
+    title = "CRRL"  # its name in the tables
     Options = CRRLOptions
 
     def __init__(self, streams: tuple[str, ...], layout: Layout,

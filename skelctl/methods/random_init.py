@@ -19,6 +19,7 @@ class RandomInitOptions:
 
 
 class RandomInit(Method):
+    title = "untrained"  # its name in the tables
     Options = RandomInitOptions
     multi_view = None
 

@@ -31,6 +31,8 @@ class SkeletonCLR(Method):
     """Single-view contrastive learning. The view (joint, motion, bone, velocity) is derived on the
     device from each augmented joint sequence, as the reference code does."""
 
+    title = "SkeletonCLR"  # its name in the tables
+
     Options = SkeletonCLROptions
 
     def __init__(self, streams: tuple[str, ...], layout: Layout,
