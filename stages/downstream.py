@@ -21,11 +21,10 @@ from skelctl.evaluate.occlusion import OCCLUSIONS, occlude
 from skelctl.evaluate.subsets import sample_per_class
 from skelctl.models import load_encoder
 from skelctl.train import TrainConfig, resolve_device
-from stages import paths
 from stages.common import StageError, write_json_atomic
 from stages.config import load_section
-from stages.evaluate import (Encoder, features, linear_config, linear_protocols, run_encoders,
-                             write_curve)
+from stages.evaluate import (Encoder, evaluate_each, features, linear_config, linear_protocols,
+                             run_encoders, write_curve)
 from stages.pretrain import training_samples
 
 
@@ -82,8 +81,8 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                          f"{', '.join(protocols) or 'none'}")
     config, settings, device = finetune_settings(params, overrides)
     linear, _ = linear_config(params, {}, run_name)
-    summary: dict[str, Any] = {}
-    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+
+    def evaluate(encoder: Encoder, view_out: Path) -> dict[str, Any]:
         train = encoder.part("train")
         labels = encoder.labels(train).numpy()
         frozen = None
@@ -97,8 +96,7 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                 picked = sample_per_class(labels, percent, seed)
                 chosen = train[picked]
                 counts.append(len(chosen))
-                out = paths.result_dir(results_dir, split, encoder.name, "semi",
-                                       encoder.view) / f"p{percent:g}-s{seed}"
+                out = view_out / f"p{percent:g}-s{seed}"
                 out.mkdir(parents=True, exist_ok=True)
                 np.save(out / "indices.npy", chosen)  # the labelled samples, as store indices
                 if "finetune" in protocols:
@@ -119,11 +117,10 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                            "top1_last_per_seed": [r["top1_last"] for r in runs],
                            "top1_best_per_seed": [r["top1_best"] for r in runs]}
                 for protocol, runs in results.items()}}
-        write_json_atomic(paths.result_dir(results_dir, split, encoder.name, "semi",
-                                           encoder.view) / "metrics.json", per_view)
-        summary[encoder.view], name = per_view, encoder.name
-    write_json_atomic(paths.result_summary(results_dir, split, name, "semi"), summary)
-    return summary
+        return per_view
+
+    return evaluate_each(run_encoders(split, run_name, encoder_file, data_dir, models_dir,
+                                      params), split, "semi", results_dir, evaluate)
 
 
 def run_finetune(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
@@ -131,15 +128,10 @@ def run_finetune(split: str, run_name: str | None, data_dir: Path, models_dir: P
                  encoder_file: Path | None = None) -> dict[str, Any]:
     """Fine-tune the whole network on all training labels of ``split``."""
     config, settings, device = finetune_settings(params, overrides)
-    summary: dict[str, Any] = {}
-    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
-        out = paths.result_dir(results_dir, split, encoder.name, "finetune", encoder.view)
-        summary[encoder.view] = finetune_encoder(encoder, encoder.part("train"), config,
-                                                 settings, device, out)
-        write_json_atomic(out / "metrics.json", summary[encoder.view])
-        name = encoder.name
-    write_json_atomic(paths.result_summary(results_dir, split, name, "finetune"), summary)
-    return summary
+    return evaluate_each(
+        run_encoders(split, run_name, encoder_file, data_dir, models_dir, params), split,
+        "finetune", results_dir, lambda encoder, out: finetune_encoder(
+            encoder, encoder.part("train"), config, settings, device, out))
 
 
 def run_transfer(split: str, run_name: str, source: str, data_dir: Path, models_dir: Path,
@@ -151,18 +143,16 @@ def run_transfer(split: str, run_name: str, source: str, data_dir: Path, models_
         raise StageError(f"transfer from {source} to itself: name another target split")
     linear, device = linear_config(params, {}, run_name)
     config, settings, _ = finetune_settings(params, overrides)
-    summary: dict[str, Any] = {}
-    for encoder in run_encoders(split, run_name, None, data_dir, models_dir, params, source):
-        out = paths.result_dir(results_dir, split, encoder.name, "transfer", encoder.view)
+
+    def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
         _, metrics = linear_protocols(features(encoder, "train", device),
                                       features(encoder, "val", device), encoder.num_classes,
                                       linear, device)
-        summary[encoder.view] = {"source": source, "linear": metrics, "finetune": finetune_encoder(
+        return {"source": source, "linear": metrics, "finetune": finetune_encoder(
             encoder, encoder.part("train"), config, settings, device, out)}
-        write_json_atomic(out / "metrics.json", summary[encoder.view])
-        name = encoder.name
-    write_json_atomic(paths.result_summary(results_dir, split, name, "transfer"), summary)
-    return summary
+
+    return evaluate_each(run_encoders(split, run_name, None, data_dir, models_dir, params,
+                                      source), split, "transfer", results_dir, evaluate)
 
 
 def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
@@ -177,8 +167,8 @@ def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: 
         raise StageError(f"unknown occlusion kind(s) {', '.join(sorted(unknown))}; known: "
                          f"{', '.join(OCCLUSIONS)}")
     config, device = linear_config(params, {})
-    summary: dict[str, Any] = {}
-    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+
+    def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
         train, test = features(encoder, "train", device), features(encoder, "val", device)
         paper, _ = linear_protocols(train, test, encoder.num_classes, config, device)
         clean = {k: paper["metrics"][k] for k in ("top1_last", "top1_best", "best_epoch")}
@@ -186,8 +176,6 @@ def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: 
                                    "seed": section["seed"]}
         test_joint = torch.from_numpy(encoder.store.take("joint", test[2]))
         layout = encoder.info["layout"]
-        out = paths.result_dir(results_dir, split, encoder.name, "occlusion", encoder.view)
-        out.mkdir(parents=True, exist_ok=True)
         for kind in section["kinds"]:
             generator = torch.Generator().manual_seed(int(section["seed"]))
             masked = occlude(test_joint, kind, layout, generator, tuple(section["ratio"]))
@@ -198,7 +186,7 @@ def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: 
                 top1 = accuracy(predict(paper[f"head_{which}"], x), test[1], 1)
                 metrics[kind][f"top1_{which}"] = top1
                 metrics[kind][f"drop_{which}"] = clean[f"top1_{which}"] - top1
-        write_json_atomic(out / "metrics.json", metrics)
-        summary[encoder.view], name = metrics, encoder.name
-    write_json_atomic(paths.result_summary(results_dir, split, name, "occlusion"), summary)
-    return summary
+        return metrics
+
+    return evaluate_each(run_encoders(split, run_name, encoder_file, data_dir, models_dir,
+                                      params), split, "occlusion", results_dir, evaluate)

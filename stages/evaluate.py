@@ -11,7 +11,7 @@ import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -105,6 +105,21 @@ def features(encoder: Encoder, part: str, device: torch.device) -> tuple[torch.T
     return x, encoder.labels(indices), indices
 
 
+def evaluate_each(encoders: list[Encoder], split: str, protocol: str, results_dir: Path,
+                  evaluate: Callable[[Encoder, Path], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``evaluate(encoder, out)`` for each encoder, ``out`` its result folder
+    (``results/<split>/<protocol>/<run>/<stream>/``, created); writes each one's metrics.json
+    and the run's summary of every stream (``results/<split>/<protocol>/<run>.json``)."""
+    results, name = {}, None
+    for encoder in encoders:
+        out = paths.result_dir(results_dir, split, encoder.name, protocol, encoder.view)
+        out.mkdir(parents=True, exist_ok=True)
+        results[encoder.view], name = evaluate(encoder, out), encoder.name
+        write_json_atomic(out / "metrics.json", results[encoder.view])
+    write_json_atomic(paths.result_summary(results_dir, split, name, protocol), results)
+    return results
+
+
 def save_arrays(path: Path, **arrays: np.ndarray) -> None:
     with replacing(path, ".npz") as tmp:
         np.savez(tmp, **arrays)
@@ -175,22 +190,20 @@ def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Pat
     view."""
     config, device = linear_config(params, overrides, run_name)
     figures = load_section(params, "linear", {})["figures"]
-    results, name = {}, None
-    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+
+    def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
         train, test = features(encoder, "train", device), features(encoder, "val", device)
         paper, metrics = linear_protocols(train, test, encoder.num_classes, config, device)
-        out = paths.result_dir(results_dir, split, encoder.name, "linear", encoder.view)
-        out.mkdir(parents=True, exist_ok=True)
         save_arrays(out / "logits.npz", last=paper["logits_last"].numpy(),
                     best=paper["logits_best"].numpy(), labels=test[1].numpy(), indices=test[2])
         write_curve(out / "curve.csv", paper["curve"], f"{encoder.name} {encoder.view} linear")
         if figures:
             write_class_figures(out, test[0].cpu(), test[1].cpu(), paper["logits_last"],
                                 encoder.num_classes, f"{encoder.name} {encoder.view}")
-        write_json_atomic(out / "metrics.json", metrics)
-        results[encoder.view], name = metrics, encoder.name
-    write_json_atomic(paths.result_summary(results_dir, split, name, "linear"), results)
-    return results
+        return metrics
+
+    return evaluate_each(run_encoders(split, run_name, encoder_file, data_dir, models_dir,
+                                      params), split, "linear", results_dir, evaluate)
 
 
 def run_knn(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
@@ -199,23 +212,20 @@ def run_knn(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
     """KNN retrieval (cosine, k from params) for every encoder."""
     config = load_section(params, "knn", overrides)
     device = resolve_device(config["device"])
-    results, name = {}, None
-    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+
+    def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
         (train_x, train_y, train_idx) = features(encoder, "train", device)
         (test_x, test_y, test_idx) = features(encoder, "val", device)
         neighbours, similarities, scores = knn_classify(train_x, train_y, test_x,
                                                         encoder.num_classes, config["k"])
-        metrics = {"top1": accuracy(scores, test_y, 1), "k": config["k"],
-                   "train_samples": len(train_x), "test_samples": len(test_x)}
-        out = paths.result_dir(results_dir, split, encoder.name, "knn", encoder.view)
-        out.mkdir(parents=True, exist_ok=True)
         save_arrays(out / "neighbours.npz", neighbours=train_idx[neighbours.numpy()],
                     similarities=similarities.numpy(), scores=scores.numpy(),
                     labels=test_y.numpy(), indices=test_idx)
-        write_json_atomic(out / "metrics.json", metrics)
-        results[encoder.view], name = metrics, encoder.name
-    write_json_atomic(paths.result_summary(results_dir, split, name, "knn"), results)
-    return results
+        return {"top1": accuracy(scores, test_y, 1), "k": config["k"],
+                "train_samples": len(train_x), "test_samples": len(test_x)}
+
+    return evaluate_each(run_encoders(split, run_name, encoder_file, data_dir, models_dir,
+                                      params), split, "knn", results_dir, evaluate)
 
 
 def ensemble_groups(streams: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -301,8 +311,8 @@ def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path
     cosine) before and after whitening fitted on the training part."""
     config = load_section(params, "knn", {"device": overrides.get("device")})
     device = resolve_device(config["device"])
-    results, name = {}, None
-    for encoder in run_encoders(split, run_name, encoder_file, data_dir, models_dir, params):
+
+    def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
         indices = np.sort(np.concatenate([encoder.part("train"), encoder.part("val")]))
         x = extract_features(encoder.module, encoder.store.take(encoder.view, indices),
                              device).cpu()
@@ -331,9 +341,7 @@ def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path
             "plain": accuracy(knn_classify(x[~test], train_y, x[test], classes)[2], test_y),
             "whitened": accuracy(knn_classify(white_train, train_y, white_test, classes)[2],
                                  test_y)}
-        out = paths.result_dir(results_dir, split, encoder.name, "probe", encoder.view)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "metrics.json", figures)
-        results[encoder.view], name = figures, encoder.name
-    write_json_atomic(paths.result_summary(results_dir, split, name, "probe"), results)
-    return results
+        return figures
+
+    return evaluate_each(run_encoders(split, run_name, encoder_file, data_dir, models_dir,
+                                      params), split, "probe", results_dir, evaluate)
