@@ -52,7 +52,7 @@ def main() -> None:
         params = root / "params.yaml"
         params.write_text(yaml.safe_dump({
             "defaults": {"variant": "upto50-minmax", "encoder": "gru", "encoder_options": {}},
-            "runs": {"rand-enc": {"method": "random", "streams": ["joint"]}, **{
+            "runs": {"untrained": {"method": "untrained", "streams": ["joint"]}, **{
                 run: {"method": "crrl", "streams": ["joint"],
                       "options": {"student": "ser", "fusion": "none", "decoder_readout": readout},
                       "train": {"epochs": args.epochs, "batch_size": 32, "lr": 0.04,
@@ -60,8 +60,8 @@ def main() -> None:
                                 "grad_clip": clip, "knn_every": args.every}}
                 for run, (_, clip, readout) in runs.items()}},
             "knn": {"k": 1, "device": "cpu"}}))
-        pretrain.run(split, "rand-enc", data, models, params, {})
-        untrained = evaluate.run_knn(split, "rand-enc", data, models, results, params,
+        pretrain.run(split, "untrained", data, models, params, {})
+        untrained = evaluate.run_knn(split, "untrained", data, models, results, params,
                                      {})["joint"]["top1"]
         rows = []
         for run, (name, _, _) in runs.items():

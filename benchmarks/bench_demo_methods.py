@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--nn-epoch", type=int, default=None,
                         help="CrosNNCLR's nn_epoch (default: half the epochs)")
     args = parser.parse_args()
-    runs = {"random-joint": {"method": "random", "streams": ["joint"]}}
+    runs = {"untrained-joint": {"method": "untrained", "streams": ["joint"]}}
     for method in args.methods:
         options = {"feature_dim": 64, "queue_size": 256, "momentum": 0.99,
                    "projector_init_std": None}

@@ -65,7 +65,7 @@ def main() -> None:
                         "defaults": {"variant": variant, "encoder": "gru",
                                      "encoder_options": {"init": init},
                                      "train": {"seed": seed, "device": "cpu"}},
-                        "runs": {run: {"method": "random", "streams": ["joint"]}},
+                        "runs": {run: {"method": "untrained", "streams": ["joint"]}},
                         "knn": {"k": 1, "device": "cpu"}}))
                     pretrain.run("nw-ucla-xview", run, data, models, params, {})
                     knn = evaluate.run_knn("nw-ucla-xview", run, data, models, results, params, {})

@@ -93,7 +93,7 @@ def params_for(recipes: list[str], epochs: int, every: int, train_size: int,
             options["mining_epoch"] = epochs // 2
         if name == "crrl":  # the CML step as long as the SER step, at CML's lr
             options["first"] = {"epochs": epochs, "lr": 0.01}
-        runs[f"{name}-untrained"] = {"method": "random", "streams": ["joint"], **common,
+        runs[f"{name}-untrained"] = {"method": "untrained", "streams": ["joint"], **common,
                                      "train": {"seed": seed}}
         runs[name] = {"method": recipe["method"], "streams": ["joint"], **common,
                       "options": options,

@@ -42,8 +42,8 @@ import yaml
 
 from skelctl.data.views import VIEWS
 from skelctl.keys import unknown_keys
-from skelctl.methods import (METHODS, Method, OptionsError, build_method, check_encoder_options,
-                             make_options, method_class)
+from skelctl.methods import (DEPRECATED_NAMES, METHODS, Method, OptionsError, build_method,
+                             check_encoder_options, make_options, method_class, method_name)
 from skelctl.skeletons import Layout
 from skelctl.train import TrainConfig
 from stages.common import StageError
@@ -124,7 +124,7 @@ class Run:
 
     @property
     def trained(self) -> bool:
-        return self.method != "random"
+        return self.method != "untrained"
 
     def build(self, layout: Layout, num_persons: int) -> Method:
         """A fresh method (fresh encoders for ``random``) seeded by the run's seed."""
@@ -169,7 +169,8 @@ def run_names(document: dict[str, Any], where: str = "params") -> list[str]:
 def adhoc_entry(name: str) -> dict[str, Any] | None:
     """``<method>-<stream>[-<stream>...]`` names a run that params need not list."""
     method, *streams = name.split("-")
-    if method in METHODS and streams and all(s in VIEWS for s in streams):
+    if (method in METHODS or method in DEPRECATED_NAMES) and streams and all(
+            s in VIEWS for s in streams):
         return {"method": method, "streams": streams}
     return None
 
@@ -226,7 +227,8 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
         raise StageError(f"{where}: streams must be a list of views from {', '.join(VIEWS)}, "
                          f"not {streams!r}")
     try:  # the method's and the encoder's own options, checked now, with the file named
-        cls = method_class(entry["method"])
+        method = method_name(entry["method"], where)
+        cls = method_class(method)
         if cls.multi_view is not None and (len(streams) > 1) != cls.multi_view:
             raise OptionsError(f"{where}: {entry['method']} learns "
                                + ("two or more streams" if cls.multi_view else "one stream")
@@ -235,7 +237,7 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
         check_encoder_options(merged["encoder"], merged["encoder_options"] or {}, where)
     except OptionsError as err:
         raise StageError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
-    return Run(name, entry["method"], tuple(streams), str(merged["variant"]), merged["encoder"],
+    return Run(name, method, tuple(streams), str(merged["variant"]), merged["encoder"],
                dict(merged["encoder_options"] or {}), dict(merged.get("options") or {}),
                TrainConfig(**train), start)
 

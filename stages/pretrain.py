@@ -11,7 +11,7 @@ import torch
 from skelctl.data.store import Store
 from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.evaluate.knn import knn_classify
-from skelctl.methods.queue import MomentumContrast
+from skelctl.methods.moco import MomentumContrast
 from skelctl.methods import OptionsError
 from skelctl.models import load_encoder, save_encoder
 from skelctl.train import (Samples, distributed, fit, init_distributed, log_line,

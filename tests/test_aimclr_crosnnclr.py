@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 from skelctl import augment
 from skelctl.methods import build_method
-from skelctl.methods.aimclr import (attention_drop, divergence_loss, energy_attention,
-                                    mining_loss)
 from skelctl.methods.base import OptionsError
-from skelctl.methods.crosnnclr import cross_view_nn_loss, nearest_neighbours
+from skelctl.methods.extreme import attention_drop, energy_attention
+from skelctl.methods.losses import (cross_view_nn_loss, divergence_loss, mining_loss,
+                                   nearest_neighbours)
 from skelctl.skeletons import LAYOUTS, NTU25
 
 
@@ -281,7 +281,7 @@ def nw_ucla_workspace(tmp_path_factory, prepared_nw_ucla):
 
     root = tmp_path_factory.mktemp("nw-ucla-runs")
     (root / "data").symlink_to(prepared_nw_ucla, target_is_directory=True)
-    runs = {"random-joint": {"method": "random", "streams": ["joint"]}}
+    runs = {"untrained-joint": {"method": "untrained", "streams": ["joint"]}}
     starts = {"aimclr": {"mining_epoch": 2}, "crosnnclr": {},
               "crosnnclr_star": {"mining_epoch": 2, "nn_epoch": 2}}
     for name, start in starts.items():
@@ -294,7 +294,7 @@ def nw_ucla_workspace(tmp_path_factory, prepared_nw_ucla):
                      "train": {"epochs": 4, "batch_size": 32, "lr": 0.1, "lr_steps": [],
                                "amp": False, "device": "cpu", "checkpoint_every": 100}},
         "runs": runs, "linear": {"device": "cpu"}, "knn": {"device": "cpu"}}))
-    return root, params, figures(root, params, "random-joint", pretrain, evaluate)
+    return root, params, figures(root, params, "untrained-joint", pretrain, evaluate)
 
 
 def figures(root, params, run, pretrain, evaluate) -> tuple[float, float]:

@@ -340,18 +340,18 @@ def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(prepared_nw_ucla, tm
     params = tmp_path / "params.yaml"
     import yaml
     params.write_text(yaml.safe_dump({"defaults": base, "runs": {
-        "rand-enc": {"method": "random", "streams": ["joint"]},
+        "untrained": {"method": "untrained", "streams": ["joint"]},
         "crrl": {"method": "crrl", "streams": ["joint"],
                  "options": {"decoder_readout": False, "first": {"epochs": 3, "lr": 0.01}}}},
         "knn": {"k": 1, "device": "cpu"}}))
     accuracy = {}
-    for run in ("rand-enc", "crrl"):
+    for run in ("untrained", "crrl"):
         pretrain.run(split, run, data, models, params, {})
         knn = evaluate.run_knn(split, run, data, models, results, params, {})
         accuracy[run] = knn["joint"]["top1"]
     history = (models / split / "crrl.loss.csv").read_text().splitlines()
     assert len(history) == 1 + 15 and (models / split / "crrl.loss.png").is_file()
-    assert accuracy["crrl"] > accuracy["rand-enc"] + 5, accuracy
+    assert accuracy["crrl"] > accuracy["untrained"] + 5, accuracy
 
 
 # ---- the reproduction command ---------------------------------------------------------------
@@ -374,7 +374,7 @@ def test_reproduce_sets_up_the_nw_ucla_profile_with_the_raw_folder(tmp_path):
     assert params["raw"] == {"nw-ucla": str(raw.resolve())}
     assert params["splits"] == ["nw-ucla-xview"]
     assert params["views"]["variants"][0] == "upto50-bodyframe+minmax"
-    table8 = {"rand-enc", "cml", "ser", "cml-ser-joint", "cml-pretrain-ser", "ser-pretrain-cml",
+    table8 = {"untrained", "cml", "ser", "cml-ser-joint", "cml-pretrain-ser", "ser-pretrain-cml",
               "ser-distill-cml", "crrl"}
     assert table8 == set(params["runs"]) & table8 | {e["run"] for e in params["continued"]}
     assert (work / "dvc.yaml").read_text() == (demo.PROJECT / "dvc.yaml").read_text()
@@ -382,11 +382,11 @@ def test_reproduce_sets_up_the_nw_ucla_profile_with_the_raw_folder(tmp_path):
     # within the hour (no --full): the profile's reproduce.runs and the runs they start from
     quick = yaml.safe_load((demo.create_workspace(tmp_path / "quick", "nw-ucla", {
         "nw-ucla": raw}, full=False) / "params.yaml").read_text())
-    assert list(quick["runs"]) == ["rand-enc", "cml", "ser"] and "reproduce" not in quick
+    assert list(quick["runs"]) == ["untrained", "cml", "ser"] and "reproduce" not in quick
     assert [e["run"] for e in quick["continued"]] == ["crrl"] and quick["ensembles"] == []
     # the paper rows of the runs it keeps, and no row of a run it leaves out
     assert quick["reproduces"] == {
-        "rand-enc": {"CRRL VIII": "Rand-Enc", "CRRL IX": "Rand-Enc"},
+        "untrained": {"CRRL VIII": "Rand-Enc", "CRRL IX": "Rand-Enc"},
         "cml": {"CRRL VIII": "CML", "CRRL IX": "Velocity (the proposed)"},
         "ser": {"CRRL VIII": "SER", "CRRL X": "SER(forward+reverse)"},
         "crrl": {"CRRL VIII": "CRRL", "CRRL V": "CRRL", "CRRL VI": "CRRL"}}

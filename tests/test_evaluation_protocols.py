@@ -298,7 +298,7 @@ def test_probe_command_writes_its_figures(prepared_ntu60, tmp_path, monkeypatch)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "defaults": {"variant": "50-shoulder", "encoder": "gru",
                      "encoder_options": {"hidden": 8, "layers": 1}, "train": {"device": "cpu"}},
-        "runs": {"rand": {"method": "random", "streams": ["joint"]}}, "knn": {"device": "cpu"}}))
+        "runs": {"rand": {"method": "untrained", "streams": ["joint"]}}, "knn": {"device": "cpu"}}))
     monkeypatch.chdir(tmp_path)
     args = ["--split", "ntu60-xview", "--data-dir", str(prepared_ntu60)]
     assert CliRunner().invoke(main, ["pretrain", "rand", *args]).exit_code == 0

@@ -13,8 +13,8 @@ from skelctl.evaluate.features import accuracy
 from skelctl.evaluate.knn import knn_scores, nearest_neighbours
 from skelctl.evaluate.linear import LinearConfig, train_linear
 from skelctl.methods import OptionsError, build_method
-from skelctl.methods.crosclr import cross_view_loss, top_k_mask
-from skelctl.methods.queue import MomentumContrast, info_nce
+from skelctl.methods.losses import cross_view_loss, info_nce, top_k_mask
+from skelctl.methods.moco import MomentumContrast
 from skelctl.models import build_encoder
 from skelctl.models.graph import hop_distance, spatial_partition
 from skelctl.models.stgcn import GraphBlock

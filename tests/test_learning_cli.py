@@ -17,19 +17,19 @@ TINY = {
                  "train": {"epochs": 2, "batch_size": 16, "lr_steps": [5],
                            "checkpoint_every": 1}},
     "runs": {
-        "random-joint": {"method": "random", "streams": ["joint"]},
+        "untrained-joint": {"method": "untrained", "streams": ["joint"]},
         "skeletonclr-joint": {"method": "skeletonclr", "streams": ["joint"],
                               "options": {"queue_size": 32}, "train": {"knn_every": 2}},
         "crosclr-joint-motion": {"method": "crosclr", "streams": ["joint", "motion"],
                                  "options": {"queue_size": 32, "cross_epoch": 1}},
-        "rand-enc": {"method": "random", "streams": ["joint"]},
+        "untrained": {"method": "untrained", "streams": ["joint"]},
         "crrl": {"method": "crrl", "streams": ["joint"],
                  "options": {"queue_size": 8, "first": {"epochs": 1, "lr": 0.01}},
                  "train": {"grad_clip": 1.0}},
     },
     "ensembles": ["crosclr-joint-motion"],
     "reproduces": {"crosclr-joint-motion 2s joint": {"CrosSCLR 2": "2s-CrosSCLR K=1"},
-                   "rand-enc": {"CRRL VIII": "Rand-Enc"},
+                   "untrained": {"CRRL VIII": "Rand-Enc"},
                    "crrl": {"CRRL VIII": "CRRL", "CRRL V": "CRRL", "CRRL VI": "CRRL"}},
     "downstream": {"semi": ["crosclr-joint-motion"], "finetune": ["skeletonclr-joint"],
                    "occlusion": ["skeletonclr-joint"], "transfer": []},
@@ -57,7 +57,7 @@ def test_pretrain_evaluate_ensemble_tables(project):
     for name in TINY["runs"]:
         result = run("pretrain", name, *split, *data)
         assert result.exit_code == 0, result.output
-        if name != "random-joint" and name != "rand-enc":  # outside a terminal: a line an epoch
+        if name != "untrained-joint" and name != "untrained":  # outside a terminal: a line an epoch
             assert "epoch 1/" in result.stdout and "min left" in result.stdout, result.stdout
         assert (root / "models" / "ntu60-xsub" / f"{name}.loss.csv").read_text().startswith(
             "epoch,")
@@ -117,7 +117,7 @@ def test_pretrain_evaluate_ensemble_tables(project):
     assert result.exit_code == 0, result.output
     table = (root / "tables" / "linear.md").read_text()
     for row in ("SkeletonCLR joint (skeletonclr-joint)", "CrosSCLR motion (crosclr-joint-motion)",
-                "untrained joint (random-joint)"):
+                "untrained joint (untrained-joint)"):
         assert table.count(row) == 1
     assert "`params.yaml` (test)" in table
     assert "2s-CrosSCLR (joint+motion; crosclr-joint-motion) joint" in (
@@ -126,7 +126,7 @@ def test_pretrain_evaluate_ensemble_tables(project):
         root / "tables" / "crosclr_table2_topk.md").read_text()
     # CRRL: Table VIII beside the published NTU-60 xsub value, Tables V/VI with KNN
     table8 = (root / "tables" / "crrl_tableVIII.md").read_text()
-    assert "| CRRL (crrl) " in table8 and "| 67.6 " in table8 and "Rand-Enc (rand-enc)" in table8
+    assert "| CRRL (crrl) " in table8 and "| 67.6 " in table8 and "Rand-Enc (untrained)" in table8
     assert "60.7" in (root / "tables" / "crrl_table5_6.md").read_text()
     for name in ("semi", "finetune", "occlusion"):
         assert (root / "tables" / f"{name}.md").is_file()

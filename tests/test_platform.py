@@ -22,8 +22,9 @@ from skelctl.data.store import Store
 from skelctl.data.views import compute_view
 from skelctl.methods import build_method
 from skelctl.methods.base import Phase
-from skelctl.methods.crosclr import CrosSCLROptions, cross_view_loss
-from skelctl.methods.queue import MomentumContrast, info_nce
+from skelctl.methods.crossclr import CrosSCLROptions
+from skelctl.methods.losses import cross_view_loss, info_nce
+from skelctl.methods.moco import MomentumContrast
 from skelctl.models import (ENCODERS, build_encoder, encoder_option_names, load_encoder,
                             save_encoder)
 from skelctl.models.graph import PARTITIONS, spatial_partition
@@ -195,7 +196,7 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
           "pooling"]),
         # an unknown method
         ({"method": "simclr", "streams": ["joint"]},
-         ["unknown method 'simclr'", "known: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, random"]),
+         ["unknown method 'simclr'", "known: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, untrained"]),
         # streams not a list of views
         ({"method": "skeletonclr", "streams": "joint"},
          ["streams must be a list of views from joint, motion, bone, velocity", "'joint'"]),
@@ -209,7 +210,7 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
     params = write_params(tmp_path, BASE)
     expect_error(params, "simclr-joint",
                  "not in the params' runs (listed: clr, clr-gru, clr-gru-own, clr-same, cross)",
-                 "methods: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, random")
+                 "methods: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, untrained")
     with pytest.raises(StageError, match=r"^run 'skeletonclr-hand': not in the params' runs "
                                          r"\(listed: none\)"):
         load_run(None, "skeletonclr-hand")
@@ -258,10 +259,10 @@ def test_dvc_tracks_the_defaults_and_each_runs_own_entry(tmp_path, monkeypatch):
     repo = Repo(str(tmp_path))
     names = {stage.name for stage in repo.index.stages}
     runs = list(document["runs"])
-    assert runs == ["random-joint-motion-bone", "skeletonclr-joint", "crosclr-joint-motion-bone"]
+    assert runs == ["untrained-joint-motion-bone", "skeletonclr-joint", "crosclr-joint-motion-bone"]
     pretrain = [f"pretrain@ntu60-xsub-{run}" for run in runs]
     expected = {*pretrain, *(f"{s}@ntu60-xsub-{r}" for s in ("linear", "knn") for r in runs),
-                "semi@ntu60-xsub-random-joint-motion-bone", "semi@ntu60-xsub-crosclr-joint-motion-bone",
+                "semi@ntu60-xsub-untrained-joint-motion-bone", "semi@ntu60-xsub-crosclr-joint-motion-bone",
                 "occlusion@ntu60-xsub-crosclr-joint-motion-bone",
                 "ensemble@ntu60-xsub-crosclr-joint-motion-bone"}
     assert expected <= names
@@ -272,7 +273,7 @@ def test_dvc_tracks_the_defaults_and_each_runs_own_entry(tmp_path, monkeypatch):
         params = [d for d in by_name[name].deps if isinstance(d, ParamsDependency)]
         assert [(d.def_path, sorted(d.params)) for d in params] == [
             ("params.yaml", ["defaults", f"runs.{run}"])]
-    for name in ("linear@ntu60-xsub-skeletonclr-joint", "knn@ntu60-xsub-random-joint-motion-bone"):
+    for name in ("linear@ntu60-xsub-skeletonclr-joint", "knn@ntu60-xsub-untrained-joint-motion-bone"):
         tracked = {p for d in by_name[name].deps if isinstance(d, ParamsDependency)
                    for p in d.params}
         assert not any(p.startswith(("runs", "defaults")) for p in tracked)
@@ -703,9 +704,21 @@ def test_phase_groups_default_to_the_trainable_parameters():
                           options={"queue_size": 8})
     phases = method.phases(**TrainConfig(epochs=4, lr=0.3, lr_steps=[3]).schedule())
     assert [(p.epochs, p.lr, p.lr_steps, p.weight_decay) for p in phases] == [(4, 0.3, [3], 1e-4)]
-    assert build_method("random", ("joint", "bone"), NTU25, 2, encoder="gru",
+    assert build_method("untrained", ("joint", "bone"), NTU25, 2, encoder="gru",
                         encoder_options={"hidden": 8, "layers": 1}).phases(
         **TrainConfig().schedule()) == []
+
+
+def test_the_untrained_baseline_s_former_name_is_accepted_with_a_warning(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"runs": {"baseline": {"method": "random",
+                                                            "streams": ["joint"]}}}))
+    with pytest.warns(FutureWarning, match=f"{params}: run 'baseline': method 'random' is "
+                                           f"deprecated; use 'untrained'"):
+        run = load_run(params, "baseline")
+    assert run.method == "untrained" and not run.trained
+    with pytest.warns(FutureWarning):
+        assert load_run(None, "random-joint").method == "untrained"  # an ad-hoc name too
 
 
 def test_a_queue_as_large_as_the_training_set_is_warned_about():
@@ -721,7 +734,7 @@ def test_a_queue_as_large_as_the_training_set_is_warned_about():
         "warning: a queue of 100 keys for 100 training samples; every sample then meets its own "
         "earlier keys as negatives. Choose queue_size below 100 (a quarter of it, 25, suits small "
         "datasets).")
-    assert queue_warning(build_method("random", ("joint",), NTU25, 2, encoder="gru",
+    assert queue_warning(build_method("untrained", ("joint",), NTU25, 2, encoder="gru",
                                       encoder_options={"hidden": 8, "layers": 1}), 1) is None
 
 
@@ -911,17 +924,17 @@ def tiny_crosclr(**options):
 
 
 def test_crosclr_passes_detach_teacher_and_cross_loss(monkeypatch):
-    import skelctl.methods.crosclr as crosclr
+    import skelctl.methods.crossclr as crossclr
 
     x = torch.randn(4, 3, 10, 25, 2, generator=gen(5))
     seen = []
-    original = crosclr.cross_view_loss
+    original = crossclr.cross_view_loss
 
     def spy(*args):
         seen.append(args[5:])
         return original(*args)
 
-    monkeypatch.setattr(crosclr, "cross_view_loss", spy)
+    monkeypatch.setattr(crossclr, "cross_view_loss", spy)
     for detach in (False, True):
         seen.clear()
         losses = tiny_crosclr(cross_epoch=1, detach_teacher=detach)({"joint": x}, gen(), 1)

@@ -4,26 +4,40 @@ see :mod:`skelctl.methods.base`."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from skelctl.keys import unknown_keys
 from skelctl.methods.aimclr import AimCLR
 from skelctl.methods.base import Method, OptionsError, make_options
-from skelctl.methods.crosclr import CrosSCLR
+from skelctl.methods.crossclr import CrosSCLR
 from skelctl.methods.crosnnclr import CrosNNCLR, CrosNNCLRStar
 from skelctl.methods.crrl import CRRL
-from skelctl.methods.random_init import RandomInit
 from skelctl.methods.skeletonclr import SkeletonCLR
+from skelctl.methods.untrained import Untrained
 from skelctl.models import build_encoder, encoder_option_names
 from skelctl.skeletons import Layout
 
 METHODS: dict[str, type[Method]] = {
     "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "crrl": CRRL, "aimclr": AimCLR,
-    "crosnnclr": CrosNNCLR, "crosnnclr_star": CrosNNCLRStar, "random": RandomInit,
+    "crosnnclr": CrosNNCLR, "crosnnclr_star": CrosNNCLRStar, "untrained": Untrained,
 }
+# a method's name before it was renamed -> its name now (accepted, with a warning)
+DEPRECATED_NAMES = {"random": "untrained"}
+
+
+def method_name(name: str, where: str = "") -> str:
+    """The registered name for ``name``: a deprecated name is warned about (naming ``where``,
+    the run) and resolved."""
+    if name in DEPRECATED_NAMES:
+        warnings.warn(f"{where + ': ' if where else ''}method {name!r} is deprecated; use "
+                      f"{DEPRECATED_NAMES[name]!r}", FutureWarning, stacklevel=2)
+        return DEPRECATED_NAMES[name]
+    return name
 
 
 def method_class(name: str) -> type[Method]:
+    name = method_name(name)
     if name not in METHODS:
         raise OptionsError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[name]

@@ -35,31 +35,9 @@ from dataclasses import dataclass
 
 import torch
 
-from skelctl.methods.aimclr import AimCLR, AimCLROptions
-from skelctl.methods.queue import ContrastOptions, gather_from_all_ranks, info_nce
-from skelctl.methods.skeletonclr import SkeletonCLR
-
-
-def nearest_neighbours(queries: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """For each unit-length row of ``queries`` ``(N, D)``, the row of ``support`` ``(K, D)``
-    (unit length too) with the highest cosine similarity."""
-    return support[(queries @ support.T).argmax(dim=1)]
-
-
-def cross_view_nn_loss(query: torch.Tensor, key: torch.Tensor, support: torch.Tensor,
-                       temperature: float) -> torch.Tensor:
-    """Eq. 8, ``(L_q->k + L_k->q) / 2``, for unit-length ``query`` and ``key`` ``(N, D)`` and
-    the queue ``support`` ``(K, D)``."""
-    support = support.detach().clone()  # the queue changes in place after the step
-    positive = (query * key).sum(dim=1) / temperature
-    losses = []
-    for anchor, other in ((query, key), (key, query)):
-        neighbour = (nearest_neighbours(anchor.detach(), support) * other).sum(dim=1) / temperature
-        numerator = torch.logsumexp(torch.stack([positive, neighbour], dim=1), dim=1)
-        denominator = torch.logsumexp(torch.cat([positive[:, None], anchor @ support.T
-                                                 / temperature], dim=1), dim=1)
-        losses.append((denominator - numerator).mean())
-    return (losses[0] + losses[1]) / 2
+from skelctl.methods.extreme import ExtremeMoCo, ExtremeOptions
+from skelctl.methods.losses import cross_view_nn_loss, info_nce
+from skelctl.methods.moco import ContrastOptions, MoCoMethod
 
 
 @dataclass
@@ -69,11 +47,11 @@ class CrosNNCLROptions(ContrastOptions):
 
 
 @dataclass
-class CrosNNCLRStarOptions(AimCLROptions):
+class CrosNNCLRStarOptions(ExtremeOptions):
     nn_epoch: int = 0
 
 
-class CrosNNCLR(SkeletonCLR):
+class CrosNNCLR(MoCoMethod):
     """SkeletonCLR with the cross-view nearest-neighbour loss in place of InfoNCE (one stream)."""
 
     title = "CrosNNCLR"  # its name in the tables
@@ -81,19 +59,18 @@ class CrosNNCLR(SkeletonCLR):
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
                 epoch: int) -> dict[str, torch.Tensor]:
-        options = self.options
+        stream, options = self.streams[0], self.options
         z, key = self.embed(batch, generator)
         if epoch >= options.nn_epoch:
-            loss = cross_view_nn_loss(z, key, self.moco.queue, options.temperature)
-            name = f"crosnn_{self.streams[0]}"
+            loss = {f"crosnn_{stream}": cross_view_nn_loss(z, key, self.moco.queue,
+                                                            options.temperature)}
         else:
-            loss = info_nce((z * key).sum(dim=1), self.moco.similarities(z), options.temperature)
-            name = f"infonce_{self.streams[0]}"
-        self.moco.enqueue(gather_from_all_ranks(key))
-        return {"loss": loss, name: loss.detach()}
+            loss = {f"infonce_{stream}": info_nce((z * key).sum(dim=1),
+                                                  self.moco.similarities(z), options.temperature)}
+        return self.finish(key, loss)
 
 
-class CrosNNCLRStar(AimCLR):
+class CrosNNCLRStar(ExtremeMoCo):
     """AimCLR with the cross-view nearest-neighbour loss added (CrosNNCLR*)."""
 
     title = "CrosNNCLR*"  # its name in the tables
@@ -101,10 +78,9 @@ class CrosNNCLRStar(AimCLR):
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
                 epoch: int) -> dict[str, torch.Tensor]:
-        views = self.views(batch, generator)
-        losses = self.aim_losses(views, epoch)
+        embedded = self.embed_copies(batch, generator)
+        losses = self.aim_losses(embedded, epoch)
         if epoch >= self.options.nn_epoch:
-            losses["crosnn"] = cross_view_nn_loss(views["z"], views["key"], self.moco.queue,
+            losses["crosnn"] = cross_view_nn_loss(embedded["z"], embedded["key"], self.moco.queue,
                                                   self.options.temperature)
-        self.moco.enqueue(gather_from_all_ranks(views["key"]))
-        return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
+        return self.finish(embedded["key"], losses)

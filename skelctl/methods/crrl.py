@@ -40,7 +40,8 @@ from torch import nn
 from skelctl.augment import compose
 from skelctl.keys import unknown_keys
 from skelctl.methods.base import Method, OptionsError, Phase
-from skelctl.methods.queue import MomentumContrast, gather_from_all_ranks, info_nce
+from skelctl.methods.losses import info_nce
+from skelctl.methods.moco import MomentumContrast, gather_from_all_ranks
 from skelctl.models.rnn import RecurrentEncoder, run_recurrence, sequence_lengths, step_mask
 from skelctl.skeletons import Layout
 

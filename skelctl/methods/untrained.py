@@ -1,5 +1,6 @@
 """The untrained baseline: freshly initialised encoders, seeded, that every evaluation is compared
-with (``method: random`` in a run entry)."""
+with (``method: untrained`` in a run entry; ``random``, its name before, is accepted with a
+warning)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,17 @@ from skelctl.skeletons import Layout
 
 
 @dataclass
-class RandomInitOptions:
+class UntrainedOptions:
     pass
 
 
-class RandomInit(Method):
+class Untrained(Method):
     title = "untrained"  # its name in the tables
-    Options = RandomInitOptions
+    Options = UntrainedOptions
     multi_view = None
 
     def __init__(self, streams: tuple[str, ...], layout: Layout,
-                 build_encoder: Callable[[], nn.Module], options: RandomInitOptions):
+                 build_encoder: Callable[[], nn.Module], options: UntrainedOptions):
         super().__init__(streams, layout, build_encoder, options)
         self.encoder = nn.ModuleDict({view: build_encoder() for view in self.streams})
 

@@ -25,37 +25,9 @@ from torch import nn
 from skelctl.augment import compose
 from skelctl.data.views import compute_view
 from skelctl.methods.base import Method
-from skelctl.methods.queue import (ContrastOptions, MomentumContrast, gather_from_all_ranks,
-                                  info_nce)
+from skelctl.methods.losses import cross_view_loss, info_nce
+from skelctl.methods.moco import ContrastOptions, gather_from_all_ranks, momentum_contrast
 from skelctl.skeletons import Layout
-
-
-def top_k_mask(similarities: torch.Tensor, k: int) -> torch.Tensor:
-    """Knowledge mining Gamma = Topk (Eq. 4): a boolean ``(N, K)`` mask of each row's k largest."""
-    mask = torch.zeros_like(similarities, dtype=torch.bool)
-    if k > 0:
-        mask.scatter_(1, similarities.topk(k, dim=1).indices, True)
-    return mask
-
-
-def cross_view_loss(positive_u: torch.Tensor, negatives_u: torch.Tensor,
-                    negatives_v: torch.Tensor, k: int, temperature: float,
-                    context: bool = True, detach_teacher: bool = False) -> torch.Tensor:
-    """Eq. 6, L_{v->u}: view v's top-k neighbours become positives of view u, and with embedding
-    context the similarities of u are weighted by those of v (``s_u * s_v``).
-
-    ``-log [exp(l+/t) + sum_{i in N+} exp(c_i/t)] / [exp(l+/t) + sum_i exp(c_i/t)]``, averaged.
-    As in Eq. 6, the gradient flows into both views' similarities through the context product;
-    ``detach_teacher`` stops it on view v's side.
-    """
-    if detach_teacher:
-        negatives_v = negatives_v.detach()
-    contexts = negatives_u * negatives_v if context else negatives_u
-    logits = torch.cat([positive_u[:, None], contexts], dim=1) / temperature
-    positives = torch.cat([torch.ones_like(positive_u[:, None], dtype=torch.bool),
-                           top_k_mask(negatives_v, k)], dim=1)
-    return (torch.logsumexp(logits, dim=1)
-            - torch.logsumexp(logits.masked_fill(~positives, float("-inf")), dim=1)).mean()
 
 
 @dataclass
@@ -76,9 +48,8 @@ class CrosSCLR(Method):
                  build_encoder: Callable[[], nn.Module], options: CrosSCLROptions):
         super().__init__(streams, layout, build_encoder, options)
         self.augment = compose(options.augment, layout)
-        self.moco = nn.ModuleDict({v: MomentumContrast(
-            build_encoder(), options.feature_dim, options.queue_size, options.momentum,
-            projector_init_std=options.projector_init_std) for v in self.streams})
+        self.moco = nn.ModuleDict({v: momentum_contrast(build_encoder(), options)
+                                   for v in self.streams})
 
     def encoders(self) -> dict[str, nn.Module]:
         return {view: moco.encoder_q for view, moco in self.moco.items()}

@@ -1,17 +1,24 @@
-"""The MoCo core shared by every contrastive method: query and momentum key encoders with MLP
-projectors, L2-normalised embeddings, a FIFO queue of keys, and the InfoNCE loss."""
+"""MoCo (He et al., CVPR 2020; v2's MLP projector), as every contrastive method here uses it:
+query and momentum key encoders with MLP projectors, L2-normalised embeddings and a FIFO queue of
+keys (:class:`MomentumContrast`); and :class:`MoCoMethod`, the base of the single-stream methods
+built on it (SkeletonCLR, CrosNNCLR, AimCLR, CrosNNCLR*): the augmentation, one MoCo, the two
+augmented copies of a sample, and the step's end (enqueue the keys, return the losses). The
+losses themselves are in :mod:`skelctl.methods.losses`."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelctl.augment import crop_and_shear
+from skelctl.augment import compose, crop_and_shear
+from skelctl.data.views import compute_view
+from skelctl.methods.base import Method
+from skelctl.skeletons import Layout
 
 
 @dataclass
@@ -31,16 +38,6 @@ class ContrastOptions:
 def projector(in_dim: int, out_dim: int) -> nn.Module:
     """MoCo v2 projection head: Linear(in, in) - ReLU - Linear(in, out)."""
     return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
-
-
-def info_nce(positive: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Eq. 1: ``-log exp(l+/t) / (exp(l+/t) + sum_i exp(l_i/t))``, averaged over the batch.
-
-    ``positive`` is ``(N,)``, ``negatives`` ``(N, K)`` (already dot products of unit vectors).
-    """
-    logits = torch.cat([positive[:, None], negatives], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long,
-                                               device=logits.device))
 
 
 def gather_from_all_ranks(keys: torch.Tensor) -> torch.Tensor:
@@ -115,3 +112,46 @@ class MomentumContrast(nn.Module):
         index = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % len(self.queue)
         self.queue[index] = keys
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % len(self.queue))
+
+
+def momentum_contrast(encoder: nn.Module, options: ContrastOptions) -> MomentumContrast:
+    """A :class:`MomentumContrast` on ``encoder`` with the options' embedding, queue, momentum
+    and projector initialisation."""
+    return MomentumContrast(encoder, options.feature_dim, options.queue_size, options.momentum,
+                            projector_init_std=options.projector_init_std)
+
+
+class MoCoMethod(Method):
+    """A method on one stream built on MoCo: two augmented copies of each joint sequence, the
+    stream derived from each on the device (as the reference code does), a query and a momentum
+    key embedding. A subclass writes ``forward``: its losses from :meth:`embed` and
+    :meth:`finish`."""
+
+    def __init__(self, streams: tuple[str, ...], layout: Layout,
+                 build_encoder: Callable[[], nn.Module], options: ContrastOptions):
+        super().__init__(streams, layout, build_encoder, options)
+        self.augment = compose(options.augment, layout)
+        self.moco = momentum_contrast(build_encoder(), options)
+
+    def encoders(self) -> dict[str, nn.Module]:
+        return {self.streams[0]: self.moco.encoder_q}
+
+    def copy(self, joint: torch.Tensor, generator: torch.Generator,
+             augment: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        """An augmented copy of the joint sequences, as the method's stream."""
+        return compute_view(self.streams[0], (augment or self.augment)(joint, generator),
+                            self.layout)
+
+    def embed(self, batch: dict[str, torch.Tensor], generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query and (after the momentum update) key embeddings of two augmented copies."""
+        x_q, x_k = self.copy(batch["joint"], generator), self.copy(batch["joint"], generator)
+        z = self.moco.query(x_q)
+        self.moco.momentum_update()
+        return z, self.moco.key(x_k)
+
+    def finish(self, key: torch.Tensor, losses: dict[str, torch.Tensor]
+               ) -> dict[str, torch.Tensor]:
+        """Enqueue the step's keys (every rank's); the losses' sum is the one to minimise."""
+        self.moco.enqueue(gather_from_all_ranks(key))
+        return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
