@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PROJECT = Path(__file__).resolve().parents[1]  # the source checkout
+SHARED_DATA = PROJECT.parent / "shared" / "data"
 NTU_SAMPLES = SHARED_DATA / "ntu60_samples"
 NTU_LISTS = SHARED_DATA / "ntu_lists"
 PKU_SAMPLE = SHARED_DATA / "pku_mmd_sample"
@@ -82,3 +85,28 @@ def copy_of(path: Path, tmp_path: Path, name: str | None = None) -> Path:
 
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+# --- helpers the tests share ---------------------------------------------------------------
+
+CPU = torch.device("cpu")
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    """A seeded generator for a test's random draws."""
+    return torch.Generator().manual_seed(seed)
+
+
+def tiny_gru(layout=None, persons: int = 2, **options):
+    """A one-layer GRU encoder with 8 units (NTU's 25 joints unless ``layout``)."""
+    from skelctl.models import build_encoder
+    from skelctl.skeletons import NTU25
+
+    return build_encoder("gru", layout or NTU25, persons, **{"hidden": 8, "layers": 1, **options})
+
+
+def write_params(folder: Path, document: dict, name: str = "params.yaml") -> Path:
+    """``document`` as a params file in ``folder``."""
+    path = folder / name
+    path.write_text(yaml.safe_dump(document))
+    return path

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import PROJECT
 from stages import tables
 from stages.common import StageError
 from stages.config import load_run, read_params, run_names
 
-ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ["params.yaml", "params.demo.yaml", "params.nw-ucla.yaml", "params.small-data.yaml"]
 NUMBER = re.compile(r"-?\d+\.\d")
 
@@ -41,7 +41,7 @@ def pair(*parts: object) -> dict[str, float]:
 def fake_metrics(params: Path, path: Path) -> dict[str, Any]:
     """What the evaluation stages would write at ``path``, each value derived from the path."""
     document = read_params(params)
-    former = FORMER_NAMES.get(params.name if params.parent == ROOT else "", {})
+    former = FORMER_NAMES.get(params.name if params.parent == PROJECT else "", {})
     path = Path(*(former.get(part, part) for part in path.parts))
     parts = path.parts
     if parts[-3] == "ensemble":  # results/<split>/ensemble/<name>/metrics.json
@@ -95,7 +95,7 @@ def test_every_table_rendered_before_renders_the_same_rows(profile, monkeypatch)
     its numbers (ours and the paper's; a row may now also show a paper value it lacked), and no
     row is added. Tables that held no number at all are no longer rendered."""
     before = json.loads((Path(__file__).parent / "data" / "tables_before.json").read_text())
-    built = build(ROOT / profile, monkeypatch)
+    built = build(PROJECT / profile, monkeypatch)
     expected = before[profile]
     assert sorted(name for name, text in built.items() if any(numeric_rows(text))) \
         == sorted(expected)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import NW_UCLA, need
+from conftest import NW_UCLA, PROJECT, need
 from skelctl.cli import main
 from skelctl.data.formats import get_format
 from skelctl.data.formats.base import TRAIN, UNUSED, VAL, DatasetError
@@ -273,14 +273,12 @@ def test_two_own_datasets_in_one_dvc_pipeline(ucla_samples, tmp_path):
 @pytest.mark.parametrize("profile", ["params.yaml", "params.demo.yaml", "params.nw-ucla.yaml",
                                      "params.small-data.yaml"])
 def test_every_profile_resolves_its_datasets_runs_and_stages(profile, tmp_path, monkeypatch):
-    from pathlib import Path
-
     from dvc.repo import Repo
 
     from stages.config import load_run
     from stages.parse import import_settings
 
-    project = Path(__file__).resolve().parents[1]
+    project = PROJECT
     params = project / profile
     document = yaml.safe_load(params.read_text())
     for dataset in document["raw"]:
@@ -324,12 +322,10 @@ def test_augmentations_keep_2d_keypoints_2d():
 @pytest.mark.slow
 def test_the_small_data_profile_runs_through_dvc(ucla_samples, tmp_path):
     """params.small-data.yaml as a user runs it (`dvc repro`), on a cut-down copy: 2 epochs."""
-    from pathlib import Path
-
     from stages.demo import create_workspace, dvc
 
     workdir = create_workspace(tmp_path / "ws", "demo")
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.small-data.yaml")
+    params = yaml.safe_load((PROJECT / "params.small-data.yaml")
                             .read_text())
     params["defaults"]["train"].update(epochs=2, knn_every=1, device="cpu")
     params["linear"].update(epochs=5, lr_steps=[4], device="cpu")

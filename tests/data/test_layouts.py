@@ -6,6 +6,7 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import PROJECT
 
 from skelctl.cli import main
 from skelctl.skeletons import (KINECT20, LAYOUTS, LayoutError, builtin_definition, get_layout,
@@ -137,9 +138,7 @@ def test_layouts_command_lists_every_builtin_with_its_joint_order(tmp_path):
 
 
 def test_the_readme_example_layout_file_describes_the_kinect_v1_skeleton():
-    from pathlib import Path
-
-    layout = read_layout_file(Path(__file__).parents[1] / "examples" / "kinect-v1-layout.yaml")
+    layout = read_layout_file(PROJECT / "examples" / "kinect-v1-layout.yaml")
     assert layout.name == "kinect-v1" and layout.joint_names[4] == "l_shoulder"
     for field in ("bone_pairs", "center", "flip", "parts", "spine_base", "spine_mid",
                   "spine_shoulder", "left_shoulder", "right_shoulder", "dims"):
