@@ -42,7 +42,7 @@ import yaml
 
 from skelctl.data.views import VIEWS
 from skelctl.keys import unknown_keys
-from skelctl.methods import (DEPRECATED_NAMES, METHODS, Method, OptionsError, build_method,
+from skelctl.methods import (ALIASES, METHODS, Method, OptionsError, build_method,
                              check_encoder_options, make_options, method_class, method_name)
 from skelctl.skeletons import Layout
 from skelctl.train import TrainConfig
@@ -127,7 +127,7 @@ class Run:
         return self.method != "untrained"
 
     def build(self, layout: Layout, num_persons: int) -> Method:
-        """A fresh method (fresh encoders for ``random``) seeded by the run's seed."""
+        """A fresh method (fresh encoders for ``untrained``) seeded by the run's seed."""
         torch.manual_seed(self.train.seed)
         try:
             return build_method(self.method, self.streams, layout, num_persons, self.encoder,
@@ -169,7 +169,7 @@ def run_names(document: dict[str, Any], where: str = "params") -> list[str]:
 def adhoc_entry(name: str) -> dict[str, Any] | None:
     """``<method>-<stream>[-<stream>...]`` names a run that params need not list."""
     method, *streams = name.split("-")
-    if (method in METHODS or method in DEPRECATED_NAMES) and streams and all(
+    if (method in METHODS or method in ALIASES) and streams and all(
             s in VIEWS for s in streams):
         return {"method": method, "streams": streams}
     return None

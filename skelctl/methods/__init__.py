@@ -22,18 +22,19 @@ METHODS: dict[str, type[Method]] = {
     "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "crrl": CRRL, "aimclr": AimCLR,
     "crosnnclr": CrosNNCLR, "crosnnclr_star": CrosNNCLRStar, "untrained": Untrained,
 }
-# a method's name before it was renamed -> its name now (accepted, with a warning)
-DEPRECATED_NAMES = {"random": "untrained"}
+# another name a run entry may give -> the registered name: the spelling of CrosSCLR's module,
+# and (warned about) a method's name before it was renamed
+ALIASES = {"crossclr": "crosclr", "random": "untrained"}
+DEPRECATED_NAMES = frozenset({"random"})
 
 
 def method_name(name: str, where: str = "") -> str:
-    """The registered name for ``name``: a deprecated name is warned about (naming ``where``,
-    the run) and resolved."""
+    """The registered name for ``name``, an alias resolved; a deprecated name is warned about
+    (naming ``where``, the run)."""
     if name in DEPRECATED_NAMES:
         warnings.warn(f"{where + ': ' if where else ''}method {name!r} is deprecated; use "
-                      f"{DEPRECATED_NAMES[name]!r}", FutureWarning, stacklevel=2)
-        return DEPRECATED_NAMES[name]
-    return name
+                      f"{ALIASES[name]!r}", FutureWarning, stacklevel=2)
+    return ALIASES.get(name, name)
 
 
 def method_class(name: str) -> type[Method]:

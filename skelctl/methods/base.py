@@ -39,8 +39,8 @@ def make_options(cls: type, values: dict[str, Any] | None, where: str) -> Any:
 class Phase:
     """A stretch of training with its own optimiser: epochs, learning-rate schedule (``lr`` times
     ``lr_gamma`` at each of ``lr_steps``, counted from the phase's first epoch), whether the run's
-    gradient clipping applies, and the parameters it trains (``parameters(model)`` returns optimiser parameter groups; None: every parameter
-    that requires a gradient)."""
+    gradient clipping applies, and the parameters it trains (``parameters(model)`` returns
+    optimiser parameter groups; None: every parameter that requires a gradient)."""
 
     epochs: int
     lr: float

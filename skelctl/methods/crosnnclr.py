@@ -1,9 +1,9 @@
 """CrosNNCLR and CrosNNCLR* (Zhang et al., 2023, Sec. 3.2): cross-view nearest-neighbour
 contrastive learning, a block plugged into SkeletonCLR and into AimCLR.
 
-The support set is the queue. Each view's nearest neighbour in it (highest cosine similarity, the
-same as the smallest distance between unit vectors) becomes a positive for the other view (Eqs.
-6-8)::
+The support set is the queue. The nearest neighbour in it of each of the two augmented copies, the
+query and the key (highest cosine similarity, the same as the smallest distance between unit
+vectors), becomes a positive for the other copy (Eqs. 6-8; the paper calls the copies views)::
 
     L_q->k = -log (e^{z.k/t} + e^{NN(z).k/t}) / (e^{z.k/t} + sum_i e^{z.m_i/t})
     L_k->q = -log (e^{z.k/t} + e^{NN(k).z/t}) / (e^{z.k/t} + sum_i e^{k.m_i/t})
@@ -11,7 +11,7 @@ same as the smallest distance between unit vectors) becomes a positive for the o
 
 with ``z`` the query, ``k`` the momentum key and ``m_i`` the queue. These are the paper's
 equations as printed; its Algorithm 1 writes a batch-wise variant (the neighbours against the other
-view's batch, as NNCLR does), which is not followed here. The neighbour of the key, and the key,
+copy's batch, as NNCLR does), which is not followed here. The neighbour of the key, and the key,
 carry no gradient (the key encoder is a momentum copy), so the second term pulls the query towards
 the key's neighbour.
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from skelctl.methods.extreme import ExtremeMoCo, ExtremeOptions
-from skelctl.methods.losses import cross_view_nn_loss, info_nce
+from skelctl.methods.losses import info_nce, nearest_neighbour_loss
 from skelctl.methods.moco import ContrastOptions, MoCoMethod
 
 
@@ -52,7 +52,7 @@ class CrosNNCLRStarOptions(ExtremeOptions):
 
 
 class CrosNNCLR(MoCoMethod):
-    """SkeletonCLR with the cross-view nearest-neighbour loss in place of InfoNCE (one stream)."""
+    """SkeletonCLR with the nearest-neighbour loss in place of InfoNCE (one stream)."""
 
     title = "CrosNNCLR"  # its name in the tables
     Options = CrosNNCLROptions
@@ -62,8 +62,8 @@ class CrosNNCLR(MoCoMethod):
         stream, options = self.streams[0], self.options
         z, key = self.embed(batch, generator)
         if epoch >= options.nn_epoch:
-            loss = {f"crosnn_{stream}": cross_view_nn_loss(z, key, self.moco.queue,
-                                                            options.temperature)}
+            loss = {f"crosnn_{stream}": nearest_neighbour_loss(z, key, self.moco.queue,
+                                                               options.temperature)}
         else:
             loss = {f"infonce_{stream}": info_nce((z * key).sum(dim=1),
                                                   self.moco.similarities(z), options.temperature)}
@@ -71,7 +71,7 @@ class CrosNNCLR(MoCoMethod):
 
 
 class CrosNNCLRStar(ExtremeMoCo):
-    """AimCLR with the cross-view nearest-neighbour loss added (CrosNNCLR*)."""
+    """AimCLR with the nearest-neighbour loss added (CrosNNCLR*)."""
 
     title = "CrosNNCLR*"  # its name in the tables
     Options = CrosNNCLRStarOptions
@@ -81,6 +81,6 @@ class CrosNNCLRStar(ExtremeMoCo):
         embedded = self.embed_copies(batch, generator)
         losses = self.aim_losses(embedded, epoch)
         if epoch >= self.options.nn_epoch:
-            losses["crosnn"] = cross_view_nn_loss(embedded["z"], embedded["key"], self.moco.queue,
-                                                  self.options.temperature)
+            losses["crosnn"] = nearest_neighbour_loss(embedded["z"], embedded["key"],
+                                                      self.moco.queue, self.options.temperature)
         return self.finish(embedded["key"], losses)

@@ -7,8 +7,8 @@ here.
   loss (Eqs. 4 and 6), also SkeletonCLR's single-view mining (``context=False``);
 - :func:`divergence_loss` and :func:`mining_loss`: AimCLR's distribution divergence between the
   normal and the extreme copies, and its nearest-neighbour mining (CrosNNCLR paper Eqs. 2-5);
-- :func:`nearest_neighbours` and :func:`cross_view_nn_loss`: CrosNNCLR's cross-view
-  nearest-neighbour loss (Eqs. 6-8).
+- :func:`nearest_neighbours` and :func:`nearest_neighbour_loss`: CrosNNCLR's nearest-neighbour
+  loss between the query and the key copy (the paper's "cross-view" loss, Eqs. 6-8).
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def nearest_neighbours(queries: torch.Tensor, support: torch.Tensor) -> torch.Te
     return support[(queries @ support.T).argmax(dim=1)]
 
 
-def cross_view_nn_loss(query: torch.Tensor, key: torch.Tensor, support: torch.Tensor,
-                       temperature: float) -> torch.Tensor:
+def nearest_neighbour_loss(query: torch.Tensor, key: torch.Tensor, support: torch.Tensor,
+                           temperature: float) -> torch.Tensor:
     """CrosNNCLR Eq. 8, ``(L_q->k + L_k->q) / 2``, for unit-length ``query`` and ``key``
     ``(N, D)`` and the queue ``support`` ``(K, D)``."""
     support = support.detach().clone()  # the queue changes in place after the step

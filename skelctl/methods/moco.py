@@ -37,7 +37,8 @@ class ContrastOptions:
 
 def projector(in_dim: int, out_dim: int) -> nn.Module:
     """MoCo v2 projection head: Linear(in, in) - ReLU - Linear(in, out)."""
-    return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
+    return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True),
+                         nn.Linear(in_dim, out_dim))
 
 
 def gather_from_all_ranks(keys: torch.Tensor) -> torch.Tensor:
@@ -50,7 +51,7 @@ def gather_from_all_ranks(keys: torch.Tensor) -> torch.Tensor:
 
 
 class MomentumContrast(nn.Module):
-    """One view's query encoder + projector, their momentum copies, and its queue of keys."""
+    """One stream's query encoder + projector, their momentum copies, and its queue of keys."""
 
     def __init__(self, encoder: nn.Module, feature_dim: int = 128, queue_size: int = 30000,
                  momentum: float = 0.999, projector_momentum: float | None = None,

@@ -12,7 +12,7 @@ from skelctl import augment
 from skelctl.methods import build_method
 from skelctl.methods.base import OptionsError
 from skelctl.methods.extreme import attention_drop, energy_attention
-from skelctl.methods.losses import (cross_view_nn_loss, divergence_loss, mining_loss,
+from skelctl.methods.losses import (divergence_loss, mining_loss, nearest_neighbour_loss,
                                    nearest_neighbours)
 from skelctl.skeletons import LAYOUTS, NTU25
 
@@ -87,7 +87,7 @@ def test_nearest_neighbour_is_the_support_row_of_highest_cosine_similarity():
     assert torch.equal(nearest_neighbours(queries, support), support[nearest])
 
 
-def test_cross_view_nn_loss_by_hand():
+def test_nearest_neighbour_loss_by_hand():
     t = 0.5
     z = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
     k = F.normalize(torch.tensor([[1.0, 1.0], [-1.0, 1.0]]), dim=1)
@@ -105,7 +105,7 @@ def test_cross_view_nn_loss_by_hand():
         return total / 2
 
     expected = (one_way(z, k) + one_way(k, z)) / 2
-    assert cross_view_nn_loss(z, k, support, t).item() == pytest.approx(expected, rel=1e-6)
+    assert nearest_neighbour_loss(z, k, support, t).item() == pytest.approx(expected, rel=1e-6)
 
 
 # --- extreme augmentations --------------------------------------------------------------------

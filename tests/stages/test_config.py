@@ -218,3 +218,11 @@ def test_the_untrained_baseline_s_former_name_is_accepted_with_a_warning(tmp_pat
     assert run.method == "untrained" and not run.trained
     with pytest.warns(FutureWarning):
         assert load_run(None, "random-joint").method == "untrained"  # an ad-hoc name too
+
+
+def test_crossclr_spelt_as_its_module_names_the_crosclr_method(tmp_path, recwarn):
+    params = write_params(tmp_path, {"runs": {"pair": {"method": "crossclr",
+                                                       "streams": ["joint", "motion"]}}})
+    assert load_run(params, "pair").method == "crosclr"
+    assert load_run(None, "crossclr-joint-motion").method == "crosclr"  # an ad-hoc name
+    assert not [w for w in recwarn if w.category is FutureWarning]  # not a deprecated name
