@@ -209,8 +209,8 @@ def paper_table(table: PaperTable, rows: list[tuple[Entry, str]], papers: list[P
                 splits: list[str], results: Results, note: str) -> str:
     """One paper table: our entries (in the paper's row order), then, for a comparison table,
     every row the paper reports for the splits."""
-    order = {(split_source(s), p.row): i for i, p in enumerate(papers)
-             for s in table.sources if table_of(p) == split_source(s)}
+    sources = {split_source(s) for s in table.sources}
+    paper_rows = list(dict.fromkeys(p.row for p in papers if table_of(p) in sources))
 
     def paper(row: str, split: str, metric: str, streams: str | None) -> float | None:
         return next((v for v in (paper_value(papers, *split_source(s), row, split, metric,
@@ -222,8 +222,7 @@ def paper_table(table: PaperTable, rows: list[tuple[Entry, str]], papers: list[P
     caption = f"{paper_name} Table{'s' if len(table.sources) > 1 else ''} {numbers}"
     out = []
     rows = list(dict.fromkeys(rows))  # an entry may name its row in each of the sources
-    for entry, row in sorted(rows, key=lambda item: min(
-            (i for (_, r), i in order.items() if r == item[1]), default=0)):
+    for entry, row in sorted(rows, key=lambda item: paper_rows.index(item[1])):
         cells = [f"{row} ({entry.key})", *([results.encoder(entry)] if table.encoder else [])]
         for split in splits:
             m = results.linear(split, entry)
@@ -233,10 +232,8 @@ def paper_table(table: PaperTable, rows: list[tuple[Entry, str]], papers: list[P
                 cells.append(fmt(results.knn(split, entry)))
         out.append(cells)
     if table.published:
-        for row in dict.fromkeys(row for (_, row), _ in sorted(order.items(),
-                                                              key=lambda item: item[1])):
-            encoder = next(p.encoder for p in papers if p.row == row and any(
-                table_of(p) == split_source(s) for s in table.sources))
+        for row in paper_rows:
+            encoder = next(p.encoder for p in papers if p.row == row and table_of(p) in sources)
             cells = [f"{row} ({caption})", *([encoder] if table.encoder else [])]
             for split in splits:
                 cells += ["–", "–", fmt(paper(row, split, "linear", None))]
@@ -254,7 +251,6 @@ def paper_table(table: PaperTable, rows: list[tuple[Entry, str]], papers: list[P
 class Context:
     """What every table is made from: the params, our results and the papers' values."""
 
-    params: Path
     document: dict[str, Any]
     splits: list[str]
     runs: dict[str, Run]
@@ -450,7 +446,7 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
     ensemble_streams = list((document.get("ensemble") or {}).get(
         "streams", ["joint", "motion", "bone"]))
     profile = document.get("profile", "")
-    ctx = Context(params, document, document.get("splits", []), runs, ensembles, papers,
+    ctx = Context(document, document.get("splits", []), runs, ensembles, papers,
                   Results(results_dir, runs, ensemble_streams),
                   f"Ours: `{params}`" + (f" ({profile})" if profile else ""))
     tables = overview_tables(ctx, overview, {e.key: row for e, row in reproduces.get(overview, [])})
