@@ -8,9 +8,15 @@ Prints, from one run on one machine:
   step spent in convolution and matrix-product kernels and their own rate, which bounds what
   the whole step can reach; then AimCLR's, CrosNNCLR's and CrosNNCLR*'s steps beside it (fp32 and
   bf16), so the cost of their extra views and passes shows;
-- a BiGRU encoder step (3 layers x 1024 per direction, one sequence call) against a per-frame
-  Python loop of the same GRU carrying the hidden state (the reference code's way), with the
-  weight bytes each reads per time step (the bound on their ratio when weight reads dominate);
+- the ISC authors' causal BiGRU (3 layers x 1024 per direction, both directions reading forward
+  in time) as whole-sequence calls (two per layer, the `bigru` encoder) against their per-frame
+  Python loop of the same nn.GRU carrying the hidden state, with the same weights and batch
+  (64 x 64 frames x 150 inputs, forward and backward), and the truly bidirectional GRU in one call
+  beside them, with the weight bytes each reads per time step (the bound on the ratio when weight
+  reads dominate); at 1024 units, and also at 256 when a 1024 step is too slow for the whole
+  comparison to take about a minute (then 1024 is timed once);
+- ISC's step (sequence + graph from crops of the real frames, fp32 and bf16) beside SkeletonCLR's,
+  at the NW-UCLA profile's widths and once at the paper's;
 - KNN retrieval (k = 1, cosine) in test samples/s.
 
     python benchmarks/bench_train.py                 # CPU (or --device cuda)
@@ -70,13 +76,20 @@ def product_kernel_seconds(fn) -> tuple[float, float]:
     return products / 1e6, total / 1e6
 
 
-def method_step(name: str, device: torch.device, batch: int, amp: bool):
-    """One training step of a method with the paper's options (ST-GCN, 50 frames, 2 bodies)."""
+def method_step(name: str, device: torch.device, batch: int, amp: bool,
+                encoder: str | list[str] = "stgcn", encoder_options: dict | None = None):
+    """One training step of a method with the paper's options (ST-GCN, 50 frames, 2 bodies; a
+    method that reads the real sequences gets 50 to 100 frames of them)."""
     torch.manual_seed(0)
-    method = build_method(name, ("joint",), NTU25, 2).to(device)
+    method = build_method(name, ("joint",), NTU25, 2, encoder, encoder_options).to(device)
     optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1,
                                 momentum=0.9, weight_decay=1e-4)
-    data = torch.randn(batch, 3, 50, 25, 2, device=device)
+    data = {"joint": torch.randn(batch, 3, 50, 25, 2, device=device)}
+    if method.sequences:
+        data["length"] = torch.randint(50, 101, (batch,), device=device)
+        valid = torch.arange(100, device=device)[None] < data["length"][:, None]
+        data["sequence"] = torch.randn(batch, 3, 100, 25, 2, device=device) \
+            * valid[:, None, :, None, None]
     generator = torch.Generator(device=device).manual_seed(0)
     dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
 
@@ -84,7 +97,7 @@ def method_step(name: str, device: torch.device, batch: int, amp: bool):
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
             # epoch 0: CrosNNCLR's neighbours are on, AimCLR's mining (a mask over the same
             # similarities) not yet
-            loss = method({"joint": data}, generator, 0)["loss"]
+            loss = method(data, generator, 0)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.float().backward()
         optimizer.step()
@@ -98,6 +111,7 @@ class PerFrameBiGRU(nn.Module):
     def __init__(self, size: int = 150, hidden: int = 1024, layers: int = 3):
         super().__init__()
         self.gru = nn.GRU(size, hidden, num_layers=layers, bidirectional=True, batch_first=True)
+        self.out_dim = 2 * hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, v, m = x.shape
@@ -110,7 +124,7 @@ class PerFrameBiGRU(nn.Module):
 
 def encoder_step(encoder: nn.Module, device: torch.device, batch: int, frames: int):
     encoder.to(device)
-    head = nn.Linear(2048, 60).to(device)
+    head = nn.Linear(encoder.out_dim, 60).to(device)
     optimizer = torch.optim.SGD([*encoder.parameters(), *head.parameters()], lr=0.01)
     data = torch.randn(batch, 3, frames, 25, 2, device=device)
     labels = torch.randint(0, 60, (batch,), device=device)
@@ -124,11 +138,59 @@ def encoder_step(encoder: nn.Module, device: torch.device, batch: int, frames: i
     return step
 
 
+def gru_comparison(device: torch.device, batch: int, frames: int, hidden: int,
+                   repeats: int) -> None:
+    """The causal BiGRU as whole-sequence calls against the authors' per-frame loop (same
+    weights, same batch), and the truly bidirectional GRU in one call, at ``hidden`` units."""
+    torch.manual_seed(0)
+    causal = build_encoder("bigru", NTU25, 2, hidden=hidden)
+    bidirectional = build_encoder("bigru", NTU25, 2, hidden=hidden, direction="bidirectional")
+    loop = PerFrameBiGRU(hidden=hidden)
+    bidirectional.rnn.load_state_dict(causal.rnn.state_dict())
+    loop.gru.load_state_dict(causal.rnn.state_dict())
+    # fewer timed runs where one step is slow (a CPU at 1024 units), so this stays near a minute
+    warmup = 1 if repeats > 1 else 0
+    times = {name: timed(encoder_step(model, device, batch, frames), device, repeats, warmup)
+             for name, model in (("causal", causal), ("loop", loop),
+                                 ("bidirectional", bidirectional))}
+    rate = {name: batch / seconds for name, seconds in times.items()}
+    print(f"BiGRU step, 3 x {hidden} per direction, batch {batch}, {frames} frames, forward and "
+          f"backward{'' if repeats > 1 else ', timed once'}: causal as whole-sequence calls "
+          f"{rate['causal']:.2f} samples/s, the authors' per-frame loop {rate['loop']:.2f} "
+          f"samples/s: {times['loop'] / times['causal']:.1f}x; truly bidirectional in one call "
+          f"{rate['bidirectional']:.2f} samples/s ({times['causal'] / times['bidirectional']:.2f}x"
+          f" the causal form's speed)")
+    # The FLOPs are the same every way; the sequence calls compute every input product in one
+    # matrix product over all frames, so per time step they read only the recurrent weights.
+    weights = dict(causal.rnn.named_parameters())
+    recurrent = sum(p.numel() * 4 for n, p in weights.items() if "weight_hh" in n)
+    inputs = sum(p.numel() * 4 for n, p in weights.items() if "weight_ih" in n)
+    print(f"  weights read per time step: loop {(recurrent + inputs) / 1e6:.0f} MB, sequence calls "
+          f"{recurrent / 1e6:.0f} MB: at most {(recurrent + inputs) / recurrent:.1f}x where weight "
+          f"reads dominate (small batches on a CPU)")
+
+
+def gru_comparisons(device: torch.device, batch: int, frames: int, repeats: int) -> None:
+    """At 1024 units; where one causal step there is too slow for the comparison (three models,
+    a warm-up and ``repeats`` steps each) to take about a minute, 1024 is timed once and 256
+    units measured too."""
+    torch.manual_seed(0)
+    probe = encoder_step(build_encoder("bigru", NTU25, 2), device, batch, frames)
+    step_seconds = timed(probe, device, repeats=1, warmup=0)
+    slow = step_seconds * 3 * (1 + repeats) > 60
+    if slow:
+        print(f"BiGRU: one causal step at 1024 units takes {step_seconds:.1f} s here, so 1024 is "
+              f"timed once and 256 units are measured too")
+    gru_comparison(device, batch, frames, 1024, 1 if slow else repeats)
+    if slow:
+        gru_comparison(device, batch, frames, 256, repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--gru-batch", type=int, default=16)
+    parser.add_argument("--gru-batch", type=int, default=64)
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -168,23 +230,20 @@ def main() -> None:
               f"({fp32 / times[False]:.2f}x SkeletonCLR's), {label} {batch / times[True]:.1f} "
               f"samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
 
-    frames, gru_batch = 64, args.gru_batch
-    torch.manual_seed(0)
-    sequence = build_encoder("bigru", NTU25, 2)
-    loop = PerFrameBiGRU()
-    loop.gru.load_state_dict(sequence.rnn.state_dict())
-    seq_time = timed(encoder_step(sequence, device, gru_batch, frames), device, args.repeats)
-    loop_time = timed(encoder_step(loop, device, gru_batch, frames), device, max(1, args.repeats - 1))
-    print(f"BiGRU step (3 x 1024 per direction, batch {gru_batch}, {frames} frames): "
-          f"one sequence call {gru_batch / seq_time:.2f} samples/s, per-frame loop "
-          f"{gru_batch / loop_time:.2f} samples/s: {loop_time / seq_time:.1f}x")
-    # The FLOPs are the same both ways; the sequence call computes every input product in one
-    # matrix product over all frames, so per time step it reads only the recurrent weights.
-    recurrent = sum(p.numel() * 4 for n, p in sequence.rnn.named_parameters() if "weight_hh" in n)
-    inputs = sum(p.numel() * 4 for n, p in sequence.rnn.named_parameters() if "weight_ih" in n)
-    print(f"  weights read per time step: loop {(recurrent + inputs) / 1e6:.0f} MB, sequence call "
-          f"{recurrent / 1e6:.0f} MB: at most {(recurrent + inputs) / recurrent:.1f}x where weight "
-          f"reads dominate (small batches on a CPU)")
+    # ISC (sequence + graph, crops of the real frames to 64) at the NW-UCLA profile's widths,
+    # and once at the paper's (a 45 M-parameter GRU and the full A-GCN)
+    for label_isc, options, repeats in (
+            ("GRU 3 x 256 + A-GCN hidden 16", {"bigru": {"hidden": 256}, "agcn": {"hidden": 16}},
+             args.repeats),
+            ("the paper's GRU 3 x 1024 + A-GCN hidden 64", {}, 1)):
+        times = {amp: timed(method_step("isc", device, batch, amp, ["bigru", "agcn"], options),
+                            device, repeats, warmup=0 if repeats == 1 else 1)
+                 for amp in (False, True)}
+        print(f"isc step ({label_isc}): fp32 {batch / times[False]:.1f} samples/s "
+              f"({fp32 / times[False]:.2f}x SkeletonCLR's), {label} {batch / times[True]:.1f} "
+              f"samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
+
+    gru_comparisons(device, args.gru_batch, 64, args.repeats)
 
     train = torch.randn(40_000, 256, device=device)
     test = torch.randn(16_000, 256, device=device)

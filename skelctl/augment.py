@@ -55,21 +55,43 @@ def temporal_crop(x: torch.Tensor, generator: torch.Generator,
 
 def crop_resize(x: torch.Tensor, generator: torch.Generator, min_ratio: float = 0.1,
                 max_ratio: float = 1.0, frames: int | None = None,
-                lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """Crop a random segment of ``U(min_ratio, max_ratio)`` of each sequence's valid length at a
-    random start and resize it to ``frames`` (default T) by linear interpolation
-    (``align_corners=False``), as the ISC line's temporal crop-resize.
+                lengths: torch.Tensor | None = None, min_frames: int = 1) -> torch.Tensor:
+    """Crop a random segment of ``floor(U(min_ratio, max_ratio) * length)`` frames, but at least
+    ``min_frames`` (ISC's code: 64) and at most the sequence's valid length, at a uniform random
+    start, and resize it to ``frames`` (default T) by linear interpolation
+    (``align_corners=False``): the ISC line's temporal crop-resize.
 
     ``lengths`` gives each sample's valid frames when the batch is zero-padded.
     """
-    n, c, t, v, m = x.shape
-    frames = frames or t
-    valid = (lengths.to(x.device) if lengths is not None
-             else torch.full((n,), t, device=x.device)).to(x.dtype)
-    size = torch.clamp(torch.floor(valid * _uniform((n,), min_ratio, max_ratio, x, generator)),
-                       min=1)
-    size = torch.minimum(size, valid)
-    start = torch.floor(_uniform((n,), 0, 1, x, generator) * (valid - size + 1))
+    valid = _valid_lengths(x, lengths)
+    size = torch.floor(valid * _uniform((x.shape[0],), min_ratio, max_ratio, x, generator))
+    size = torch.minimum(size.clamp(min=max(min_frames, 1)), valid)
+    start = torch.floor(_uniform((x.shape[0],), 0, 1, x, generator) * (valid - size + 1))
+    return resize_segments(x, start, size, frames or x.shape[2])
+
+
+def centre_crop_resize(x: torch.Tensor, ratio: float = 0.95, frames: int | None = None,
+                       lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """The deterministic counterpart of :func:`crop_resize` for evaluation, ISC's test-time
+    centre crop: ``floor((1 - ratio) * length / 2)`` frames off each end (its
+    ``int((1 - p) * n / 2)``), the rest resized to ``frames``."""
+    n = _valid_lengths(x, lengths).double()  # exact, as ISC's int(...)
+    start = torch.floor((1 - ratio) * n / 2)
+    return resize_segments(x, start.to(x.dtype), (n - 2 * start).to(x.dtype),
+                           frames or x.shape[2])
+
+
+def _valid_lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    if lengths is None:
+        return torch.full((x.shape[0],), x.shape[2], device=x.device, dtype=x.dtype)
+    return lengths.to(device=x.device, dtype=x.dtype)
+
+
+def resize_segments(x: torch.Tensor, start: torch.Tensor, size: torch.Tensor,
+                    frames: int) -> torch.Tensor:
+    """Frames ``start .. start + size - 1`` of each sample resampled to ``frames`` by linear
+    interpolation with ``align_corners=False`` (edge frames held)."""
+    n, c, _, v, m = x.shape
     pos = (torch.arange(frames, device=x.device, dtype=x.dtype)[None] + 0.5) * size[:, None] \
         / frames - 0.5
     pos = start[:, None] + torch.minimum(pos.clamp(min=0), size[:, None] - 1)
@@ -92,6 +114,22 @@ def joint_jitter(x: torch.Tensor, generator: torch.Generator, joints: int = 5,
     mask = torch.zeros((n, v), device=x.device, dtype=x.dtype).scatter_(1, chosen, 1.0)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * std
     return x + noise * mask.view(n, 1, 1, v, 1)
+
+
+def joint_corruption(x: torch.Tensor, generator: torch.Generator, fraction: float = 0.6,
+                     p_zero: float = 0.5) -> torch.Tensor:
+    """ISC's joint corruption: ``round(fraction * V)`` joints chosen per sample (ISC: 15 of 25),
+    the same in every frame and body; with probability ``p_zero`` their coordinates are zeroed,
+    else multiplied by a random C x C matrix with every entry from U(-1, 1)."""
+    n, c, _, v, _ = x.shape
+    count = max(1, min(v, round(fraction * v)))
+    chosen = torch.rand((n, v), generator=generator, device=x.device).argsort(dim=1)[:, :count]
+    mask = torch.zeros((n, v), device=x.device, dtype=torch.bool).scatter_(1, chosen, True)
+    matrix = _uniform((n, c, c), -1, 1, x, generator)
+    zeroed = _chance(p_zero, x, generator)
+    corrupted = torch.where(zeroed, torch.zeros_like(x),
+                            torch.einsum("nij,njtvm->nitvm", matrix, x))
+    return torch.where(mask.view(n, 1, 1, v, 1), corrupted, x)
 
 
 def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
@@ -188,7 +226,7 @@ def time_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> to
 AUGMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "shear": shear, "crop": temporal_crop, "crop_resize": crop_resize, "jitter": joint_jitter,
     "rotate": rotate, "flip": flip, "noise": gaussian_noise, "blur": gaussian_blur,
-    "axis_mask": axis_mask, "time_flip": time_flip,
+    "axis_mask": axis_mask, "time_flip": time_flip, "corrupt": joint_corruption,
 }
 
 
@@ -208,20 +246,57 @@ def aimclr_extreme() -> dict[str, dict[str, object]]:
             "blur": {"kernel": 15, "sigma": [0.1, 2.0], "p": 0.5}, "axis_mask": {"p": 0.5}}
 
 
+def isc_augmentations() -> dict[str, dict[str, object]]:
+    """ISC's per-view chain (its code): temporal crop-resize (length ratio U(0.1, 1), at least
+    64 frames, to 64 frames), then with p 0.5 shear with off-diagonals U(-1, 1), else joint
+    corruption (15 of 25 joints)."""
+    return {"crop_resize": {"min_ratio": 0.1, "max_ratio": 1.0, "frames": 64, "min_frames": 64},
+            "either": {"p": 0.5, "first": {"shear": {"amplitude": 1.0}},
+                       "second": {"corrupt": {"fraction": 0.6, "p_zero": 0.5}}}}
+
+
 def compose(spec: Mapping[str, Mapping[str, object]], layout: Layout) -> Augmentation:
     """Chain augmentations in the given order, e.g. ``{"crop": {"padding_ratio": 6},
-    "shear": {"amplitude": 0.5}}`` (CrosSCLR's order: crop, then shear)."""
-    unknown = set(spec) - set(AUGMENTATIONS)
+    "shear": {"amplitude": 0.5}}`` (CrosSCLR's order: crop, then shear).
+
+    ``"either": {"p": P, "first": CHAIN, "second": CHAIN}`` applies the first chain to each sample
+    with probability P and the second to the others (ISC: shear, else joint corruption). The
+    returned function takes ``lengths``, each sample's valid frames in a zero-padded batch, which
+    ``crop_resize`` reads (after it every frame is valid)."""
+    unknown = set(spec) - set(AUGMENTATIONS) - {"either"}
     if unknown:
         raise ValueError(f"unknown augmentation(s) {', '.join(sorted(unknown))}; known: "
-                         f"{', '.join(AUGMENTATIONS)}")
-    steps = [(AUGMENTATIONS[name], dict(options or {})) for name, options in spec.items()]
+                         f"{', '.join([*AUGMENTATIONS, 'either'])}")
+    steps: list[tuple[Callable[..., torch.Tensor], dict[str, object]]] = []
+    for name, options in spec.items():
+        options = dict(options or {})
+        if name == "either":
+            extra = set(options) - {"p", "first", "second"}
+            if extra or not {"first", "second"} <= set(options):
+                raise ValueError(f"'either' takes p, first and second, not {sorted(options)}")
+            options = {"p": float(options.get("p", 0.5)),
+                       "first": compose(options["first"], layout),
+                       "second": compose(options["second"], layout)}
+            steps.append((_either, options))
+        else:
+            steps.append((AUGMENTATIONS[name], options))
 
-    def apply(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def apply(x: torch.Tensor, generator: torch.Generator,
+              lengths: torch.Tensor | None = None) -> torch.Tensor:
         for function, options in steps:
             if function is flip:
                 options = {**options, "layout": layout}
+            if function is crop_resize:
+                options, lengths = {**options, "lengths": lengths}, None
             x = function(x, generator, **options)
         return x
 
     return apply
+
+
+def _either(x: torch.Tensor, generator: torch.Generator, p: float, first: Augmentation,
+            second: Augmentation) -> torch.Tensor:
+    """Per sample, ``first(x)`` with probability p, else ``second(x)`` (both drawn in full, so
+    the draws do not depend on which samples take which)."""
+    chosen = _chance(p, x, generator)
+    return torch.where(chosen, first(x, generator), second(x, generator))

@@ -52,6 +52,12 @@ class TrainConfig:
     grad_clip: float | None = None  # the gradients' largest total norm (None: not clipped)
     knn_every: int = 0  # KNN accuracy on the split's test part every so many epochs (0: never)
     device: str = "auto"
+    # sgd (momentum, weight decay) or adam (lr and weight decay only; ISC's fine-tuning); a
+    # phase may name its own
+    optimizer: str = "sgd"
+
+    def __post_init__(self) -> None:
+        check_optimizer(self.optimizer)
 
     def schedule(self) -> dict[str, Any]:
         """The arguments of :meth:`Method.phases`."""
@@ -170,6 +176,25 @@ def amp_available(device: torch.device) -> bool:
                                      and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
+def check_optimizer(name: str) -> str:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    return name
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], phase: Phase
+                   ) -> torch.optim.Optimizer:
+    """The phase's optimiser over ``groups``: SGD with the phase's momentum, or Adam (whose
+    moments replace momentum), both with its learning rate and weight decay."""
+    if check_optimizer(name) == "adam":
+        return torch.optim.Adam(groups, lr=phase.lr, weight_decay=phase.weight_decay)
+    return torch.optim.SGD(groups, lr=phase.lr, momentum=phase.momentum,
+                           weight_decay=phase.weight_decay)
+
+
 def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainConfig,
         checkpoint: Path | None, device: torch.device, history_csv: Path | None = None,
         identity: dict[str, Any] | None = None, resume: bool = True,
@@ -194,11 +219,15 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
             "fall back to a reference kernel tens of times slower; training in float32")
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     trainable = {p: p.requires_grad for p in model.parameters()}
-    phase_settings = [{k: v for k, v in p.__dict__.items() if k != "parameters"} for p in phases]
+    optimizers = [check_optimizer(p.optimizer or config.optimizer) for p in phases]
+    phase_settings = [{k: v for k, v in p.__dict__.items() if k not in ("parameters", "optimizer")}
+                      for p in phases]
     # monitoring (knn_every) does not change what is trained, so a run resumes across it
-    trained_by = {k: v for k, v in config.__dict__.items() if k != "knn_every"}
+    trained_by = {k: v for k, v in config.__dict__.items() if k not in ("knn_every", "optimizer")}
     identity = {**(identity or {}), "train": trained_by, "phases": phase_settings,
                 "world_size": world}
+    if any(name != "sgd" for name in optimizers):  # SGD left out: older checkpoints resume
+        identity["optimizers"] = optimizers
     history: list[dict[str, float]] = []
     start, saved = 0, None
     if resume and checkpoint and checkpoint.exists():
@@ -235,8 +264,7 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
             members = {p for group in groups for p in group["params"]}
             for p, was in trainable.items():  # only this phase's parameters get gradients
                 p.requires_grad_(was and p in members)
-            optimizer = torch.optim.SGD(groups, lr=phase.lr, momentum=phase.momentum,
-                                        weight_decay=phase.weight_decay)
+            optimizer = make_optimizer(optimizers[index], groups, phase)
             scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, phase.lr_steps,
                                                              phase.lr_gamma)
             if saved is not None and start > first:  # resuming inside this phase

@@ -43,7 +43,9 @@ import yaml
 from skelctl.data.views import VIEWS
 from skelctl.keys import unknown_keys
 from skelctl.methods import (ALIASES, METHODS, Method, OptionsError, build_method,
-                             check_encoder_options, make_options, method_class, method_name)
+                             check_encoder_options, encoder_kinds, make_options, method_class,
+                             method_name)
+from skelctl.methods.base import encoder_names
 from skelctl.skeletons import Layout
 from skelctl.train import TrainConfig
 from stages.common import StageError
@@ -55,7 +57,9 @@ RUN_DEFAULTS: dict[str, Any] = {
     "encoder_options": {"hidden": 16, "out_dim": 256, "dropout": 0.5},
     "train": dataclasses.asdict(TrainConfig()),
 }
-RUN_KEYS = ("method", "streams", "variant", "encoder", "encoder_options", "options", "train")
+RUN_KEYS = ("method", "streams", "variant", "encoder", "encoder_options", "options", "train",
+            "per_split")
+PER_SPLIT_KEYS = ("options", "train")
 CONTINUED_KEYS = ("run", "start", *RUN_KEYS)
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -116,11 +120,16 @@ class Run:
     method: str
     streams: tuple[str, ...]
     variant: str
-    encoder: str
+    encoder: str | tuple[str, ...]  # one encoder kind, or several (a method that trains several)
     encoder_options: dict[str, Any]
     options: dict[str, Any]
     train: TrainConfig
     start: str | None = None  # the run whose exported encoders this run starts from
+
+    def encoder_names(self) -> list[str]:
+        """The names of the encoders the run exports: its streams, or stream.kind for each kind
+        when it trains several (``joint.bigru``, ``joint.agcn``)."""
+        return encoder_names(self.streams, encoder_kinds(self.encoder))
 
     @property
     def trained(self) -> bool:
@@ -138,7 +147,8 @@ class Run:
     def settings(self) -> dict[str, Any]:
         """What makes the run what it is (stored with its checkpoint and encoder files)."""
         return {"method": self.method, "streams": list(self.streams), "variant": self.variant,
-                "encoder": self.encoder, "encoder_options": self.encoder_options,
+                "encoder": self.encoder if isinstance(self.encoder, str) else list(self.encoder),
+                "encoder_options": self.encoder_options,
                 "options": self.options, **({"start": self.start} if self.start else {})}
 
 
@@ -175,9 +185,14 @@ def adhoc_entry(name: str) -> dict[str, Any] | None:
     return None
 
 
-def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = None) -> Run:
+def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = None,
+             split: str | None = None) -> Run:
     """The run ``name`` from params (or an ad-hoc ``<method>-<stream>`` run), checked: an
-    unknown key names the run, the key and the accepted keys."""
+    unknown key names the run, the key and the accepted keys.
+
+    An entry's ``per_split`` maps a split to the method options and training settings that
+    differ on it (ISC: a queue of 8,192 and 600 epochs on PKU-MMD I), merged key by key over the
+    entry's when ``split`` is given (pretraining); evaluation needs only what the run exports."""
     document = read_params(params)
     where = f"{params}: run {name!r}" if params else f"run {name!r}"
     entries = run_entries(document, str(params))
@@ -193,7 +208,7 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
     if not RUN_NAME.fullmatch(name):
         raise StageError(f"{where}: a run name is letters, digits, '-' and '_'")
     defaults = document.get("defaults") or {}
-    for what, mapping, accepted in (("defaults", defaults, RUN_KEYS[2:]),
+    for what, mapping, accepted in (("defaults", defaults, RUN_KEYS[2:-1]),
                                     ("entry", entry, CONTINUED_KEYS if continued else RUN_KEYS)):
         if not isinstance(mapping, dict):
             raise StageError(f"{where}: the {what} must be a mapping")
@@ -206,6 +221,16 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
     if continued and (start == name or start not in entries):
         raise StageError(f"{where}: start {start!r} must name another run of the params "
                          f"(listed: {', '.join(entries)})")
+    per_split = entry.get("per_split") or {}
+    if not isinstance(per_split, dict) or not all(isinstance(v, dict) for v in per_split.values()):
+        raise StageError(f"{where}: per_split must map a split to {{options: ..., train: ...}}")
+    for key, values in per_split.items():
+        problem = unknown_keys(values, PER_SPLIT_KEYS, place=f"per_split.{key}")
+        if problem:
+            raise StageError(f"{where}: {problem}")
+    own = per_split.get(split) or {}
+    if own:
+        entry = {**entry, **{k: {**(entry.get(k) or {}), **(own.get(k) or {})} for k in own}}
     merged = {**RUN_DEFAULTS, **defaults, **entry}
     # encoder options belong to their encoder: a level that switches encoders without giving
     # options starts from that encoder's own defaults, not from the options of the one before
@@ -235,9 +260,14 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
                                + f", not {', '.join(streams)}")
         make_options(cls.Options, merged.get("options"), where)
         check_encoder_options(merged["encoder"], merged["encoder_options"] or {}, where)
+        if len(encoder_kinds(merged["encoder"])) > 1 and not cls.several_encoders:
+            raise OptionsError(f"{method} trains one encoder per stream, not "
+                               f"{', '.join(encoder_kinds(merged['encoder']))}")
     except OptionsError as err:
         raise StageError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
-    return Run(name, method, tuple(streams), str(merged["variant"]), merged["encoder"],
+    kinds = encoder_kinds(merged["encoder"])
+    return Run(name, method, tuple(streams), str(merged["variant"]),
+               kinds[0] if len(kinds) == 1 else kinds,
                dict(merged["encoder_options"] or {}), dict(merged.get("options") or {}),
                TrainConfig(**train), start)
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from skelctl.data.views import compute_view
+from skelctl.evaluate.crops import centre_crops
 from skelctl.evaluate.finetune import finetune
 from skelctl.evaluate.linear import predict, train_linear
 from skelctl.evaluate.features import accuracy, extract_features
@@ -23,37 +24,53 @@ from skelctl.models import load_encoder
 from skelctl.train import TrainConfig, resolve_device
 from stages.common import StageError, write_json_atomic
 from stages.config import load_section
-from stages.evaluate import (Encoder, evaluate_each, features, linear_config, linear_protocols,
-                             run_encoders, write_curve)
+from stages.evaluate import (Encoder, crop_linear, evaluate_each, evaluate_linear, features,
+                             linear_config, linear_label, linear_protocols, part_features,
+                             protocol_settings, run_encoders, sequence_samples, write_curve)
 from stages.pretrain import training_samples
 
 
-def finetune_settings(params: Path | None, overrides: dict[str, Any]
+def finetune_settings(params: Path | None, overrides: dict[str, Any], run_name: str | None = None
                       ) -> tuple[TrainConfig, dict[str, Any], torch.device]:
-    """The loop's settings, the rest (augmentations, test interval), the device."""
-    section = load_section(params, "finetune", overrides)
-    settings = {"augment": section.pop("augment"), "eval_every": section.pop("eval_every")}
-    config = TrainConfig(**{k: v for k, v in section.items() if k in TrainConfig.__dataclass_fields__})
+    """The loop's settings (the ``finetune`` section, then the run's own under its ``runs``,
+    then the command line's), the rest (augmentations, test interval, crops, the protocol in
+    words), the device."""
+    section = protocol_settings(params, "finetune", run_name, overrides)
+    settings = {key: section.pop(key) for key in ("augment", "eval_every", "crop")}
+    config = TrainConfig(**{k: v for k, v in section.items()
+                            if k in TrainConfig.__dataclass_fields__})
+    augment = f", augment {', '.join(settings['augment'])}" if settings["augment"] else ""
+    schedule = (f"{config.optimizer} lr {config.lr} x{config.lr_gamma} at {config.lr_steps}, "
+                f"{config.epochs} epochs{augment}")
+    crop = settings["crop"]
+    settings["protocol"] = (f"fixed view ({schedule})" if crop is None
+                            else f"ISC ({crop.label()}, {schedule})")
     return config, settings, resolve_device(config.device)
 
 
 def finetune_encoder(encoder: Encoder, train_indices: np.ndarray, config: TrainConfig,
                      settings: dict[str, Any], device: torch.device, out: Path) -> dict[str, Any]:
     """Fine-tune a fresh copy of the encoder file on ``train_indices``, test on the split's val
-    part, write curve.csv under ``out``; returns the metrics."""
+    part, write curve.csv under ``out``; returns the metrics. With crops, the model trains on
+    random crops of the real sequences and is tested on their centre crops."""
     module, _ = load_encoder(encoder.path)  # a fresh copy: fine-tuning changes the weights
-    samples = training_samples(encoder.store, train_indices, ("joint",))
+    crop = settings["crop"]
     test = encoder.part("val")
+    if crop is None:
+        samples = training_samples(encoder.store, train_indices, ("joint",))
+        test_joint = encoder.store.take("joint", test)
+    else:
+        samples = sequence_samples(encoder, train_indices)
+        test_joint = centre_crops(sequence_samples(encoder, test), crop)
     out.mkdir(parents=True, exist_ok=True)
-    result = finetune(module, encoder.view, encoder.info["layout"], samples,
-                      encoder.store.take("joint", test), encoder.labels(test),
-                      encoder.num_classes, config, settings["augment"], device,
-                      checkpoint=out / "checkpoint.pt",
+    result = finetune(module, encoder.view, encoder.info["layout"], samples, test_joint,
+                      encoder.labels(test), encoder.num_classes, config, settings["augment"],
+                      device, checkpoint=out / "checkpoint.pt",
                       identity={"encoder": str(encoder.path), "train": train_indices.tolist()},
-                      eval_every=settings["eval_every"])
+                      eval_every=settings["eval_every"], crop=crop)
     write_curve(out / "curve.csv", result["curve"])
     (out / "checkpoint.pt").unlink(missing_ok=True)  # finished: the metrics stand for it
-    return result["metrics"]
+    return {**result["metrics"], "protocol": settings["protocol"]}
 
 
 def mean(values: list[float]) -> float:
@@ -79,15 +96,18 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
     if unknown or not protocols:
         raise StageError(f"semi protocols must be among {', '.join(SEMI_PROTOCOLS)}, not "
                          f"{', '.join(protocols) or 'none'}")
-    config, settings, device = finetune_settings(params, overrides)
+    config, settings, device = finetune_settings(params, overrides, run_name)
     linear, _ = linear_config(params, {}, run_name)
+    described = {"finetune": settings["protocol"], "linear": linear_label(linear)}
 
     def evaluate(encoder: Encoder, view_out: Path) -> dict[str, Any]:
         train = encoder.part("train")
         labels = encoder.labels(train).numpy()
-        frozen = None
-        if "linear" in protocols:
+        frozen = test_crops = None
+        if "linear" in protocols and linear.crop is None:
             frozen = features(encoder, "train", device), features(encoder, "val", device)
+        elif "linear" in protocols:  # ISC's crops: the training features differ every epoch
+            test_crops = part_features(encoder, "val", device, linear.crop)
         per_view: dict[str, Any] = {}
         for percent in percents:
             results: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
@@ -105,14 +125,19 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                                                device, out)
                     write_json_atomic(out / "metrics.json", metrics)
                     results["finetune"].append(metrics)
-                if "linear" in protocols:
+                if "linear" in protocols and linear.crop is None:
                     (train_x, train_y, _), (test_x, test_y, _) = frozen
                     results["linear"].append(train_linear(
                         train_x[picked], train_y[picked], test_x, test_y, encoder.num_classes,
                         dataclasses.replace(linear, seed=seed), device)["metrics"])
+                elif "linear" in protocols:
+                    results["linear"].append(crop_linear(
+                        encoder, chosen, test_crops, [dataclasses.replace(linear, seed=seed)],
+                        device)[0]["metrics"])
             per_view[f"{percent:g}"] = {"percent": percent, "seeds": list(seeds),
                                         "labelled_samples": counts, **{
-                protocol: {"top1_last": mean([r["top1_last"] for r in runs]),
+                protocol: {"protocol": described[protocol],
+                           "top1_last": mean([r["top1_last"] for r in runs]),
                            "top1_best": mean([r["top1_best"] for r in runs]),
                            "top1_last_per_seed": [r["top1_last"] for r in runs],
                            "top1_best_per_seed": [r["top1_best"] for r in runs]}
@@ -127,7 +152,7 @@ def run_finetune(split: str, run_name: str | None, data_dir: Path, models_dir: P
                  results_dir: Path, params: Path | None, overrides: dict[str, Any],
                  encoder_file: Path | None = None) -> dict[str, Any]:
     """Fine-tune the whole network on all training labels of ``split``."""
-    config, settings, device = finetune_settings(params, overrides)
+    config, settings, device = finetune_settings(params, overrides, run_name)
     return evaluate_each(
         run_encoders(split, run_name, encoder_file, data_dir, models_dir, params), split,
         "finetune", results_dir, lambda encoder, out: finetune_encoder(
@@ -142,12 +167,10 @@ def run_transfer(split: str, run_name: str, source: str, data_dir: Path, models_
     if source == split:
         raise StageError(f"transfer from {source} to itself: name another target split")
     linear, device = linear_config(params, {}, run_name)
-    config, settings, _ = finetune_settings(params, overrides)
+    config, settings, _ = finetune_settings(params, overrides, run_name)
 
     def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
-        _, metrics = linear_protocols(features(encoder, "train", device),
-                                      features(encoder, "val", device), encoder.num_classes,
-                                      linear, device)
+        _, metrics, _ = evaluate_linear(encoder, linear, device)
         return {"source": source, "linear": metrics, "finetune": finetune_encoder(
             encoder, encoder.part("train"), config, settings, device, out)}
 
@@ -167,6 +190,8 @@ def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: 
         raise StageError(f"unknown occlusion kind(s) {', '.join(sorted(unknown))}; known: "
                          f"{', '.join(OCCLUSIONS)}")
     config, device = linear_config(params, {})
+    # PCM3's protocol: the head on fixed features, tested on occluded fixed-length views
+    config = dataclasses.replace(config, crop=None)
 
     def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
         train, test = features(encoder, "train", device), features(encoder, "val", device)

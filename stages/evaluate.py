@@ -22,15 +22,18 @@ from skelctl.data.store import Store
 from skelctl.evaluate.ensemble import fuse
 from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.plots import confusion_matrix, save_confusion, save_curves, save_embedding
+from skelctl.evaluate.crops import Crop, crop_features
 from skelctl.evaluate.knn import knn_classify
-from skelctl.evaluate.linear import LinearConfig, train_linear
+from skelctl.evaluate.linear import LinearConfig, train_linear, train_linear_on_crops
 from skelctl.evaluate.probe import cross_validated_probe, net_displacement, spectrum, whiten
+from skelctl.keys import unknown_keys
 from skelctl.methods import METHODS
 from skelctl.models import load_encoder
-from skelctl.train import resolve_device
+from skelctl.train import OPTIMIZERS, Samples, resolve_device
 from stages import paths
 from stages.common import StageError, store_of, write_json_atomic
-from stages.config import ensemble_runs, load_run, load_section
+from stages.config import DEFAULTS, ensemble_runs, load_run, load_section, read_params
+from stages.pretrain import training_samples
 
 
 @dataclass
@@ -44,6 +47,10 @@ class Encoder:
     protocol: str
     name: str  # the results folder: the run's name, or <run>@<split> for a file given by path
     path: Path  # the encoder file (fine-tuning starts from a fresh copy of it)
+    key: str = ""  # the encoder's name in its run (stream, or stream.kind); default: the view
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.view
 
     def part(self, part: str) -> np.ndarray:
         return self.store.split(f"{self.protocol}/{part}")
@@ -57,7 +64,7 @@ class Encoder:
 
 
 def open_encoder(path: Path, split: str, data_dir: Path, name: str | None = None,
-                 hint: str = "") -> Encoder:
+                 hint: str = "", key: str = "") -> Encoder:
     """Load an encoder file and the store it is evaluated on (the split's dataset, in the
     variant the encoder was trained on), checking that the skeletons match."""
     try:
@@ -78,14 +85,14 @@ def open_encoder(path: Path, split: str, data_dir: Path, name: str | None = None
     provenance = info["provenance"]
     name = name or (f"{provenance['run']}@{provenance['split']}" if "run" in provenance
                     else Path(path).name.split(".")[0])
-    return Encoder(module, info["view"], info, store, protocol, name, Path(path))
+    return Encoder(module, info["view"], info, store, protocol, name, Path(path), key)
 
 
 def run_encoders(split: str, run_name: str | None, encoder_file: Path | None, data_dir: Path,
                  models_dir: Path, params: Path | None, source: str | None = None
                  ) -> list[Encoder]:
-    """The encoders to evaluate on ``split``: one file, or every stream of a run (trained on
-    ``source``, by default the same split)."""
+    """The encoders to evaluate on ``split``: one file, or every encoder a run exported (one per
+    stream, or per stream and kind; trained on ``source``, by default the same split)."""
     if (run_name is None) == (encoder_file is None):
         raise StageError("name either a RUN or an --encoder FILE")
     if encoder_file is not None:
@@ -93,9 +100,10 @@ def run_encoders(split: str, run_name: str | None, encoder_file: Path | None, da
     source = source or split
     run = load_run(params, run_name)
     hint = f"; run `skelctl pretrain {run_name} --split {source}` first"
-    return [open_encoder(paths.encoder_file(models_dir, source, run_name, stream), split,
-                         data_dir, run_name if source == split else f"{run_name}@{source}", hint)
-            for stream in run.streams]
+    return [open_encoder(paths.encoder_file(models_dir, source, run_name, key), split,
+                         data_dir, run_name if source == split else f"{run_name}@{source}", hint,
+                         key)
+            for key in run.encoder_names()]
 
 
 def features(encoder: Encoder, part: str, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -108,14 +116,15 @@ def features(encoder: Encoder, part: str, device: torch.device) -> tuple[torch.T
 def evaluate_each(encoders: list[Encoder], split: str, protocol: str, results_dir: Path,
                   evaluate: Callable[[Encoder, Path], dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``evaluate(encoder, out)`` for each encoder, ``out`` its result folder
-    (``results/<split>/<protocol>/<run>/<stream>/``, created); writes each one's metrics.json
-    and the run's summary of every stream (``results/<split>/<protocol>/<run>.json``)."""
+    (``results/<split>/<protocol>/<run>/<encoder name>/``, created; the name is the stream, or
+    stream.kind); writes each one's metrics.json and the run's summary of every encoder
+    (``results/<split>/<protocol>/<run>.json``)."""
     results, name = {}, None
     for encoder in encoders:
-        out = paths.result_dir(results_dir, split, encoder.name, protocol, encoder.view)
+        out = paths.result_dir(results_dir, split, encoder.name, protocol, encoder.key)
         out.mkdir(parents=True, exist_ok=True)
-        results[encoder.view], name = evaluate(encoder, out), encoder.name
-        write_json_atomic(out / "metrics.json", results[encoder.view])
+        results[encoder.key], name = evaluate(encoder, out), encoder.name
+        write_json_atomic(out / "metrics.json", results[encoder.key])
     write_json_atomic(paths.result_summary(results_dir, split, name, protocol), results)
     return results
 
@@ -148,27 +157,111 @@ def write_class_figures(out: Path, features_x: torch.Tensor, labels: torch.Tenso
                    f"{title}: t-SNE of test features")
 
 
+# ISC's protocol (crops of the real sequences, Adam for fine-tuning) and per-run settings: keys
+# of these sections beside those stages.config.DEFAULTS gives them
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "linear": {"crop": None, "init_std": 0.02},
+    "knn": {"crop": None, "runs": {}},
+    "finetune": {"optimizer": "sgd", "crop": None, "runs": {}},
+}
+# KNN has no training: both sides take the centre crop
+CROP_KEYS = {"linear": ("train", "test", "frames", "min_frames"), "knn": ("test", "frames"),
+             "finetune": ("train", "test", "frames", "min_frames")}
+
+
+def protocol_section(params: Path | None, section: str) -> dict[str, Any]:
+    """The params' ``section`` (linear, knn or finetune) over its defaults; an unknown key is an
+    error naming the params file."""
+    values = {**DEFAULTS[section], **PROTOCOL_DEFAULTS[section]}
+    given = read_params(params).get(section) or {}
+    if not isinstance(given, dict):
+        raise StageError(f"{params}: '{section}' must map its keys to values")
+    problem = unknown_keys(given, values, place=f"'{section}'")
+    if problem:
+        raise StageError(f"{params}: {problem}")
+    return {**values, **given}
+
+
+def parse_crop(value: Any, where: str, section: str) -> Crop | None:
+    """A ``crop`` setting (null: the fixed-length view, no crops) as :class:`Crop`, checked."""
+    if value is None:
+        return None
+    keys = CROP_KEYS[section]
+    if not isinstance(value, dict):
+        raise StageError(f"{where} must map {', '.join(keys)} to values, or be null; "
+                         f"not {value!r}")
+    problem = unknown_keys(value, keys)
+    if problem:
+        raise StageError(f"{where}: {problem}")
+    try:
+        return Crop(**value) if "train" in keys else Crop(train=None, **value)
+    except ValueError as err:
+        raise StageError(f"{where}: {err}") from None
+
+
+def protocol_settings(params: Path | None, section: str, run_name: str | None,
+                      overrides: dict[str, Any]) -> dict[str, Any]:
+    """A protocol's settings for a run: the params' ``section``, then the run's own entry under
+    its ``runs`` (a paper's own protocol for that run: the section's keys that differ), then the
+    command line's overrides; ``crop`` as a :class:`Crop` or None."""
+    config = protocol_section(params, section)
+    per_run = config.pop("runs") or {}
+    if not isinstance(per_run, dict):
+        raise StageError(f"{params}: {section}.runs must map run names to their own settings")
+    own = per_run.get(run_name) or {}
+    where = f"{params}: {section}.runs.{run_name}"
+    if not isinstance(own, dict):
+        raise StageError(f"{where} must map keys of '{section}' to values, not {own!r}")
+    unknown = sorted(set(own) - set(config))
+    if unknown:
+        raise StageError(f"{where} must map keys of '{section}' to values; unknown: "
+                         f"{', '.join(map(str, unknown))}")
+    config.update(own)
+    config.update({k: v for k, v in overrides.items() if v is not None})
+
+    def place(key: str) -> str:
+        return f"{where}.{key}" if key in own else f"{params}: {section}.{key}"
+
+    config["crop"] = parse_crop(config["crop"], place("crop"), section)
+    if config.get("optimizer", "sgd") not in OPTIMIZERS:
+        raise StageError(f"{place('optimizer')}: unknown optimizer {config['optimizer']!r}; "
+                         f"known: {', '.join(OPTIMIZERS)}")
+    return config
+
+
 def linear_config(params: Path | None, overrides: dict[str, Any], run_name: str | None = None
                   ) -> tuple[LinearConfig, torch.device]:
     """The linear protocol: the params' ``linear`` section, then the run's own entry under its
     ``runs`` (a paper's own protocol for that method), then the command line's overrides."""
-    config = load_section(params, "linear", {})
-    per_run = config.pop("runs") or {}
-    if not isinstance(per_run, dict):
-        raise StageError(f"{params}: linear.runs must map run names to their own settings")
-    own = per_run.get(run_name) or {}
-    where = f"{params}: linear.runs.{run_name}"
-    if not isinstance(own, dict):
-        raise StageError(f"{where} must map keys of 'linear' to values, not {own!r}")
-    unknown = sorted(set(own) - set(config))
-    if unknown:
-        raise StageError(f"{where} must map keys of 'linear' to values; unknown: "
-                         f"{', '.join(map(str, unknown))}")
-    config.update(own)
-    config.update({k: v for k, v in overrides.items() if v is not None})
+    config = protocol_settings(params, "linear", run_name, overrides)
     device = resolve_device(config.pop("device"))
     return LinearConfig(**{k: config[k] for k in LinearConfig.__dataclass_fields__
                            if k in config}), device
+
+
+def linear_label(config: LinearConfig) -> str:
+    """The linear protocol in words, for the metrics' ``protocol``."""
+    schedule = f"lr {config.lr} x{config.lr_gamma} at {config.lr_steps}, {config.epochs} epochs"
+    if config.crop is None:
+        return f"paper (frozen features, {schedule})"
+    return f"ISC ({config.crop.label()}, {schedule})"
+
+
+def sequence_samples(encoder: Encoder, indices: np.ndarray) -> Samples:
+    """The real variable-length sequences and labels of store ``indices``, for crops."""
+    return training_samples(encoder.store, indices, (), sequences=True)
+
+
+def part_features(encoder: Encoder, part: str, device: torch.device,
+                  crop: Crop | None) -> tuple[torch.Tensor, ...]:
+    """:func:`features` of a split part: of the fixed-length view, or with ``crop`` of the
+    centre crops of the real sequences."""
+    if crop is None:
+        return features(encoder, part, device)
+    indices = encoder.part(part)
+    x = crop_features(encoder.module, encoder.view, encoder.info["layout"],
+                      sequence_samples(encoder, indices), crop, device)
+    return x, encoder.labels(indices), indices
 
 
 def linear_protocols(train: tuple, test: tuple, num_classes: int, config: LinearConfig,
@@ -178,9 +271,38 @@ def linear_protocols(train: tuple, test: tuple, num_classes: int, config: Linear
     paper = train_linear(train[0], train[1], test[0], test[1], num_classes, config, device)
     standardised = train_linear(train[0], train[1], test[0], test[1], num_classes,
                                 dataclasses.replace(config, standardise=True), device)
-    schedule = f"lr {config.lr} x{config.lr_gamma} at {config.lr_steps}, {config.epochs} epochs"
-    return paper, {**paper["metrics"], "protocol": f"paper (frozen features, {schedule})",
-                   "standardised": standardised["metrics"]}
+    return paper, linear_metrics(paper, standardised, config)
+
+
+def linear_metrics(paper: dict[str, Any], standardised: dict[str, Any],
+                   config: LinearConfig) -> dict[str, Any]:
+    """The headline's metrics, the protocol in words and the standardised figures beside."""
+    return {**paper["metrics"], "protocol": linear_label(config),
+            "standardised": standardised["metrics"]}
+
+
+def crop_linear(encoder: Encoder, indices: np.ndarray, test: tuple,
+                configs: list[LinearConfig], device: torch.device) -> list[dict[str, Any]]:
+    """ISC's linear protocol: heads of ``configs`` trained on fresh random crops of the store
+    ``indices``' sequences every epoch, tested on ``test`` (centre-crop features, labels)."""
+    return train_linear_on_crops(encoder.module, encoder.view, encoder.info["layout"],
+                                 sequence_samples(encoder, indices), test[0], test[1],
+                                 encoder.num_classes, configs, device)
+
+
+def evaluate_linear(encoder: Encoder, config: LinearConfig, device: torch.device
+                    ) -> tuple[dict[str, Any], dict[str, Any], tuple]:
+    """The linear protocol of ``config`` on the split (fixed features, or ISC's crops with
+    ``config.crop``), the standardised classifier beside it; returns the headline's full result,
+    the metrics and the test features, labels and indices."""
+    if config.crop is None:
+        train, test = features(encoder, "train", device), features(encoder, "val", device)
+        return (*linear_protocols(train, test, encoder.num_classes, config, device), test)
+    test = part_features(encoder, "val", device, config.crop)
+    paper, standardised = crop_linear(encoder, encoder.part("train"), test,
+                                      [config, dataclasses.replace(config, standardise=True)],
+                                      device)
+    return paper, linear_metrics(paper, standardised, config), test
 
 
 def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
@@ -189,11 +311,10 @@ def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Pat
     """Linear evaluation of every encoder; writes metrics.json, logits.npz and curve.csv per
     view."""
     config, device = linear_config(params, overrides, run_name)
-    figures = load_section(params, "linear", {})["figures"]
+    figures = protocol_settings(params, "linear", run_name, {})["figures"]
 
     def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
-        train, test = features(encoder, "train", device), features(encoder, "val", device)
-        paper, metrics = linear_protocols(train, test, encoder.num_classes, config, device)
+        paper, metrics, test = evaluate_linear(encoder, config, device)
         save_arrays(out / "logits.npz", last=paper["logits_last"].numpy(),
                     best=paper["logits_best"].numpy(), labels=test[1].numpy(), indices=test[2])
         write_curve(out / "curve.csv", paper["curve"], f"{encoder.name} {encoder.view} linear")
@@ -209,20 +330,22 @@ def run_linear(split: str, run_name: str | None, data_dir: Path, models_dir: Pat
 def run_knn(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
             results_dir: Path, params: Path | None, overrides: dict[str, Any],
             encoder_file: Path | None = None) -> dict[str, dict[str, Any]]:
-    """KNN retrieval (cosine, k from params) for every encoder."""
-    config = load_section(params, "knn", overrides)
-    device = resolve_device(config["device"])
+    """KNN retrieval (cosine, k from params) for every encoder: on the fixed-length view, or
+    with ``crop`` (ISC's) on the centre crops of the real sequences, train and test alike."""
+    config = protocol_settings(params, "knn", run_name, overrides)
+    device, crop = resolve_device(config["device"]), config["crop"]
+    label = "fixed view (frozen features)" if crop is None else f"ISC ({crop.label()})"
 
     def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
-        (train_x, train_y, train_idx) = features(encoder, "train", device)
-        (test_x, test_y, test_idx) = features(encoder, "val", device)
+        (train_x, train_y, train_idx) = part_features(encoder, "train", device, crop)
+        (test_x, test_y, test_idx) = part_features(encoder, "val", device, crop)
         neighbours, similarities, scores = knn_classify(train_x, train_y, test_x,
                                                         encoder.num_classes, config["k"])
         save_arrays(out / "neighbours.npz", neighbours=train_idx[neighbours.numpy()],
                     similarities=similarities.numpy(), scores=scores.numpy(),
                     labels=test_y.numpy(), indices=test_idx)
         return {"top1": accuracy(scores, test_y, 1), "k": config["k"],
-                "train_samples": len(train_x), "test_samples": len(test_x)}
+                "train_samples": len(train_x), "test_samples": len(test_x), "protocol": label}
 
     return evaluate_each(run_encoders(split, run_name, encoder_file, data_dir, models_dir,
                                       params), split, "knn", results_dir, evaluate)
@@ -275,6 +398,8 @@ def run_ensemble(split: str, name: str, streams: tuple[str, ...] | None, data_di
             labels = saved["labels"]
     target = torch.from_numpy(labels).long()
     config, device = linear_config(params, {})
+    # CrosSCLR's joint protocol: the streams' heads trained together on fixed features
+    config = dataclasses.replace(config, crop=None)
     by_stream = {e.view: e for run in dict.fromkeys(runs.values())
                  for e in run_encoders(split, run, None, data_dir, models_dir, params)
                  if runs.get(e.view) == run}
@@ -309,7 +434,7 @@ def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path
     on the test part (the view of a cross-view protocol) is probed over all the split's
     samples instead. Beside them: the test features' covariance spectrum, and KNN (k = 1,
     cosine) before and after whitening fitted on the training part."""
-    config = load_section(params, "knn", {"device": overrides.get("device")})
+    config = protocol_settings(params, "knn", run_name, {"device": overrides.get("device")})
     device = resolve_device(config["device"])
 
     def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.evaluate.knn import knn_classify
 from skelctl.methods.moco import MomentumContrast
 from skelctl.methods import OptionsError
+from skelctl.methods.base import stream_of
 from skelctl.models import load_encoder, save_encoder
 from skelctl.train import (Samples, distributed, fit, init_distributed, log_line,
                            resolve_device, write_history)
@@ -39,15 +40,16 @@ def training_samples(store: Store, indices: np.ndarray, inputs: tuple[str, ...],
     return Samples(arrays, torch.from_numpy(data[rows]), torch.from_numpy(starts))
 
 
-def knn_monitor(store: Store, protocol: str, training: Samples, streams: list[str], every: int,
+def knn_monitor(store: Store, protocol: str, training: Samples, names: list[str], every: int,
                 device: torch.device) -> Callable[[Any, int], dict[str, float]]:
     """``evaluate(method, epoch)`` for :func:`fit`: every ``every`` epochs, the KNN top-1
-    accuracy (k = 1, cosine) of each stream's encoder on the split's test part against its
-    training samples (those already in memory for training), named ``knn_<stream>``, so the
+    accuracy (k = 1, cosine) of each encoder on the split's test part against its training
+    samples (those already in memory for training), named ``knn_<encoder name>``, so the
     history and its plot show whether pretraining is helping."""
     test_rows = store.split(f"{protocol}/val")
     classes = int(store.attr("num_classes"))
     # a stream the method derives while training (CrosSCLR's motion) is read from the store
+    streams = list(dict.fromkeys(stream_of(name) for name in names))
     train_x = {stream: training.arrays[stream] if stream in training.arrays
                else store.take(stream, training.arrays["index"].numpy()) for stream in streams}
     test_x = {stream: store.take(stream, test_rows) for stream in streams}
@@ -58,11 +60,11 @@ def knn_monitor(store: Store, protocol: str, training: Samples, streams: list[st
         if epoch % every:
             return {}
         figures = {}
-        for stream, encoder in method.encoders().items():
-            train = extract_features(encoder, train_x[stream], device)
-            test = extract_features(encoder, test_x[stream], device)
+        for name, encoder in method.encoders().items():
+            train = extract_features(encoder, train_x[stream_of(name)], device)
+            test = extract_features(encoder, test_x[stream_of(name)], device)
             scores = knn_classify(train, train_y, test, classes)[2]
-            figures[f"knn_{stream}"] = accuracy(scores, test_y)
+            figures[f"knn_{name}"] = accuracy(scores, test_y)
         return figures
     return evaluate
 
@@ -85,11 +87,11 @@ def start_encoders(models_dir: Path, split: str, spec: Run,
     file's digest; checked to be what this run's own encoders are (kind, options, layout) and
     trained on the same input variant."""
     encoders, digests = {}, {}
-    for stream, own in method.encoders().items():
-        path = paths.encoder_file(models_dir, split, spec.start, stream)
+    for name, own in method.encoders().items():
+        path = paths.encoder_file(models_dir, split, spec.start, name)
         if not path.is_file():
             raise StageError(f"run {spec.name!r} starts from run {spec.start!r}, which has no "
-                             f"{stream} encoder at {path}: pretrain {spec.start!r} first")
+                             f"{name} encoder at {path}: pretrain {spec.start!r} first")
         encoder, info = load_encoder(path)
         variant = info["provenance"].get("variant")
         if encoder.spec != own.spec or variant != spec.variant:
@@ -97,19 +99,20 @@ def start_encoders(models_dir: Path, split: str, spec: Run,
                              f"{encoder.spec['name']} {encoder.spec['options']} on {variant}, "
                              f"and the run needs {own.spec['name']} {own.spec['options']} on "
                              f"{spec.variant}")
-        encoders[stream], digests[stream] = encoder, file_digest(path)
+        encoders[name], digests[name] = encoder, file_digest(path)
     return encoders, digests
 
 
 def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Path | None,
         overrides: dict[str, Any], resume: bool = True) -> dict[str, Any]:
-    spec: Run = load_run(params, run_name, overrides)
+    spec: Run = load_run(params, run_name, overrides, split)
     store, protocol = store_of(data_dir, split, spec.variant)
     device = init_distributed(resolve_device(spec.train.device))
     layout, persons = store.layout(), int(store.attr("max_bodies"))
     method = spec.build(layout, persons)
     out = paths.model_dir(models_dir, split, run_name)
-    files = {s: paths.encoder_file(models_dir, split, run_name, s) for s in spec.streams}
+    files = {name: paths.encoder_file(models_dir, split, run_name, name)
+             for name in spec.encoder_names()}
     rank, _ = distributed()
     if rank == 0:  # an encoder file stands only for a finished run of these settings
         for path in files.values():
@@ -137,8 +140,8 @@ def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Pat
     if rank == 0:
         if not phases:  # an untrained baseline: an empty loss history (a DVC plot) all the same
             write_history([], paths.loss_history(models_dir, split, run_name))
-        for stream, encoder in method.encoders().items():
-            save_encoder(files[stream], encoder, stream, {
+        for name, encoder in method.encoders().items():
+            save_encoder(files[name], encoder, stream_of(name), {
                 "run": run_name, "split": split, "epochs": len(history), **spec.settings()})
     return {"output": str(out), "epochs": len(history),
             "loss": history[-1]["loss"] if history else None, "rank": rank,

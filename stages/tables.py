@@ -30,6 +30,7 @@ import yaml
 
 from skelctl.atomic import write_text
 from skelctl.methods import method_class
+from skelctl.methods.base import stream_of
 from skelctl.report import PaperValue, fmt, markdown_table, paper_results, paper_value
 from stages import paths
 from stages.common import StageError
@@ -57,7 +58,7 @@ class Entry:
 
     key: str                   # as written in params (the row's label names it)
     run: str                   # the run, or the ensemble's name
-    stream: str | None = None  # a run's stream
+    stream: str | None = None  # a run's encoder: its stream, or stream.kind
     group: str | None = None   # an ensemble's group (2s, 3s, ...)
     protocol: str | None = None  # an ensemble's protocol (joint, posthoc)
 
@@ -132,12 +133,12 @@ def entries_of(key: str, runs: dict[str, Run], ensembles: list[str], where: str)
         raise StageError(f"{where}: not a run of the params ({', '.join(runs)}), 'RUN STREAM' "
                          f"or 'ENSEMBLE GROUP PROTOCOL'")
     run = runs[parts[0]]
+    names = run.encoder_names()
     if len(parts) == 2:
-        if parts[1] not in run.streams:
-            raise StageError(f"{where}: run {run.name!r} learns {', '.join(run.streams)}")
+        if parts[1] not in names:
+            raise StageError(f"{where}: run {run.name!r} exports {', '.join(names)}")
         return [Entry(key, run.name, stream=parts[1])]
-    return [Entry(f"{key} {s}" if len(run.streams) > 1 else key, run.name, stream=s)
-            for s in run.streams]
+    return [Entry(f"{key} {s}" if len(names) > 1 else key, run.name, stream=s) for s in names]
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -187,7 +188,7 @@ class Results:
     def streams(self, entry: Entry) -> str:
         """The streams an entry stands for, as paper_results.csv writes them."""
         if entry.stream is not None:
-            return entry.stream
+            return stream_of(entry.stream)
         run = self.runs.get(entry.run)
         streams = list(run.streams) if run is not None else self.ensemble_streams
         count = int(entry.group[:-1]) if entry.group and entry.group[:-1].isdigit() else 1
@@ -197,7 +198,11 @@ class Results:
         run = self.runs.get(entry.run)
         if run is None:  # an ensemble of a single-stream method's runs
             run = next((r for r in self.runs.values() if r.method == entry.run), None)
-        return run.encoder if run is not None else "–"
+        if run is None:
+            return "–"
+        if entry.stream is not None and "." in entry.stream:  # one of several kinds
+            return entry.stream.split(".", 1)[1]
+        return run.encoder if isinstance(run.encoder, str) else "+".join(run.encoder)
 
 
 def title(runs: dict[str, Run], name: str) -> str:
@@ -286,7 +291,7 @@ def overview_tables(ctx: Context, overview: str, rows: dict[str, str]) -> dict[s
         for split in ctx.splits:
             m = ctx.results.run(split, entry.run, "linear", entry.stream)
             row += [fmt(m["top1_last"]), fmt(m["top1_best"]), fmt(paper(entry.key, split,
-                                                                        entry.stream))]
+                                                                        stream_of(entry.stream)))]
             std += [fmt(m["standardised"]["top1_last"]), fmt(m["standardised"]["top1_best"]),
                     "–"]
         linear.append(row)
@@ -347,7 +352,7 @@ def downstream_tables(ctx: Context) -> dict[str, str]:
     protocols = semi.get("protocols", ["finetune", "linear"])
     semi_rows = []
     for run in downstream.get("semi") or []:
-        for view in runs[run].streams:
+        for view in runs[run].encoder_names():
             for percent in percents:
                 for protocol in protocols:
                     row = [f"{ctx.title(run)} {view} ({run})", f"{percent:g} %", protocol]
@@ -372,7 +377,7 @@ def downstream_tables(ctx: Context) -> dict[str, str]:
         rows = [[f"{ctx.title(r)} {v} ({r})", "ours", *[
             f"{fmt(m['top1_last'])} / {fmt(m['top1_best'])}" for m in
             (ctx.results.run(s, r, "finetune", v) for s in splits)]]
-            for r in downstream["finetune"] for v in runs[r].streams]
+            for r in downstream["finetune"] for v in runs[r].encoder_names()]
         rows += published_rows(papers, "finetune", splits)
         tables["finetune"] = markdown_table(
             "Fine-tuning on all labels", f"Top-1 %, last / best epoch. {ours}. Paper rows: "
@@ -384,7 +389,7 @@ def downstream_tables(ctx: Context) -> dict[str, str]:
     if downstream.get("transfer") and targets:
         rows = []
         for run in downstream["transfer"]:
-            for view in runs[run].streams:
+            for view in runs[run].encoder_names():
                 row = [f"{ctx.title(run)} {view} ({run}, pretrained on {source})"]
                 for target in targets:
                     m = ctx.results.run(target, f"{run}@{source}", "transfer", view)
@@ -409,7 +414,7 @@ def downstream_tables(ctx: Context) -> dict[str, str]:
         kinds = (document.get("occlusion") or {}).get("kinds", ["spatial", "temporal"])
         rows = []
         for run in downstream["occlusion"]:
-            for view in runs[run].streams:
+            for view in runs[run].encoder_names():
                 row = [f"{ctx.title(run)} {view} ({run})", "ours"]
                 for split in splits:
                     m = ctx.results.run(split, run, "occlusion", view)

@@ -5,6 +5,10 @@ fine-tuning (all labels) and transfer (an encoder pretrained on another dataset)
 the joint sequences, augments them on the device as pretraining did, and derives its input view
 after augmentation. Test accuracy is measured after every epoch (encoder in eval mode, no
 augmentation); the last epoch's is the headline, the best epoch's is given beside it, labelled.
+
+With ISC's crops (``crop``) the model sees each training sample's real sequence, randomly
+cropped and resized (then augmented), and the test samples' centre crops
+(:mod:`skelctl.evaluate.crops`); the optimiser (SGD or ISC's Adam) is the config's.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import nn
 
 from skelctl.augment import compose
 from skelctl.data.views import compute_view
+from skelctl.evaluate.crops import Crop
 from skelctl.evaluate.features import accuracy
 from skelctl.methods.base import Phase
 from skelctl.models.stgcn import init_weights
@@ -27,10 +32,12 @@ from skelctl.train import Samples, TrainConfig, fit, log_line
 
 
 class Classifier(nn.Module):
-    """An encoder with a linear head (N(0, 0.02) as the reference code) on one input view."""
+    """An encoder with a linear head (N(0, 0.02) as the reference code) on one input view; with
+    ``crop``, trained on random crops of the real sequences (``sequence``, ``length``) rather
+    than on the fixed view (``joint``)."""
 
     def __init__(self, encoder: nn.Module, view: str, layout: Layout, num_classes: int,
-                 augment: dict[str, dict[str, Any]] | None = None):
+                 augment: dict[str, dict[str, Any]] | None = None, crop: Crop | None = None):
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(encoder.out_dim, num_classes)
@@ -38,13 +45,16 @@ class Classifier(nn.Module):
         self.view = view
         self.layout = layout
         self.augment = compose(augment or {}, layout)
+        self.crop = crop
 
     def logits(self, joint: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(compute_view(self.view, joint, self.layout)))
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
                 epoch: int) -> dict[str, torch.Tensor]:
-        loss = nn.functional.cross_entropy(self.logits(self.augment(batch["joint"], generator)),
+        joint = (batch["joint"] if self.crop is None else
+                 self.crop.random(batch["sequence"], batch["length"], generator))
+        loss = nn.functional.cross_entropy(self.logits(self.augment(joint, generator)),
                                            batch["label"])
         return {"loss": loss}
 
@@ -66,14 +76,17 @@ def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
              config: TrainConfig, augment: dict[str, dict[str, Any]] | None,
              device: torch.device, checkpoint: Path | None = None,
              identity: dict[str, Any] | None = None, eval_every: int = 1,
-             log: Callable[[str], None] = log_line) -> dict[str, Any]:
+             log: Callable[[str], None] = log_line, crop: Crop | None = None) -> dict[str, Any]:
     """Fine-tune ``encoder`` (changed in place) with a fresh head on ``train`` (``joint`` and
-    ``label``); returns metrics (last and best tested epoch) and the curve. The test set is
-    classified every ``eval_every`` epochs and after the last one."""
+    ``label``; with ``crop``, the real sequences instead of ``joint``, and ``test_joint`` the
+    test samples' centre crops); returns metrics (last and best tested epoch) and the curve.
+    The test set is classified every ``eval_every`` epochs and after the last one."""
+    if crop is not None and train.frames is None:
+        raise ValueError("fine-tuning on crops needs the training samples' real sequences")
     # a small labelled subset (1 % of a small dataset) still gets one batch per epoch
     config = dataclasses.replace(config, batch_size=min(config.batch_size, len(train)))
     torch.manual_seed(config.seed)
-    model = Classifier(encoder, view, layout, num_classes, augment)
+    model = Classifier(encoder, view, layout, num_classes, augment, crop)
     phase = Phase(config.epochs, config.lr, list(config.lr_steps), config.lr_gamma,
                   config.momentum, config.weight_decay, name="finetune")
 
@@ -83,6 +96,8 @@ def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
         logits = classify(model, test_joint, device)
         return {"top1": accuracy(logits, test_labels, 1), "top5": accuracy(logits, test_labels, 5)}
 
+    if crop is not None:  # a checkpoint made without these crops is not resumed from
+        identity = {**(identity or {}), "crop": dataclasses.asdict(crop)}
     history = fit(model, train, [phase], config, checkpoint, device, identity=identity, log=log,
                   evaluate=evaluate)
     tested = [row for row in history if "top1" in row]

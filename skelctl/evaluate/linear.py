@@ -6,20 +6,29 @@ them: the same result as running the encoder every epoch, at a fraction of the c
 The last epoch's accuracy is the headline; the best epoch's (selected on the test set, as the
 reference code reports it) is given beside it, labelled.
 ``standardise`` divides the features by their root mean square and puts a batch norm without
-affine parameters before the linear layer: an untrained or small-scale encoder's features are tiny, and at lr 3.0 a plain linear probe on them can sit at
-chance while KNN on the same features does well; the masked-autoencoder literature puts such a
-non-affine batch norm before its linear probe for the same reason.
+affine parameters before the linear layer: an untrained or small-scale encoder's features are
+tiny, and at lr 3.0 a plain linear probe on them can sit at chance while KNN on the same features
+does well; the masked-autoencoder literature puts such a non-affine batch norm before its linear
+probe for the same reason.
+
+ISC's protocol (``LinearConfig.crop``) is the exception: the head trains on features of a fresh
+random crop of each training sample's real sequence every epoch, so they are recomputed every
+epoch (:func:`train_linear_on_crops`, :mod:`skelctl.evaluate.crops`).
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
 
+from skelctl.evaluate.crops import Crop, crop_features
 from skelctl.evaluate.features import accuracy
+from skelctl.skeletons import Layout
+from skelctl.train import Samples
 
 
 @dataclass
@@ -34,6 +43,7 @@ class LinearConfig:
     seed: int = 0
     standardise: bool = False  # batch norm without affine parameters before the linear layer
     init_std: float = 0.02  # the reference code initialises the head N(0, 0.02), bias 0
+    crop: Crop | None = None  # ISC's protocol: features of fresh random crops every epoch
 
 
 class LinearHead(nn.Module):
@@ -96,50 +106,110 @@ def train_linear(train_x: torch.Tensor | list[torch.Tensor], train_y: torch.Tens
     ``train_x``/``test_x`` are ``(N, D)`` features, or a list of one such tensor per view (same
     ``N``, own ``D``) for the multi-view ensemble head.
     """
-    train_x, test_x = _views(train_x), _views(test_x)
-    if len(train_x) != len(test_x):
-        raise ValueError(f"{len(train_x)} train views but {len(test_x)} test views")
-    if any(a.shape[1] != b.shape[1] for a, b in zip(train_x, test_x)):
-        raise ValueError("train and test features of a view must have the same dimension")
-    if any(len(x) != len(train_y) for x in train_x) or any(len(x) != len(test_y) for x in test_x):
-        raise ValueError("every view must have one feature row per label")
-    generator = torch.Generator().manual_seed(config.seed)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global RNG
-        torch.manual_seed(config.seed)
-        head = LinearHead([x.shape[1] for x in train_x], num_classes, config.standardise,
-                          config.init_std).to(device)
-    if config.standardise:
-        head.scales.copy_(torch.stack([x.float().pow(2).mean().sqrt().clamp_min(1e-30)
-                                       for x in train_x]))
-    optimizer = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.lr_steps, config.lr_gamma)
-    train_x = [x.to(device) for x in train_x]
-    test_x = [x.to(device) for x in test_x]
-    train_y, test_y = train_y.to(device), test_y.to(device)
-    curve, best = [], None
-    for epoch in range(config.epochs):
+    if config.crop is not None:
+        raise ValueError("the crop protocol recomputes the training features every epoch: "
+                         "use train_linear_on_crops, not fixed features")
+    train_x = _views(train_x)
+    return train_heads(lambda epoch: train_x, train_y, test_x, test_y, num_classes, [config],
+                       device)[0]
+
+
+def train_linear_on_crops(encoder: nn.Module, view: str, layout: Layout, train: Samples,
+                          test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int,
+                          configs: list[LinearConfig], device: torch.device) -> list[dict]:
+    """ISC's linear protocol: every epoch, the training features are recomputed from a fresh
+    random crop-resize (``config.crop``) of each training sample's real sequence (``train``:
+    samples with frames, and ``label``), the encoder frozen in eval mode; ``test_x`` are the
+    features of the test samples' centre crops. The heads of ``configs`` (the same crops and
+    seed) train side by side on the same features, so the encoder runs once an epoch."""
+    crops = {(c.crop, c.seed) for c in configs}
+    if len(crops) != 1 or configs[0].crop is None:
+        raise ValueError("heads trained on crops side by side need the same crop and seed")
+    crop, seed = configs[0].crop, configs[0].seed
+    train = train.to(device)
+    return train_heads(
+        lambda epoch: crop_features(encoder, view, layout, train, crop, device, epoch, seed),
+        train.arrays["label"], test_x, test_y, num_classes, configs, device)
+
+
+class _Trainer:
+    """One head, its optimiser and its record, trained an epoch at a time."""
+
+    def __init__(self, config: LinearConfig, train_x: list[torch.Tensor], num_classes: int,
+                 device: torch.device) -> None:
+        self.config = config
+        self.generator = torch.Generator().manual_seed(config.seed)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
+            torch.manual_seed(config.seed)
+            self.head = LinearHead([x.shape[1] for x in train_x], num_classes,
+                                   config.standardise, config.init_std).to(device)
+        if config.standardise:
+            self.head.scales.copy_(torch.stack([x.float().pow(2).mean().sqrt().clamp_min(1e-30)
+                                                for x in train_x]))
+        self.optimizer = torch.optim.SGD(self.head.parameters(), lr=config.lr,
+                                         momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.lr_steps,
+                                                              config.lr_gamma)
+        self.curve: list[dict[str, float]] = []
+        self.best: tuple | None = None
+        self.logits: torch.Tensor | None = None
+
+    def epoch(self, epoch: int, train_x: list[torch.Tensor], train_y: torch.Tensor,
+              test_x: list[torch.Tensor], test_y: torch.Tensor) -> None:
+        config, head = self.config, self.head
         head.train()
-        order = torch.randperm(len(train_y), generator=generator).to(device)
+        order = torch.randperm(len(train_y), generator=self.generator).to(train_y.device)
         for start in range(0, len(order), config.batch_size):
             chunk = order[start:start + config.batch_size]
             if config.standardise and len(chunk) < 2:
                 continue  # batch statistics of a single sample are undefined
             loss = nn.functional.cross_entropy(head([x[chunk] for x in train_x]), train_y[chunk])
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-        scheduler.step()
-        logits = predict(head, test_x)
-        top1, top5 = accuracy(logits, test_y, 1), accuracy(logits, test_y, 5)
-        curve.append({"epoch": epoch + 1, "top1": top1, "top5": top5})
-        if best is None or top1 > best[1]:
-            best = (epoch + 1, top1, top5, logits.cpu(), copy.deepcopy(head).cpu().eval())
-    last = curve[-1]
-    return {
-        "metrics": {"top1_last": last["top1"], "top5_last": last["top5"],
-                    "top1_best": best[1], "top5_best": best[2], "best_epoch": best[0],
-                    "epochs": config.epochs, "train_samples": len(train_y),
-                    "test_samples": len(test_y)},
-        "curve": curve, "logits_last": logits.cpu(), "logits_best": best[3],
-        "head_last": head.cpu().eval(), "head_best": best[4]}
+            self.optimizer.step()
+        self.scheduler.step()
+        self.logits = predict(head, test_x)
+        top1, top5 = accuracy(self.logits, test_y, 1), accuracy(self.logits, test_y, 5)
+        self.curve.append({"epoch": epoch + 1, "top1": top1, "top5": top5})
+        if self.best is None or top1 > self.best[1]:
+            self.best = (epoch + 1, top1, top5, self.logits.cpu(),
+                         copy.deepcopy(head).cpu().eval())
+
+    def result(self, train_samples: int, test_samples: int) -> dict:
+        last, best = self.curve[-1], self.best
+        return {
+            "metrics": {"top1_last": last["top1"], "top5_last": last["top5"],
+                        "top1_best": best[1], "top5_best": best[2], "best_epoch": best[0],
+                        "epochs": self.config.epochs, "train_samples": train_samples,
+                        "test_samples": test_samples},
+            "curve": self.curve, "logits_last": self.logits.cpu(), "logits_best": best[3],
+            "head_last": self.head.cpu().eval(), "head_best": best[4]}
+
+
+def train_heads(train_x: Callable[[int], torch.Tensor | list[torch.Tensor]],
+                train_y: torch.Tensor, test_x: torch.Tensor | list[torch.Tensor],
+                test_y: torch.Tensor, num_classes: int, configs: list[LinearConfig],
+                device: torch.device) -> list[dict]:
+    """A head for each of ``configs``, each trained and evaluated every epoch as
+    :func:`train_linear` describes, all on the training features ``train_x(epoch)`` of each
+    epoch (fixed, or recomputed from fresh crops); the first epoch's set a standardised head's
+    scales. Returns each head's result, as :func:`train_linear`'s."""
+    if not configs or len({c.epochs for c in configs}) != 1:
+        raise ValueError("heads trained side by side need the same number of epochs")
+    first, test_x = _views(train_x(0)), _views(test_x)
+    if len(first) != len(test_x):
+        raise ValueError(f"{len(first)} train views but {len(test_x)} test views")
+    if any(a.shape[1] != b.shape[1] for a, b in zip(first, test_x)):
+        raise ValueError("train and test features of a view must have the same dimension")
+    if any(len(x) != len(train_y) for x in first) or any(len(x) != len(test_y) for x in test_x):
+        raise ValueError("every view must have one feature row per label")
+    trainers = [_Trainer(config, first, num_classes, device) for config in configs]
+    test_x = [x.to(device) for x in test_x]
+    train_y, test_y = train_y.to(device), test_y.to(device)
+    for epoch in range(configs[0].epochs):
+        views = first if epoch == 0 else _views(train_x(epoch))
+        views = [x.to(device) for x in views]
+        for trainer in trainers:
+            trainer.epoch(epoch, views, train_y, test_x, test_y)
+    return [trainer.result(len(train_y), len(test_y)) for trainer in trainers]

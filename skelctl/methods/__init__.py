@@ -9,10 +9,11 @@ from typing import Any
 
 from skelctl.keys import unknown_keys
 from skelctl.methods.aimclr import AimCLR
-from skelctl.methods.base import Method, OptionsError, make_options
+from skelctl.methods.base import EncoderFactory, Method, OptionsError, make_options
 from skelctl.methods.crossclr import CrosSCLR
 from skelctl.methods.crosnnclr import CrosNNCLR, CrosNNCLRStar
 from skelctl.methods.crrl import CRRL
+from skelctl.methods.isc import ISC
 from skelctl.methods.skeletonclr import SkeletonCLR
 from skelctl.methods.untrained import Untrained
 from skelctl.models import build_encoder, encoder_option_names
@@ -20,7 +21,7 @@ from skelctl.skeletons import Layout
 
 METHODS: dict[str, type[Method]] = {
     "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "crrl": CRRL, "aimclr": AimCLR,
-    "crosnnclr": CrosNNCLR, "crosnnclr_star": CrosNNCLRStar, "untrained": Untrained,
+    "crosnnclr": CrosNNCLR, "crosnnclr_star": CrosNNCLRStar, "isc": ISC, "untrained": Untrained,
 }
 # another name a run entry may give -> the registered name: the spelling of CrosSCLR's module,
 # and (warned about) a method's name before it was renamed
@@ -44,25 +45,59 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-def check_encoder_options(encoder: str, options: dict[str, Any], where: str) -> None:
-    """An unknown encoder, or an option it lacks, is an error naming ``where`` (the run)."""
-    try:
-        accepted = encoder_option_names(encoder)
-    except ValueError as err:
-        raise OptionsError(f"{where}: {err}") from None
-    problem = unknown_keys(options, accepted, "option(s)")
+def encoder_kinds(encoder: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """A run's ``encoder`` (one name, or a list of names) as a tuple of names."""
+    return (encoder,) if isinstance(encoder, str) else tuple(encoder)
+
+
+def options_by_kind(encoder: str | list[str] | tuple[str, ...],
+                    options: dict[str, Any] | None, where: str) -> dict[str, dict[str, Any]]:
+    """Each encoder kind's options: a run with one kind gives them directly, a run with several
+    as a mapping kind -> options (a kind left out takes its defaults)."""
+    kinds, options = encoder_kinds(encoder), dict(options or {})
+    if len(kinds) == 1:
+        return {kinds[0]: options}
+    problem = unknown_keys(options, kinds, "encoder(s) in encoder_options")
     if problem:
-        raise OptionsError(f"{where}: encoder {encoder!r}: {problem}")
+        raise OptionsError(f"{where}: with several encoders, encoder_options maps each encoder "
+                           f"to its options; {problem}")
+    for kind, values in options.items():
+        if not isinstance(values, dict):
+            raise OptionsError(f"{where}: encoder_options.{kind} must map options to values")
+    return {kind: dict(options.get(kind) or {}) for kind in kinds}
+
+
+def check_encoder_options(encoder: str | list[str] | tuple[str, ...],
+                          options: dict[str, Any] | None, where: str) -> None:
+    """An unknown encoder, or an option it lacks, is an error naming ``where`` (the run)."""
+    kinds = encoder_kinds(encoder)
+    if not kinds or len(set(kinds)) != len(kinds):
+        raise OptionsError(f"{where}: encoder must name one encoder or several different ones, "
+                           f"not {encoder!r}")
+    for kind, values in options_by_kind(encoder, options, where).items():
+        try:
+            accepted = encoder_option_names(kind)
+        except ValueError as err:
+            raise OptionsError(f"{where}: {err}") from None
+        problem = unknown_keys(values, accepted, "option(s)")
+        if problem:
+            raise OptionsError(f"{where}: encoder {kind!r}: {problem}")
 
 
 def build_method(name: str, streams: tuple[str, ...], layout: Layout, num_persons: int,
-                 encoder: str = "stgcn", encoder_options: dict[str, Any] | None = None,
+                 encoder: str | list[str] | tuple[str, ...] = "stgcn",
+                 encoder_options: dict[str, Any] | None = None,
                  options: dict[str, Any] | None = None, where: str = "method") -> Method:
-    """A method with fresh encoders of the named kind for the given streams; ``options`` are
-    checked against the method's own ``Options`` (errors name ``where``)."""
+    """A method with fresh encoders of the named kind (or kinds) for the given streams;
+    ``options`` are checked against the method's own ``Options`` (errors name ``where``)."""
     cls = method_class(name)
     checked = make_options(cls.Options, options, where)
-    check_encoder_options(encoder, encoder_options or {}, where)
-    return cls(tuple(streams), layout,
-               lambda: build_encoder(encoder, layout, num_persons, **(encoder_options or {})),
-               checked)
+    check_encoder_options(encoder, encoder_options, where)
+    kinds = encoder_kinds(encoder)
+    if len(kinds) > 1 and not cls.several_encoders:
+        raise OptionsError(f"{where}: {name} trains one encoder per stream, not "
+                           f"{', '.join(kinds)}")
+    by_kind = options_by_kind(encoder, encoder_options, where)
+    factory = EncoderFactory(kinds, lambda kind: build_encoder(kind, layout, num_persons,
+                                                               **by_kind[kind]))
+    return cls(tuple(streams), layout, factory, checked)

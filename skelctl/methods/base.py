@@ -51,11 +51,44 @@ class Phase:
     name: str = "train"
     parameters: Callable[[nn.Module], list[dict[str, Any]]] | None = None
     clip: bool = True  # whether the run's grad_clip applies in this phase
+    optimizer: str | None = None  # sgd or adam; None: the run's (TrainConfig.optimizer)
 
     def groups(self, model: nn.Module) -> list[dict[str, Any]]:
         if self.parameters is not None:
             return self.parameters(model)
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
+def encoder_names(streams: tuple[str, ...] | list[str], kinds: tuple[str, ...] | list[str]
+                  ) -> list[str]:
+    """The names a run's trained encoders are exported and evaluated under: the stream
+    (``joint``) when the run trains one kind of encoder, else stream and kind
+    (``joint.bigru``, ``joint.agcn``: ISC trains several on one stream)."""
+    if len(kinds) <= 1:
+        return list(streams)
+    return [f"{stream}.{kind}" for stream in streams for kind in kinds]
+
+
+def stream_of(name: str) -> str:
+    """The stream (input view) of an encoder name from :func:`encoder_names`."""
+    return name.split(".", 1)[0]
+
+
+class EncoderFactory:
+    """Fresh encoders of a run's kinds (its ``encoder``: one name, or several for a method that
+    trains several kinds, as ISC): ``factory()`` builds the first kind, ``factory(kind)`` the
+    named one, each with its own options."""
+
+    def __init__(self, kinds: tuple[str, ...], build: Callable[[str], nn.Module]):
+        self.kinds = tuple(kinds)
+        self._build = build
+
+    def __call__(self, kind: str | None = None) -> nn.Module:
+        kind = kind or self.kinds[0]
+        if kind not in self.kinds:
+            raise OptionsError(f"encoder {kind!r} is not one of the run's "
+                               f"({', '.join(self.kinds)})")
+        return self._build(kind)
 
 
 class Method(nn.Module, metaclass=abc.ABCMeta):
@@ -64,6 +97,7 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
     Options: type = type("Options", (), {})
     title: str = ""  # the method's name in the papers' tables
     multi_view: bool | None = False  # None: any number of streams
+    several_encoders = False  # whether a run may give several encoder kinds (ISC's)
     inputs: tuple[str, ...] = ("joint",)
     sequences = False
 
@@ -81,7 +115,8 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def encoders(self) -> dict[str, nn.Module]:
-        """The encoder of each stream, as used downstream (exported at the end of training)."""
+        """Every encoder the method trains, by its name from :func:`encoder_names` (the stream,
+        or stream and kind), as used downstream (exported at the end of training)."""
 
     def phases(self, epochs: int, lr: float, lr_steps: list[int], lr_gamma: float,
                momentum: float, weight_decay: float) -> list[Phase]:

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from skelctl.methods.base import Method, Phase
+from skelctl.methods.base import Method, Phase, encoder_names
 from skelctl.skeletons import Layout
 
 
@@ -23,14 +23,21 @@ class Untrained(Method):
     title = "untrained"  # its name in the tables
     Options = UntrainedOptions
     multi_view = None
+    several_encoders = True  # the baseline of a run that trains several kinds (ISC)
 
     def __init__(self, streams: tuple[str, ...], layout: Layout,
-                 build_encoder: Callable[[], nn.Module], options: UntrainedOptions):
+                 build_encoder: Callable[..., nn.Module], options: UntrainedOptions):
         super().__init__(streams, layout, build_encoder, options)
-        self.encoder = nn.ModuleDict({view: build_encoder() for view in self.streams})
+        kinds = getattr(build_encoder, "kinds", (None,))
+        names = encoder_names(self.streams, kinds)
+        built = [build_encoder(kind) if kind else build_encoder()
+                 for _ in self.streams for kind in kinds]
+        # a module's name has no dot: joint.agcn is held as joint_agcn
+        self.names = {name.replace(".", "_"): name for name in names}
+        self.encoder = nn.ModuleDict(dict(zip(self.names, built)))
 
     def encoders(self) -> dict[str, nn.Module]:
-        return dict(self.encoder.items())
+        return {self.names[key]: encoder for key, encoder in self.encoder.items()}
 
     def phases(self, *args: object, **kwargs: object) -> list[Phase]:
         return []  # nothing to train

@@ -203,7 +203,7 @@ def test_cml_as_its_authors_built_it():
     phases = crrl({"cml_grad_clip": True}).phases(3, 0.04, [], 0.5, 0.9, 1e-4)
     assert [p.clip for p in phases] == [True, True]
     assert [p.clip for p in xavier.phases(3, 0.01, [], 0.5, 0.9, 0.0)] == [False]
-    with pytest.raises(ValueError, match="init must be 'xavier' or 'default'"):
+    with pytest.raises(ValueError, match="init must be one of xavier, xavier_weights, default"):
         build_encoder("gru", LAYOUT, 1, init="orthogonal")
 
 

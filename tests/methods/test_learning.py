@@ -272,9 +272,16 @@ def test_stgcn_size_matches_the_reference():
     assert 0.80e6 < params < 0.84e6  # ~0.82 M per ST-GCN backbone (1/4 channels)
 
 
-def test_bigru_is_truly_bidirectional():
+def test_bigru_bidirectional_form_reads_the_future_and_the_causal_form_does_not():
     torch.manual_seed(0)
-    encoder = build_encoder("bigru", NTU25, 2, hidden=8, layers=2).eval()
+    causal = build_encoder("bigru", NTU25, 2, hidden=8, layers=2).eval()
+    x = torch.randn(1, 3, 10, 25, 2)
+    later = x.clone()
+    later[:, :, -1] += 1.0
+    # the authors' form: every step's output depends on earlier frames only
+    assert torch.equal(causal.features(x)[:, :-1], causal.features(later)[:, :-1])
+    encoder = build_encoder("bigru", NTU25, 2, hidden=8, layers=2,
+                            direction="bidirectional").eval()
     x = torch.randn(1, 3, 10, 25, 2)
     later = x.clone()
     later[:, :, -1] += 1.0  # change only the last frame

@@ -23,6 +23,9 @@ SETTINGS = {  # method: streams, encoder, options (small queues; mining and cros
     "crrl": (("joint",), GRU, {"queue_size": 8}),
     "aimclr": (("joint",), STGCN, {"queue_size": 16, "mining_epoch": 1}),
     "crosnnclr_star": (("joint",), STGCN, {"queue_size": 16, "mining_epoch": 1}),
+    # inter-skeleton contrast of two kinds, from the real (variable-length) sequences
+    "isc": (("joint",), (["gru", "stgcn"], {"gru": GRU[1], "stgcn": STGCN[1]}),
+            {"queue_size": 16}),
 }
 
 

@@ -53,7 +53,9 @@ def test_exported_encoder_files(prepared_ntu60, tmp_path, monkeypatch):
 
     encoder, info = load_encoder(file)
     store = Store(prepared_ntu60 / "processed" / "ntu60" / "50-shoulder.h5")
-    assert info["name"] == "gru" and info["options"] == {"hidden": 8, "layers": 1}
+    # the registry's defaults are written out beside the run's own options
+    assert info["name"] == "gru" and info["options"] == {**ENCODERS["gru"].defaults, "hidden": 8,
+                                                         "layers": 1}
     assert info["layout"] == get_layout(store.attr("layout")) == NTU25
     assert info["num_persons"] == int(store.attr("max_bodies")) == 2
     assert info["view"] == "joint"
@@ -126,7 +128,8 @@ def test_save_encoder_is_atomic_and_round_trips(tmp_path):
 
 
 SMALL_OPTIONS = {"stgcn": {"hidden": 4, "out_dim": 8}, "bigru": {"hidden": 8},
-                 "gru": {"hidden": 8}, "lstm": {"hidden": 8}}
+                 "gru": {"hidden": 8}, "lstm": {"hidden": 8}, "agcn": {"hidden": 4},
+                 "hcn": {"frames": 10, "channels": 8}}
 
 
 @pytest.mark.parametrize("name", list(ENCODERS))
@@ -143,7 +146,8 @@ def test_every_registered_encoder_builds_and_round_trips_its_file(name, layout, 
     assert features.shape == (3, encoder.out_dim) and torch.isfinite(features).all()
     save_encoder(tmp_path / "e.pt", encoder, "joint", {"run": "r"})
     loaded, info = load_encoder(tmp_path / "e.pt")
-    assert info["name"] == name and info["options"] == SMALL_OPTIONS[name]
+    assert info["name"] == name
+    assert info["options"] == {**ENCODERS[name].defaults, **SMALL_OPTIONS[name]}
     with torch.no_grad():
         assert torch.equal(loaded(x), features)
 

@@ -1,0 +1,116 @@
+"""ISC's temporal crops for evaluation (Thoker et al. 2021, ``feeder/augmentations.py``
+``crop_subsequence``): the model sees each sample's real variable-length sequence, cropped and
+resized to a fixed number of frames, never the store's fixed-length view.
+
+- training: a random crop of ``floor(U(low, high) * n)`` frames of a sequence of ``n`` (at least
+  ``min_frames``, at most ``n``) at a uniform start, drawn afresh every epoch;
+- test (and KNN's both sides): the centre, ``start = floor((1 - ratio) * n / 2)`` frames off each
+  end (ISC's ``int((1 - p) * n / 2)``, so the crop keeps ``n - 2 * start`` frames);
+
+both resized to ``frames`` by linear interpolation (``align_corners=False``), with
+:func:`skelctl.augment.crop_resize` and :func:`skelctl.augment.centre_crop_resize`. The input view
+(motion, bone...) is derived from the cropped joints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from skelctl.augment import centre_crop_resize, crop_resize
+from skelctl.data.views import compute_view
+from skelctl.skeletons import Layout
+from skelctl.train import Samples, step_generator
+
+
+@dataclass(frozen=True)
+class Crop:
+    """The crop protocol's settings: ISC's are the defaults. ``train`` None: no random crops
+    (KNN, whose training features come from the centre crop too)."""
+
+    train: tuple[float, float] | None = (0.5, 1.0)
+    test: float = 0.95
+    frames: int = 64
+    min_frames: int = 64  # ISC's code: a training crop keeps at least 64 frames (or all)
+
+    def __post_init__(self) -> None:
+        if self.train is not None:
+            low, high = (self.train if isinstance(self.train, (list, tuple))
+                         and len(self.train) == 2 else (None, None))
+            if not (_number(low) and _number(high) and 0 < low <= high <= 1):
+                raise ValueError(f"train must be [low, high] with 0 < low <= high <= 1, not "
+                                 f"{self.train!r}")
+            object.__setattr__(self, "train", (float(low), float(high)))
+        if not (_number(self.test) and 0 < self.test <= 1):
+            raise ValueError(f"test must be a ratio in (0, 1], not {self.test!r}")
+        for name in ("frames", "min_frames"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, not {value!r}")
+
+    def label(self) -> str:
+        """The settings in words, for the metrics' ``protocol``."""
+        if self.train is None:
+            return f"centre {self.test:g} -> {self.frames} for train and test"
+        low, high = self.train
+        return f"crop [{low:g}, {high:g}] -> {self.frames}, centre {self.test:g} at test"
+
+    def random(self, sequence: torch.Tensor, length: torch.Tensor,
+               generator: torch.Generator) -> torch.Tensor:
+        """A random crop of each zero-padded sequence ``(N, C, L, V, M)`` (``length`` valid
+        frames each), resized to ``(N, C, frames, V, M)``."""
+        if self.train is None:
+            raise ValueError("these crop settings have no random training crop (train: null)")
+        low, high = self.train
+        return crop_resize(sequence, generator, low, high, self.frames, length, self.min_frames)
+
+    def centre(self, sequence: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """The centre crop of each zero-padded sequence, resized to ``frames``."""
+        return centre_crop_resize(sequence, self.test, self.frames, length)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def batches(samples: Samples, batch_size: int = 256
+            ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(step, sequence, length)`` of ``samples`` in order, ``batch_size`` at a time, on the
+    samples' device."""
+    if samples.frames is None:
+        raise ValueError("crops need the real sequences: samples without frames")
+    device = samples.offsets.device
+    for step, start in enumerate(range(0, len(samples), batch_size)):
+        batch = samples.batch(torch.arange(start, min(start + batch_size, len(samples)),
+                                           device=device))
+        yield step, batch["sequence"], batch["length"]
+
+
+@torch.no_grad()
+def centre_crops(samples: Samples, crop: Crop, batch_size: int = 256) -> torch.Tensor:
+    """The centre crops of every sample's sequence ``(N, C, frames, V, M)``, on the CPU."""
+    return torch.cat([crop.centre(sequence, length).cpu()
+                      for _, sequence, length in batches(samples, batch_size)])
+
+
+@torch.no_grad()
+def crop_features(encoder: nn.Module, view: str, layout: Layout, samples: Samples, crop: Crop,
+                  device: torch.device, epoch: int | None = None, seed: int = 0,
+                  batch_size: int = 256) -> torch.Tensor:
+    """``(N, D)`` pre-projector features of the crops of ``samples``' sequences, the encoder in
+    eval mode, on the CPU: the centre crops, or with ``epoch`` a random crop of each sample,
+    drawn from (``seed``, ``epoch``, batch), so an epoch's crops are reproducible and every
+    epoch's differ."""
+    was_training = encoder.training
+    encoder.eval().to(device)
+    out = []
+    for step, sequence, length in batches(samples, batch_size):
+        sequence, length = sequence.to(device), length.to(device)
+        joint = (crop.centre(sequence, length) if epoch is None else
+                 crop.random(sequence, length, step_generator(seed, epoch, step, 0, device)))
+        out.append(encoder(compute_view(view, joint, layout)).float().cpu())
+    encoder.train(was_training)
+    return torch.cat(out) if out else torch.zeros((0, getattr(encoder, "out_dim", 0)))
