@@ -69,10 +69,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                "batch_size": 128, "lr_steps": [80], "seed": 0, "device": "auto",
                # each evaluation's confusion matrix (CSV, PNG) and t-SNE of the test features
                "figures": True,
+               # the head's initial weights N(0, init_std) (ISC's: 0.01)
+               "init_std": 0.02,
+               # ISC's crops of the real sequences instead of the fixed-length view
+               "crop": None,
                # a run's own protocol where its paper gives one (CrosNNCLR: lr 0.3):
                # run name -> the keys above that differ for it
                "runs": {}},
-    "knn": {"k": 1, "device": "auto"},
+    "knn": {"k": 1, "device": "auto", "crop": None, "runs": {}},
     # AimCLR's weights (joint 0.6, motion 0.4, bone 0.6); velocity as motion
     "ensemble": {"weights": {"joint": 0.6, "motion": 0.4, "bone": 0.6, "velocity": 0.4},
                  "streams": ["joint", "motion", "bone"]},
@@ -81,7 +85,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "finetune": {"epochs": 100, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
                  "weight_decay": 1.0e-4, "lr_steps": [80], "seed": 0, "device": "auto",
                  "checkpoint_every": 10, "eval_every": 1,
-                 "augment": {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}}},
+                 "augment": {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}},
+                 "optimizer": "sgd", "crop": None, "runs": {}},
     "semi": {"percents": [1, 5, 10, 20], "seeds": [0], "protocols": ["finetune", "linear"]},
     "occlusion": {"kinds": ["spatial", "temporal"], "ratio": [0.3, 0.7], "seed": 0},
     "transfer": {"source": None, "targets": [], "runs": []},
@@ -104,6 +109,8 @@ def load_section(params: Path | None, section: str, overrides: dict[str, Any]) -
     """Defaults, then the params file's section, then the non-None command-line overrides."""
     values = dict(DEFAULTS.get(section, {}))
     given = read_params(params).get(section) or {}
+    if not isinstance(given, dict):
+        raise StageError(f"{params}: '{section}' must map its keys to values")
     problem = unknown_keys(given, values, place=f"'{section}'")
     if problem and section in DEFAULTS:
         raise StageError(f"{params}: {problem}")

@@ -32,7 +32,7 @@ from skelctl.models import load_encoder
 from skelctl.train import OPTIMIZERS, Samples, resolve_device
 from stages import paths
 from stages.common import StageError, store_of, write_json_atomic
-from stages.config import DEFAULTS, ensemble_runs, load_run, load_section, read_params
+from stages.config import ensemble_runs, load_run, load_section
 from stages.pretrain import training_samples
 
 
@@ -157,29 +157,10 @@ def write_class_figures(out: Path, features_x: torch.Tensor, labels: torch.Tenso
                    f"{title}: t-SNE of test features")
 
 
-# ISC's protocol (crops of the real sequences, Adam for fine-tuning) and per-run settings: keys
-# of these sections beside those stages.config.DEFAULTS gives them
-PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "linear": {"crop": None, "init_std": 0.02},
-    "knn": {"crop": None, "runs": {}},
-    "finetune": {"optimizer": "sgd", "crop": None, "runs": {}},
-}
-# KNN has no training: both sides take the centre crop
+# the keys of a protocol's `crop` (ISC's crops of the real sequences); KNN has no training, so
+# both its sides take the centre crop
 CROP_KEYS = {"linear": ("train", "test", "frames", "min_frames"), "knn": ("test", "frames"),
              "finetune": ("train", "test", "frames", "min_frames")}
-
-
-def protocol_section(params: Path | None, section: str) -> dict[str, Any]:
-    """The params' ``section`` (linear, knn or finetune) over its defaults; an unknown key is an
-    error naming the params file."""
-    values = {**DEFAULTS[section], **PROTOCOL_DEFAULTS[section]}
-    given = read_params(params).get(section) or {}
-    if not isinstance(given, dict):
-        raise StageError(f"{params}: '{section}' must map its keys to values")
-    problem = unknown_keys(given, values, place=f"'{section}'")
-    if problem:
-        raise StageError(f"{params}: {problem}")
-    return {**values, **given}
 
 
 def parse_crop(value: Any, where: str, section: str) -> Crop | None:
@@ -204,7 +185,7 @@ def protocol_settings(params: Path | None, section: str, run_name: str | None,
     """A protocol's settings for a run: the params' ``section``, then the run's own entry under
     its ``runs`` (a paper's own protocol for that run: the section's keys that differ), then the
     command line's overrides; ``crop`` as a :class:`Crop` or None."""
-    config = protocol_section(params, section)
+    config = load_section(params, section, {})
     per_run = config.pop("runs") or {}
     if not isinstance(per_run, dict):
         raise StageError(f"{params}: {section}.runs must map run names to their own settings")

@@ -225,3 +225,26 @@ def test_every_spec_table_names_tables_the_paper_results_hold():
         assert spec.caption
         for source in spec.sources:
             assert tables.split_source(source) in known, (spec.name, source)
+
+
+def test_iscs_tables_show_each_encoder_of_a_run_beside_the_paper(monkeypatch):
+    """params.yaml's ISC rows: Table 6 gives each representation of a run its own row (its
+    encoder named) beside the paper's value; Tables 1 and 3 show ISC's sequence encoder, then
+    the paper's other rows."""
+    params = PROJECT / "params.yaml"
+    built = build(params, monkeypatch)
+    body = [line for line in built["isc_table6"].splitlines() if line.startswith("| ")][1:]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+            for line in body}
+    assert rows["Inter (SEQ+STG): STG (isc joint.agcn)"][0] == "agcn"
+    assert rows["Inter (SEQ+STG): SEQ (isc joint.bigru)"][0] == "bigru"
+    assert rows["Intra (IMG) (isc-intra-img)"][0] == "hcn"
+    agcn = fake_metrics(params, Path("results/ntu60-xview/linear/isc/joint.agcn/metrics.json"))
+    xview = ["ntu60-xsub", "ntu60-xview"].index("ntu60-xview")
+    cells = rows["Inter (SEQ+STG): STG (isc joint.agcn)"][1 + 3 * xview:4 + 3 * xview]
+    assert cells == [f"{agcn['top1_last']:.1f}", f"{agcn['top1_best']:.1f}", "78.9"]
+    assert len(rows) == 12  # every row of the paper's Table 6
+    text = built["isc_table1_3"]
+    assert text.startswith("### ISC Tables 1, 3: linear evaluation and KNN")
+    assert "| ISC (isc joint.bigru)" in text and "85.2" in text
+    assert "Nie et al. (SeBiReNet) (ISC Tables 1, 3)" in text
