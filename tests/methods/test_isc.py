@@ -199,37 +199,3 @@ def test_a_run_exports_and_evaluates_each_kind_under_its_own_name(tmp_path, monk
     history = (project / "models" / "ntu60-xsub" / "isc.loss.csv").read_text().splitlines()
     assert history[0].split(",")[:5] == ["epoch", "lr", "loss", "inter_gru", "inter_agcn"]
 
-
-# --- real data --------------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_isc_beats_the_untrained_sequence_encoder_on_nw_ucla_under_knn(prepared_nw_ucla,
-                                                                      tmp_path):
-    """A cut-down NW-UCLA run of sequence + graph (narrow encoders, crops to the store's 25
-    frames, 12 epochs): its sequence encoder retrieves clearly better than the same encoder
-    untrained."""
-    import yaml
-
-    from stages import evaluate, pretrain
-
-    data, models, results = prepared_nw_ucla, tmp_path / "models", tmp_path / "results"
-    split = "nw-ucla-xview"
-    kinds = {"encoder": ["bigru", "agcn"],
-             "encoder_options": {"bigru": {"hidden": 64, "layers": 2}, "agcn": {"hidden": 8}}}
-    crop = {"min_ratio": 0.1, "max_ratio": 1.0, "frames": 25, "min_frames": 25}
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({
-        "defaults": {"variant": "25-shoulder",
-                     "train": {"epochs": 12, "batch_size": 64, "lr": 0.05, "lr_steps": [],
-                               "checkpoint_every": 100, "seed": 0, "device": "cpu"}},
-        "runs": {"untrained": {"method": "untrained", "streams": ["joint"], **kinds},
-                 "isc": {"method": "isc", "streams": ["joint"], **kinds,
-                         "options": {"queue_size": 256, "momentum": 0.99, "augment": {
-                             **augment.isc_augmentations(), "crop_resize": crop}}}},
-        "knn": {"k": 1, "device": "cpu"}}))
-    accuracy = {}
-    for run in ("untrained", "isc"):
-        pretrain.run(split, run, data, models, params, {})
-        accuracy[run] = evaluate.run_knn(split, run, data, models, results, params,
-                                         {})["joint.bigru"]["top1"]
-    assert accuracy["isc"] > accuracy["untrained"] + 5, accuracy
