@@ -14,6 +14,7 @@ from skelctl.methods.crossclr import CrosSCLR
 from skelctl.methods.crosnnclr import CrosNNCLR, CrosNNCLRStar
 from skelctl.methods.crrl import CRRL
 from skelctl.methods.isc import ISC
+from skelctl.methods.pcm3 import PCM3
 from skelctl.methods.skeletonclr import SkeletonCLR
 from skelctl.methods.untrained import Untrained
 from skelctl.models import build_encoder, encoder_option_names
@@ -21,7 +22,8 @@ from skelctl.skeletons import Layout
 
 METHODS: dict[str, type[Method]] = {
     "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "crrl": CRRL, "aimclr": AimCLR,
-    "crosnnclr": CrosNNCLR, "crosnnclr_star": CrosNNCLRStar, "isc": ISC, "untrained": Untrained,
+    "crosnnclr": CrosNNCLR, "crosnnclr_star": CrosNNCLRStar, "isc": ISC, "pcm3": PCM3,
+    "untrained": Untrained,
 }
 # another name a run entry may give -> the registered name: the spelling of CrosSCLR's module,
 # and (warned about) a method's name before it was renamed

@@ -26,6 +26,9 @@ SETTINGS = {  # method: streams, encoder, options (small queues; mining and cros
     # inter-skeleton contrast of two kinds, from the real (variable-length) sequences
     "isc": (("joint",), (["gru", "stgcn"], {"gru": GRU[1], "stgcn": STGCN[1]}),
             {"queue_size": 16}),
+    # the authors' encoder (causal, input batch norm) with its prompts, mask, mix and decoder
+    "pcm3": (("joint",), ("bigru", {"hidden": 8, "layers": 1, "input_norm": True}),
+             {"queue_size": 16}),
 }
 
 
