@@ -16,7 +16,7 @@ Prints, from one run on one machine:
   reads dominate); at 1024 units, and also at 256 when a 1024 step is too slow for the whole
   comparison to take about a minute (then 1024 is timed once);
 - ISC's step (sequence + graph from crops of the real frames, fp32 and bf16) beside SkeletonCLR's,
-  at the NW-UCLA profile's widths and once at the paper's;
+  at the NW-UCLA profile's widths and once at the paper's, and PCM3's on the narrow GRU;
 - KNN retrieval (k = 1, cosine) in test samples/s.
 
     python benchmarks/bench_train.py                 # CPU (or --device cuda)
@@ -242,6 +242,13 @@ def main() -> None:
         print(f"isc step ({label_isc}): fp32 {batch / times[False]:.1f} samples/s "
               f"({fp32 / times[False]:.2f}x SkeletonCLR's), {label} {batch / times[True]:.1f} "
               f"samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
+    # PCM3 (three views, four positives, the decoder) on the GRU at the same narrow width
+    times = {amp: timed(method_step("pcm3", device, batch, amp, "bigru",
+                                    {"hidden": 256, "input_norm": True}), device, args.repeats)
+             for amp in (False, True)}
+    print(f"pcm3 step (GRU 3 x 256 with input batch norm): fp32 {batch / times[False]:.1f} "
+          f"samples/s ({fp32 / times[False]:.2f}x SkeletonCLR's), {label} "
+          f"{batch / times[True]:.1f} samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
 
     gru_comparisons(device, args.gru_batch, 64, args.repeats)
 
