@@ -162,7 +162,7 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
         # an unknown method
         ({"method": "simclr", "streams": ["joint"]},
          ["unknown method 'simclr'",
-           "known: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, isc, untrained"]),
+           "known: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, isc, pcm3, untrained"]),
         # streams not a list of views
         ({"method": "skeletonclr", "streams": "joint"},
          ["streams must be a list of views from joint, motion, bone, velocity", "'joint'"]),
@@ -177,7 +177,7 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
     expect_error(params, "simclr-joint",
                  "not in the params' runs (listed: clr, clr-gru, clr-gru-own, clr-same, cross)",
                  "methods: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, "
-                 "isc, untrained")
+                 "isc, pcm3, untrained")
     with pytest.raises(StageError, match=r"^run 'skeletonclr-hand': not in the params' runs "
                                          r"\(listed: none\)"):
         load_run(None, "skeletonclr-hand")
