@@ -53,11 +53,10 @@ class ISC(Method):
                  options: ISCOptions):
         super().__init__(streams, layout, build_encoder, options)
         self.augment = compose(options.augment, layout)
-        kinds = getattr(build_encoder, "kinds", ("encoder",))
+        kinds = build_encoder.kinds
         self.names = dict(zip(kinds, encoder_names(self.streams, kinds)))
-        self.moco = nn.ModuleDict({kind: momentum_contrast(
-            build_encoder(kind) if kind != "encoder" else build_encoder(), options)
-            for kind in kinds})
+        self.moco = nn.ModuleDict({kind: momentum_contrast(build_encoder(kind), options)
+                                   for kind in kinds})
         # an encoder of a fixed length (HCN) must get the crop-resize's frame count
         frames = (options.augment.get("crop_resize") or {}).get("frames")
         for kind, moco in self.moco.items():

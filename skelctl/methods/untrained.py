@@ -5,12 +5,11 @@ warning)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
-from skelctl.methods.base import Method, Phase, encoder_names
+from skelctl.methods.base import EncoderFactory, Method, Phase, encoder_names
 from skelctl.skeletons import Layout
 
 
@@ -26,12 +25,11 @@ class Untrained(Method):
     several_encoders = True  # the baseline of a run that trains several kinds (ISC)
 
     def __init__(self, streams: tuple[str, ...], layout: Layout,
-                 build_encoder: Callable[..., nn.Module], options: UntrainedOptions):
+                 build_encoder: EncoderFactory, options: UntrainedOptions):
         super().__init__(streams, layout, build_encoder, options)
-        kinds = getattr(build_encoder, "kinds", (None,))
+        kinds = build_encoder.kinds
         names = encoder_names(self.streams, kinds)
-        built = [build_encoder(kind) if kind else build_encoder()
-                 for _ in self.streams for kind in kinds]
+        built = [build_encoder(kind) for _ in self.streams for kind in kinds]
         # a module's name has no dot: joint.agcn is held as joint_agcn
         self.names = {name.replace(".", "_"): name for name in names}
         self.encoder = nn.ModuleDict(dict(zip(self.names, built)))

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from skelctl.models.stgcn import STGCN
 from skelctl.skeletons import Layout
 
 
@@ -173,10 +174,8 @@ class AGCN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.features(x))
 
-    @staticmethod
-    def pool(feature_map: torch.Tensor) -> torch.Tensor:
-        """``(N, M, C, T', V)`` to ``(N, C)``: the mean over frames and joints, then bodies."""
-        return feature_map.mean(dim=(3, 4)).mean(dim=1)
+    # (N, M, C, T', V) to (N, C): the mean over frames and joints, then bodies, as the ST-GCN's
+    pool = staticmethod(STGCN.pool)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last unit's feature map ``(N, M, out_dim, T', V)``."""
