@@ -79,6 +79,7 @@ from skelctl.models.rnn import RecurrentEncoder, run_causal, run_recurrence
 from skelctl.skeletons import PART_NAMES, Layout
 
 PROMPT_PLACEMENTS = ("authors", "active", "none")
+MASK_STRATEGIES = ("topology", "random")  # PCM3 Table 10
 MIXES = ("cutmix", "resizemix", "mixup")
 POSITIVES = ("intra", "mix", "mask", "predict")
 DOMAIN_PROMPTS = ("base", "mask", "predict", "mix")  # base: the query and the key
@@ -97,7 +98,9 @@ class PCM3Options(ContrastOptions):
     augment: dict[str, dict[str, Any]] = field(default_factory=isc_augmentations)
     mask_augment: dict[str, dict[str, Any]] = field(default_factory=pcm3_mask_view)
     projector_init_std: float | None = None  # the authors' projectors keep PyTorch's init
-    # topology-based masking: int(5 * mask_ratio) of the five parts in each chunk of frames
+    # topology-based masking: int(5 * mask_ratio) of the five parts in each chunk of frames;
+    # random (Table 10's comparison): round(mask_ratio * T * V) (frame, joint) cells
+    mask_strategy: str = "topology"
     mask_ratio: float = 0.6
     mask_chunk_frames: int = 8
     # the mix positive: parts and chunks (of mix_chunk_frames frames) of the region, and the
@@ -151,6 +154,17 @@ def part_mask(parts: torch.Tensor, samples: int, frames: int, per_chunk: int, ch
         2, order[..., :per_chunk], 1.0)
     cells = (chosen @ parts.to(chosen.dtype)) > 0  # (samples, chunks, V)
     return cells[:, torch.arange(frames, device=device) // chunk_frames]
+
+
+def random_mask(samples: int, frames: int, joints: int, ratio: float,
+                generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Random masking (the baseline of PCM3's Table 10): ``(samples, frames, V)`` true at
+    ``round(ratio * frames * V)`` (frame, joint) cells drawn uniformly without replacement."""
+    cells = frames * joints
+    order = torch.rand((samples, cells), generator=generator, device=device).argsort(-1)
+    mask = torch.zeros((samples, cells), dtype=torch.bool, device=device)
+    mask.scatter_(1, order[:, :round(ratio * cells)], True)
+    return mask.view(samples, frames, joints)
 
 
 def mask_first_body(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,6 +317,9 @@ class PCM3(Method):
                                f"{options.prompt_kinds}")
         if options.woprompt and options.prompts == "active":
             raise OptionsError("PCM3 option woprompt runs without prompts: drop prompts: active")
+        if options.mask_strategy not in MASK_STRATEGIES:
+            raise OptionsError(f"PCM3 option mask_strategy must be one of "
+                               f"{', '.join(MASK_STRATEGIES)}, not {options.mask_strategy!r}")
         if not 1 <= int(len(PART_NAMES) * options.mask_ratio) <= len(PART_NAMES):
             raise OptionsError(f"PCM3 option mask_ratio must mask 1 to 5 of the five parts "
                                f"(int(5 * ratio)), not {options.mask_ratio}")
@@ -410,8 +427,11 @@ class PCM3(Method):
         x_k = self.copy(batch, generator, self.augment)
         x_m = self.copy(batch, generator, self.mask_augment)
         n, _, t = x_m.shape[:3]
-        cells = part_mask(self.parts, 1, t, int(len(PART_NAMES) * o.mask_ratio),
-                          o.mask_chunk_frames, generator)
+        if o.mask_strategy == "random":
+            cells = random_mask(1, t, self.parts.shape[1], o.mask_ratio, generator, x_m.device)
+        else:
+            cells = part_mask(self.parts, 1, t, int(len(PART_NAMES) * o.mask_ratio),
+                              o.mask_chunk_frames, generator)
         masked, mask = mask_first_body(x_m, cells)
         x_mix, partner, lam = mix_batch(x_q, generator, self.parts, tuple(o.mix_parts),
                                         tuple(o.mix_chunks), o.mix_chunk_frames, o.mix)

@@ -10,6 +10,7 @@ import torch
 
 from skelctl.methods import OptionsError, build_method
 from skelctl.methods.pcm3 import (add_task_prompt, mask_first_body, mix_batch, part_mask,
+                                  random_mask,
                                   part_matrix)
 from skelctl.models import load_encoder, save_encoder
 from skelctl.skeletons import NTU25, PART_NAMES, graphless
@@ -63,6 +64,18 @@ def test_mask_covers_exactly_the_chosen_parts_in_each_chunk_and_only_the_first_b
     assert torch.equal(masked[..., 1], x[..., 1]) and not full[..., 1].any()
     assert torch.equal(masked[..., 0] == 0, mask[:, None].expand(-1, 3, -1, -1))
     assert torch.equal(masked[~full], x[~full]) and (masked[full] == 0).all()
+
+
+def test_random_mask_draws_the_ratio_of_cells_anywhere():
+    mask = random_mask(200, 64, 25, 0.6, gen())
+    assert mask.shape == (200, 64, 25)
+    assert mask.sum(dim=(1, 2)).eq(960).all()  # round(0.6 * 64 * 25)
+    assert random_mask(3, 7, 5, 0.2, gen()).sum(dim=(1, 2)).eq(7).all()  # 0.2 * 35
+    # unlike topology-based masking, not whole parts over whole chunks: cells are spread
+    # uniformly, so each joint and each frame is masked about 60 % of the time
+    assert torch.allclose(mask.float().mean(dim=(0, 1)), torch.full((25,), 0.6), atol=0.03)
+    assert torch.allclose(mask.float().mean(dim=(0, 2)), torch.full((64,), 0.6), atol=0.03)
+    assert not torch.equal(mask[0], mask[1])
 
 
 # --- the mix positive -------------------------------------------------------------------------
@@ -251,6 +264,8 @@ def test_bad_options_and_encoders_are_refused_by_name():
         pcm3(prompts="everywhere")
     with pytest.raises(OptionsError, match="mask_ratio"):
         pcm3(mask_ratio=0.1)
+    with pytest.raises(OptionsError, match="mask_strategy"):
+        pcm3(mask_strategy="joints")
     with pytest.raises(OptionsError, match="mix_parts"):
         pcm3(mix_parts=[3, 6])
     with pytest.raises(OptionsError, match="mix"):
@@ -277,6 +292,8 @@ def test_a_step_on_each_stream_gives_finite_named_losses():
         expected = {"loss", "intra", "mix", "mask", "predict", "mse"} | (
             {"kl"} if stream == "joint" else set())
         assert set(losses) == expected and all(torch.isfinite(v) for v in losses.values())
+    losses = pcm3(mask_strategy="random")(batch(), gen(), 0)
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["mse"] > 0
 
 
 def test_positives_of_weight_zero_and_an_unused_prediction_are_left_out():
