@@ -5,9 +5,30 @@ at most the temporary file, which the next write replaces; never a half-written 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
+
+
+class DiskFullError(RuntimeError):
+    """A write ran out of disk space; the message names the file and the space left."""
+
+
+def disk_full(err: BaseException, path: Path) -> DiskFullError | None:
+    """``err`` as a :class:`DiskFullError` naming ``path`` when it is a full disk (or quota),
+    else None. HDF5 reports the errno only inside its message."""
+    text = str(err)
+    if not isinstance(err, OSError) or not (err.errno in (errno.ENOSPC, errno.EDQUOT)
+                                            or "No space left on device" in text
+                                            or "errno = 28" in text):
+        return None
+    folder = next((p for p in (Path(path).parent, *Path(path).parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(folder).free / 2 ** 20
+    return DiskFullError(f"{path}: no space left on the disk while writing it "
+                         f"({free:,.1f} MiB free in {folder}); the previous {Path(path).name}, if "
+                         f"any, is kept and no partial file was left")
 
 
 def partial_path(path: Path, suffix: str = "") -> Path:
@@ -27,6 +48,12 @@ def replacing(path: Path, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)  # first, so that the message counts the space it held
+        full = disk_full(err, path)
+        if full is None:
+            raise
+        raise full from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -7,6 +7,7 @@ answers at once.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -17,23 +18,40 @@ SYNTH_DATASETS = ("ntu60", "ntu120", "pku1", "pku2")
 VIEW_NAMES = ("joint", "motion", "bone", "velocity")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler, ``docker stop``, ``kill``) raised in the main thread, so that
+    it unwinds like Ctrl-C: partial files removed, the last checkpoint kept."""
+
+    signum = signal.SIGTERM
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's and stages' error types into a one-line ``Error: ...`` and exit 1."""
+    """Turn the library's and stages' error types into a one-line ``Error: ...`` and exit 1; an
+    interrupt or SIGTERM into one line and exit 128 + the signal's number."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from skelctl.atomic import DiskFullError
         from skelctl.data.formats.base import DatasetError, SampleError
         from skelctl.data.store import StoreError
+        from skelctl.lock import LockError
         from stages.common import StageError
 
         try:
             return command(*args, **kwargs)
-        except (DatasetError, SampleError, StoreError, StageError, ValueError) as err:
+        except (DatasetError, SampleError, StoreError, StageError, LockError, DiskFullError,
+                ValueError) as err:
             raise click.ClickException(str(err)) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted: no partial output was left in place; rerun to start again",
-                       err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as err:
+            signum = getattr(err, "signum", signal.SIGINT)
+            click.echo(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: no "
+                       "partial output was left in place; rerun the command to continue "
+                       "(training resumes from its last checkpoint)", err=True)
+            sys.exit(128 + signum)
 
     return wrapper
 
@@ -151,6 +169,7 @@ def denoising(denoise: bool, length_threshold: int, spread_ratio: float,
 @click.version_option(package_name="skelctl")
 def main() -> None:
     """Self-supervised skeleton action recognition: data pipeline, pretraining, evaluation."""
+    signal.signal(signal.SIGTERM, raise_terminated)
 
 
 @main.command()

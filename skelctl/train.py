@@ -6,7 +6,8 @@ variable-length frames as one ragged array) and fed in seeded random batches of 
 augment and derive their views on the device. Training runs in phases (:class:`Phase`), each with
 its own optimiser, schedule and trainable parameters. Checkpoints are written atomically
 (temporary file, then rename) every ``checkpoint_every`` epochs, at the end of each phase and at
-the end; ``resume`` continues from the last one and, because every random draw is
+the end, and the one before is kept; ``resume`` continues from the newest readable one (read
+with ``weights_only=True``: no pickled objects) and, because every random draw is
 seeded from (seed, epoch, step, rank), gives the same weights as an uninterrupted run. Under
 ``torchrun`` each rank trains on its shard of every epoch's permutation with DDP (gloo on CPU, nccl
 on CUDA); keys from all ranks enter the queues, and only rank 0 writes files.
@@ -28,8 +29,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from skelctl.atomic import replacing, write_text
+from skelctl.atomic import write_text
 from skelctl.methods.base import Phase
+from skelctl.models import read_torch_file, write_torch_file
 from skelctl.parallel import progress
 from skelctl.plots import save_curves
 
@@ -132,9 +134,46 @@ def step_generator(seed: int, epoch: int, step: int, rank: int,
     return generator
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    with replacing(path) as tmp:
-        torch.save(obj, tmp)
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint before the newest is kept: a resume falls back on it when the newest
+    is unreadable."""
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` as the newest checkpoint; the one it replaces becomes the previous (the
+    last two are kept). Killed between the two renames, the previous alone is left: resumable."""
+    write_torch_file(state, path, previous=previous_checkpoint(path))
+
+
+def load_checkpoint(path: Path, device: torch.device,
+                    log: Callable[[str], None]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable of the last two checkpoints, ``(file, state)``; None when there is
+    none. An unreadable one is named and passed over; when both are, the error says how to
+    restart."""
+    found = [p for p in (path, previous_checkpoint(path)) if p.exists()]
+    problems = []
+    for candidate in found:
+        try:
+            state = read_torch_file(candidate, "checkpoint", map_location=device)
+        except ValueError as err:
+            problems.append(str(err))
+            log(f"{err}; trying the checkpoint before it" if candidate == path else str(err))
+            continue
+        if not isinstance(state, dict) or "identity" not in state:
+            problems.append(f"{candidate}: not a skelctl checkpoint")
+            continue
+        return candidate, state
+    if problems:
+        raise ValueError(f"{'; '.join(problems)}. No readable checkpoint is left: delete "
+                         f"{', '.join(str(p) for p in found)} and rerun to train from the start")
+    return None
+
+
+def remove_checkpoints(path: Path) -> None:
+    """Delete a finished run's checkpoints (its outputs now stand for it)."""
+    path.unlink(missing_ok=True)
+    previous_checkpoint(path).unlink(missing_ok=True)
 
 
 def write_history(history: list[dict[str, float]], path: Path) -> None:
@@ -230,18 +269,20 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
         identity["optimizers"] = optimizers
     history: list[dict[str, float]] = []
     start, saved = 0, None
-    if resume and checkpoint and checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+    found = load_checkpoint(checkpoint, device, log if rank == 0 else (lambda _: None)) \
+        if resume and checkpoint else None
+    if found is not None:
+        source, saved = found
         if saved.get("identity") == identity:
             model.load_state_dict(saved["model"])
             scaler.load_state_dict(saved["scaler"])
             history, start = saved["history"], saved["epoch"]
             if rank == 0:
-                log(f"resuming from {checkpoint} after epoch {start}")
+                log(f"resuming from {source} after epoch {start}")
         else:
             saved = None
             if rank == 0:
-                log(f"{checkpoint} was made with other settings; starting afresh")
+                log(f"{source} was made with other settings; starting afresh")
 
     samples = samples.to(device)
     steps = len(samples) // (config.batch_size * world)
@@ -277,7 +318,7 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
 
             def save(epoch: int) -> None:
                 if rank == 0 and checkpoint:
-                    save_atomic({"epoch": epoch, "phase": index, "identity": identity,
+                    save_checkpoint({"epoch": epoch, "phase": index, "identity": identity,
                                  "model": model.state_dict(),
                                  "optimizer": optimizer.state_dict(),
                                  "scheduler": scheduler.state_dict(),

@@ -3,12 +3,15 @@ store of a split and the run-level error policy."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 from skelctl.atomic import write_text
+from skelctl.lock import exclusive
 from stages import paths
 
 ON_ERROR = ("skip", "fail")
@@ -20,6 +23,12 @@ class StageError(RuntimeError):
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def writing(output: Path) -> ContextManager[None]:
+    """Hold ``output``'s lock (a run or result folder) while a stage writes it: one writer per
+    output. Under torchrun only rank 0 writes files, so only it locks."""
+    return exclusive(output) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
 
 
 def file_digest(path: Path) -> str:

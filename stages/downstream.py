@@ -21,7 +21,7 @@ from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.evaluate.occlusion import OCCLUSIONS, occlude
 from skelctl.evaluate.subsets import sample_per_class
 from skelctl.models import load_encoder
-from skelctl.train import TrainConfig, resolve_device
+from skelctl.train import TrainConfig, remove_checkpoints, resolve_device
 from stages.common import StageError, write_json_atomic
 from stages.config import load_section
 from stages.evaluate import (Encoder, crop_linear, evaluate_each, evaluate_linear, features,
@@ -69,7 +69,7 @@ def finetune_encoder(encoder: Encoder, train_indices: np.ndarray, config: TrainC
                       identity={"encoder": str(encoder.path), "train": train_indices.tolist()},
                       eval_every=settings["eval_every"], crop=crop)
     write_curve(out / "curve.csv", result["curve"])
-    (out / "checkpoint.pt").unlink(missing_ok=True)  # finished: the metrics stand for it
+    remove_checkpoints(out / "checkpoint.pt")  # finished: the metrics stand for it
     return {**result["metrics"], "protocol": settings["protocol"]}
 
 

@@ -31,7 +31,7 @@ from skelctl.methods import METHODS
 from skelctl.models import load_encoder
 from skelctl.train import OPTIMIZERS, Samples, resolve_device
 from stages import paths
-from stages.common import StageError, store_of, write_json_atomic
+from stages.common import StageError, store_of, write_json_atomic, writing
 from stages.config import ensemble_runs, load_run, load_section
 from stages.pretrain import training_samples
 
@@ -119,13 +119,15 @@ def evaluate_each(encoders: list[Encoder], split: str, protocol: str, results_di
     (``results/<split>/<protocol>/<run>/<encoder name>/``, created; the name is the stream, or
     stream.kind); writes each one's metrics.json and the run's summary of every encoder
     (``results/<split>/<protocol>/<run>.json``)."""
-    results, name = {}, None
-    for encoder in encoders:
-        out = paths.result_dir(results_dir, split, encoder.name, protocol, encoder.key)
-        out.mkdir(parents=True, exist_ok=True)
-        results[encoder.key], name = evaluate(encoder, out), encoder.name
-        write_json_atomic(out / "metrics.json", results[encoder.key])
-    write_json_atomic(paths.result_summary(results_dir, split, name, protocol), results)
+    results = {}
+    summary = paths.result_summary(results_dir, split, encoders[0].name, protocol)
+    with writing(summary.with_suffix("")):  # the run's result folder: one writer
+        for encoder in encoders:
+            out = paths.result_dir(results_dir, split, encoder.name, protocol, encoder.key)
+            out.mkdir(parents=True, exist_ok=True)
+            results[encoder.key] = evaluate(encoder, out)
+            write_json_atomic(out / "metrics.json", results[encoder.key])
+        write_json_atomic(summary, results)
     return results
 
 

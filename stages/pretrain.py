@@ -18,7 +18,7 @@ from skelctl.models import load_encoder, save_encoder
 from skelctl.train import (Samples, distributed, fit, init_distributed, log_line,
                            resolve_device, write_history)
 from stages import paths
-from stages.common import StageError, file_digest, store_of
+from stages.common import StageError, file_digest, store_of, writing
 from stages.config import Run, load_run
 
 
@@ -113,36 +113,37 @@ def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Pat
     out = paths.model_dir(models_dir, split, run_name)
     files = {name: paths.encoder_file(models_dir, split, run_name, name)
              for name in spec.encoder_names()}
-    rank, _ = distributed()
-    if rank == 0:  # an encoder file stands only for a finished run of these settings
-        for path in files.values():
-            path.unlink(missing_ok=True)
-    identity = {"split": split, "run": run_name, "data": str(store.path), **spec.settings()}
-    if spec.start:  # a checkpoint made from another version of the start run is not resumed
-        encoders, identity["start_digests"] = start_encoders(models_dir, split, spec, method)
-        try:
-            method.start_from(encoders, spec.start)
-        except OptionsError as err:
-            raise StageError(f"run {run_name!r}: {err}") from None
-    phases = method.phases(**spec.train.schedule())
-    history: list[dict[str, float]] = []
-    if phases:
-        indices = store.split(f"{protocol}/train")
-        samples = training_samples(store, indices, method.inputs, method.sequences)
-        warning = queue_warning(method, len(indices))
-        if warning and rank == 0:
-            log_line(warning)
-        monitor = knn_monitor(store, protocol, samples, list(method.encoders()),
-                              spec.train.knn_every, device) if spec.train.knn_every > 0 else None
-        history = fit(method, samples, phases, spec.train, out / "checkpoint.pt", device,
-                      paths.loss_history(models_dir, split, run_name), identity, resume=resume,
-                      log=log_line if rank == 0 else (lambda _: None), evaluate=monitor)
-    if rank == 0:
-        if not phases:  # an untrained baseline: an empty loss history (a DVC plot) all the same
-            write_history([], paths.loss_history(models_dir, split, run_name))
-        for name, encoder in method.encoders().items():
-            save_encoder(files[name], encoder, stream_of(name), {
-                "run": run_name, "split": split, "epochs": len(history), **spec.settings()})
+    with writing(out):
+        rank, _ = distributed()
+        if rank == 0:  # an encoder file stands only for a finished run of these settings
+            for path in files.values():
+                path.unlink(missing_ok=True)
+        identity = {"split": split, "run": run_name, "data": str(store.path), **spec.settings()}
+        if spec.start:  # a checkpoint made from another version of the start run is not resumed
+            encoders, identity["start_digests"] = start_encoders(models_dir, split, spec, method)
+            try:
+                method.start_from(encoders, spec.start)
+            except OptionsError as err:
+                raise StageError(f"run {run_name!r}: {err}") from None
+        phases = method.phases(**spec.train.schedule())
+        history: list[dict[str, float]] = []
+        if phases:
+            indices = store.split(f"{protocol}/train")
+            samples = training_samples(store, indices, method.inputs, method.sequences)
+            warning = queue_warning(method, len(indices))
+            if warning and rank == 0:
+                log_line(warning)
+            monitor = None if spec.train.knn_every <= 0 else knn_monitor(
+                store, protocol, samples, list(method.encoders()), spec.train.knn_every, device)
+            history = fit(method, samples, phases, spec.train, out / "checkpoint.pt", device,
+                          paths.loss_history(models_dir, split, run_name), identity, resume=resume,
+                          log=log_line if rank == 0 else (lambda _: None), evaluate=monitor)
+        if rank == 0:
+            if not phases:  # an untrained baseline: an empty loss history (a DVC plot) still
+                write_history([], paths.loss_history(models_dir, split, run_name))
+            for name, encoder in method.encoders().items():
+                save_encoder(files[name], encoder, stream_of(name), {
+                    "run": run_name, "split": split, "epochs": len(history), **spec.settings()})
     return {"output": str(out), "epochs": len(history),
             "loss": history[-1]["loss"] if history else None, "rank": rank,
             "encoders": [str(p) for p in files.values()]}

@@ -20,6 +20,7 @@ lazily, once per process, which makes them safe to use in DataLoader workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -29,7 +30,8 @@ import h5py
 import numpy as np
 
 from skelctl import __version__
-from skelctl.atomic import partial_path
+from skelctl.atomic import disk_full, partial_path
+from skelctl.lock import exclusive
 from skelctl.skeletons import Layout, get_layout
 
 FORMAT_VERSION = 1
@@ -54,12 +56,22 @@ class StoreWriter:
         self.num_samples = num_samples
         self.num_rows = num_rows
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = contextlib.ExitStack()  # one writer per store, held until close or abort
+        self.lock.enter_context(exclusive(self.path))
         self.tmp = partial_path(self.path)
-        self.tmp.unlink(missing_ok=True)
-        self.file = h5py.File(self.tmp, "w")
-        for key, value in {"format_version": FORMAT_VERSION, "skelctl_version": __version__,
-                           **attrs}.items():
-            self.file.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        try:  # an interrupt here, before the with block is entered, cleans up all the same
+            self.tmp.unlink(missing_ok=True)
+            self.file = h5py.File(self.tmp, "w")
+            for key, value in {"format_version": FORMAT_VERSION, "skelctl_version": __version__,
+                               **attrs}.items():
+                self.file.attrs[key] = (json.dumps(value) if isinstance(value, (dict, list))
+                                        else value)
+        except BaseException:
+            if hasattr(self, "file"):
+                self.file.close()
+            self.tmp.unlink(missing_ok=True)
+            self.lock.close()
+            raise
         self.count = 0
         self.rows = 0
         self.meta: dict[str, list[np.ndarray]] = {}  # small; written once at close
@@ -134,12 +146,14 @@ class StoreWriter:
         self.file.attrs["complete"] = True
         self.file.close()
         os.replace(self.tmp, self.path)
+        self.lock.close()
 
     def abort(self) -> None:
         try:
             self.file.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+            self.lock.close()
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -147,6 +161,9 @@ class StoreWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+            full = disk_full(exc, self.path)
+            if full is not None:
+                raise full from None
 
 
 class Store:

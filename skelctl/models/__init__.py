@@ -8,6 +8,9 @@ parameterised by the joint layout, so every encoder works with every dataset.
 from __future__ import annotations
 
 import inspect
+import io
+import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +109,33 @@ def save_encoder(path: Path, encoder: nn.Module, view: str,
     state = {"format": ENCODER_FILE_FORMAT, "version": ENCODER_FILE_VERSION, **encoder.spec,
              "view": view, "provenance": dict(provenance or {}),
              "weights": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}
+    write_torch_file(state, path)
+
+
+def write_torch_file(obj: Any, path: Path, previous: Path | None = None) -> None:
+    """``torch.save`` atomically; with ``previous``, the file it replaces is moved there once the
+    new one is complete. The bytes are made in memory and written as a plain file, so that a
+    full disk is reported as one (torch's own writer hides the errno)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with replacing(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+
+
+def read_torch_file(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """A file ``torch.save`` wrote, read with ``weights_only=True``: tensors, numbers, strings,
+    None and dicts, lists and tuples of them; any other Python object is refused, since
+    unpickling it could run code. A bad file raises ValueError in one line of ours naming it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: not a readable {what}: it holds Python objects other than "
+                         f"tensors and plain values, which are refused (loading them could run "
+                         f"code)") from None
+    except Exception:  # noqa: BLE001 - torch's many corrupt-file errors get one message
+        raise ValueError(f"{path}: not a readable {what} (truncated or corrupt)") from None
 
 
 def load_encoder(path: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -116,10 +144,7 @@ def load_encoder(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no encoder file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{path}: not a readable encoder file ({err})") from None
+    state = read_torch_file(path, "encoder file")
     if not isinstance(state, dict) or state.get("format") != ENCODER_FILE_FORMAT:
         raise ValueError(f"{path}: not a skelctl encoder file")
     if state.get("version") != ENCODER_FILE_VERSION:
