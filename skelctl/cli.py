@@ -636,5 +636,21 @@ def layouts(layouts: tuple[str, ...], definition: bool) -> None:
             click.echo(get_layout(name).describe() + "\n")
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
+@friendly_errors
+def info(file: Path, as_json: bool) -> None:
+    """What a store (.h5) or an encoder file holds: dataset, layout, variant, views, splits
+    with sizes, classes, the params that made it and the version; or encoder, options, layout,
+    view, parameter count and provenance (run, split, epochs, metrics)."""
+    import json
+
+    from stages.info import describe, render
+
+    described = describe(file)
+    click.echo(json.dumps(described, indent=2) if as_json else render(described))
+
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from skelctl import __version__
 from skelctl.data.store import Store
 from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.evaluate.knn import knn_classify
@@ -141,9 +142,12 @@ def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Pat
         if rank == 0:
             if not phases:  # an untrained baseline: an empty loss history (a DVC plot) still
                 write_history([], paths.loss_history(models_dir, split, run_name))
+            metrics = {k: v for k, v in (history[-1] if history else {}).items()
+                       if k not in ("epoch", "lr", "phase")}  # the last epoch's losses, KNN
             for name, encoder in method.encoders().items():
                 save_encoder(files[name], encoder, stream_of(name), {
-                    "run": run_name, "split": split, "epochs": len(history), **spec.settings()})
+                    "run": run_name, "split": split, "epochs": len(history),
+                    "metrics": metrics, "skelctl_version": __version__, **spec.settings()})
     return {"output": str(out), "epochs": len(history),
             "loss": history[-1]["loss"] if history else None, "rank": rank,
             "encoders": [str(p) for p in files.values()]}
