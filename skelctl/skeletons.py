@@ -149,12 +149,12 @@ def layout_from_spec(spec: Any, where: str, default_name: str = "custom") -> Lay
         index[joint] = i
 
     def joint_of(name: Any, what: str) -> int:
-        if name not in index:
+        if not isinstance(name, str) or name not in index:  # a list or mapping is no name
             raise fail(f"{what}: unknown joint {name!r} (joints: {', '.join(joints)})")
         return index[name]
 
     dims = spec.get("dims", 3)
-    if dims not in (2, 3):
+    if type(dims) is not int or dims not in (2, 3):  # not 2.0, nor true
         raise fail(f"'dims' is the coordinates per joint, 2 or 3, not {dims!r}")
     if "center" not in spec:
         raise fail("'center' must name the centre joint (the root of the bone tree)")
@@ -219,15 +219,20 @@ def _parents_from_mapping(mapping: Any, center: int, joints: list[str], joint_of
     missing = [joints[j] for j, p in enumerate(parents) if p < 0]
     if missing:
         raise fail(f"parents: no parent for joint(s) {', '.join(missing)}")
-    for start in range(len(joints)):  # every chain of parents must end at the centre
-        seen, joint = [start], start
-        while joint != center:
-            joint = parents[joint]
-            if joint in seen:
-                cycle = seen[seen.index(joint):]
+    # every chain of parents must end at the centre; joints already known to reach it end a
+    # walk early, so a long chain costs linear time, not cubic
+    reaches = {center}
+    for start in range(len(joints)):
+        chain, on_chain, joint = [], set(), start
+        while joint not in reaches:
+            if joint in on_chain:
+                cycle = chain[chain.index(joint):]
                 raise fail(f"parents: joints {', '.join(joints[j] for j in cycle)} form a cycle "
                            f"that never reaches the centre {joints[center]!r}")
-            seen.append(joint)
+            chain.append(joint)
+            on_chain.add(joint)
+            joint = parents[joint]
+        reaches.update(chain)
     return parents
 
 
@@ -260,16 +265,66 @@ def _parents_from_edges(edges: Any, center: int, joints: list[str], joint_of: An
     return parents
 
 
+def syntax_error_message(path: str | Path, err: BaseException, text: str | bytes | None = None,
+                         what: str = "") -> str:
+    """``"PATH:LINE:COLUMN: WHAT problem"`` (both counted from 1, the column in characters) for an
+    error raised while decoding or parsing a YAML or JSON file, or ``"PATH: WHAT problem"`` when
+    the error carries no position. ``text`` is the string YAML parsed: it places YAML's reader
+    errors, which give only an offset (a decoding error carries its own bytes)."""
+    line = column = None
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        line, column = mark.line + 1, mark.column + 1
+        problem = err.problem or str(err)
+        if err.context:
+            context_mark = err.context_mark
+            started = (f" that starts at line {context_mark.line + 1}, column "
+                       f"{context_mark.column + 1}" if context_mark is not None
+                       and context_mark.line != mark.line else "")
+            problem += f" ({err.context}{started})"
+    elif isinstance(err, json.JSONDecodeError):
+        line, column, problem = err.lineno, err.colno, err.msg
+    elif isinstance(err, (yaml.reader.ReaderError, UnicodeDecodeError)):
+        if isinstance(err, UnicodeDecodeError):
+            offset, text = err.start, err.object
+            problem = f"not UTF-8 text (byte 0x{err.object[err.start]:02x} cannot be decoded)"
+        else:
+            offset = err.position
+            problem = f"unacceptable character #x{err.character:04x}" if isinstance(
+                err.character, int) else f"unacceptable character {err.character!r}"
+        if text is not None and 0 <= offset <= len(text):
+            newline = b"\n" if isinstance(text, bytes) else "\n"
+            start = text.rfind(newline, 0, offset) + 1
+            before = text[start:offset]
+            line = text.count(newline, 0, offset) + 1
+            column = len(before.decode("utf-8", "replace") if isinstance(before, bytes)
+                         else before) + 1
+    elif isinstance(err, RecursionError):
+        problem = "nested too deeply"
+    else:
+        problem = str(err) or type(err).__name__
+    where = f"{path}:{line}:{column}" if line is not None else str(path)
+    return f"{where}: {what}{problem}"
+
+
 def read_layout_file(path: str | Path) -> Layout:
-    """A layout from a YAML or JSON file (named in every error)."""
+    """A layout from a YAML or JSON file (named in every error; a syntax error also by its line
+    and column)."""
     path = Path(path)
     if not path.is_file():
         raise LayoutError(f"{path}: layout file does not exist")
     try:
-        spec = (json.loads(path.read_text()) if path.suffix.lower() == ".json"
-                else yaml.safe_load(path.read_text()))
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
-        raise LayoutError(f"{path}: not a readable layout file ({err})") from None
+        # a byte-order mark, as some editors write, is no error
+        text = path.read_bytes().decode("utf-8-sig")
+        spec = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise LayoutError(syntax_error_message(path, err, what="not a readable layout file: "))\
+            from None
+    # YAML's constructors raise ValueError (a 30 February, "!!int abc"); deep nesting exhausts
+    # the parsers' recursion
+    except (yaml.YAMLError, ValueError, RecursionError) as err:
+        raise LayoutError(syntax_error_message(path, err, text, "not a readable layout file: "))\
+            from None
     return layout_from_spec(spec, str(path), default_name=path.stem)
 
 

@@ -383,6 +383,11 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                 elif rank == 0 and history_csv:
                     write_history(history, history_csv)
             first = last
+        if rank == 0 and history_csv and history and trained == 0:
+            # a finished run resumed: its history and plots again, in case a kill came between
+            # the last checkpoint's rename and theirs
+            write_history(history, history_csv)
+            save_history_plots(history, loss_names, history_csv, history_csv.stem)
     finally:  # the caller's trainable flags come back, however training stopped
         for p, was in trainable.items():
             p.requires_grad_(was)

@@ -42,6 +42,7 @@ import yaml
 
 from skelctl.data.views import VIEWS
 from skelctl.keys import unknown_keys
+from skelctl.skeletons import syntax_error_message
 from skelctl.methods import (ALIASES, METHODS, Method, OptionsError, build_method,
                              check_encoder_options, encoder_kinds, make_options, method_class,
                              method_name)
@@ -99,7 +100,16 @@ def read_params(params: Path | None) -> dict[str, Any]:
     params = Path(params)
     if not params.is_file():
         raise StageError(f"{params}: params file does not exist")
-    document = yaml.safe_load(params.read_text()) or {}
+    raw = params.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+        document = yaml.safe_load(text) or {}
+    except UnicodeDecodeError as err:
+        raise StageError(syntax_error_message(params, err, raw, "not a readable params file: "))\
+            from None
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: "!!int abc"
+        raise StageError(syntax_error_message(params, err, text, "not a readable params file: "))\
+            from None
     if not isinstance(document, dict):
         raise StageError(f"{params}: not a mapping of sections")
     return document

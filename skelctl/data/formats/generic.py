@@ -3,7 +3,8 @@
     RAW/samples.csv      header ``name,label`` and optionally ``subject,view,setup,replication``,
                          ``split`` and ``split_<protocol>`` columns, and any other columns
     RAW/<name>.npy       float array ``(T, V, C)`` (one body) or ``(M, T, V, C)``, C = 3 (or 2 for
-                         image keypoints); all-zero frames or bodies mean "not tracked"
+                         image keypoints); all-zero frames or bodies mean "not tracked"; a name
+                         may hold subfolders but never leads out of RAW (``..``, ``/abs``)
 
 Labels are integers from 0 (or from ``labels_from``). Protocols come from split columns (``split``
 defines ``default``, ``split_<p>`` defines ``p``; values ``train`` or ``val``, ``test`` read as
@@ -18,9 +19,11 @@ coordinate count of most files (a graph-less ``joints<V>`` when none does).
 from __future__ import annotations
 
 import csv
+import io
+import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -30,11 +33,18 @@ from skelctl.data.formats.base import (
     META_INT_FIELDS, TRAIN, UNUSED, VAL, DatasetError, DatasetFormat, Inventory, RawSample,
     SampleError, check_finite, check_raw_dir, find_duplicates,
 )
-from skelctl.skeletons import Layout, get_layout, layout_by_shape
+from skelctl.skeletons import Layout, get_layout, layout_by_shape, syntax_error_message
 
 SPLIT_CODES = {"train": TRAIN, "val": VAL, "test": VAL}
 RULE_PARTS = ("train", "val")
 LAYOUT_FILES = ("layout.yaml", "layout.yml", "layout.json")  # a raw folder's own layout
+# metadata ids are stored as int64 and labels size the classifier: a CSV value beyond this is a
+# typo or corruption, not an id
+MAX_ID = 2 ** 31 - 1
+# what a corrupt .npy header makes numpy raise besides ValueError (it tokenizes the header, then
+# parses it with literal_eval)
+NPY_HEADER_ERRORS = (ValueError, TypeError, OverflowError, EOFError, SyntaxError, RecursionError,
+                     tokenize.TokenError)
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ class GenericFormat(DatasetFormat):
 
     def inventory(self, raw_dir: Path) -> Inventory:
         raw_dir = check_raw_dir(raw_dir)
-        table, columns, rows = read_table(raw_dir)
+        table, columns, rows, rejected = read_table(raw_dir)
         split_columns = split_columns_of(columns)
         clash = sorted(set(split_columns.values()) & set(self.options.protocols))
         if clash:
@@ -102,29 +112,7 @@ class GenericFormat(DatasetFormat):
                     raise DatasetError(f"{table}: protocol {protocol!r} tests column(s) "
                                        f"{', '.join(missing)}, which the table lacks "
                                        f"(columns: {', '.join(columns)})")
-        start = self.options.labels_from or 0
-        items, rejected, names, where = [], [], [], []
-        for number, row in enumerate(rows, start=2):
-            try:
-                item = {"path": str(raw_dir / f"{row['name']}.npy"), "name": row["name"],
-                        **{f: int(row[f]) if row.get(f) else -1 for f in META_INT_FIELDS}}
-                if any((row.get(c) or "").lower() not in ("", *SPLIT_CODES)
-                       for c in split_columns):
-                    raise ValueError
-            except ValueError:
-                rejected.append((f"{table}:{number}", f"bad row {row}: label must be an integer, "
-                                 f"other ids integers, split columns one of train/val/test"))
-                continue
-            if item["label"] < start:
-                rejected.append((f"{table}:{number}", f"label {item['label']} is below the "
-                                 f"first label, {start}"))
-                continue
-            item["label"] -= start
-            items.append(item)
-            names.append(item["name"])
-            where.append(f"{table}:{number}")
-        keep, duplicates = find_duplicates(names, where)
-        items = [items[i] for i in keep]
+        items, _, bad = self._items(raw_dir, table, columns, rows)
         labels = sorted({item["label"] for item in items})
         if labels and labels[0] > 0 and self.options.labels_from is None:
             raise DatasetError(
@@ -135,7 +123,53 @@ class GenericFormat(DatasetFormat):
         self.num_classes = labels[-1] + 1 if labels else 0
         self.protocols = tuple(dict.fromkeys([*split_columns.values(), *self.options.protocols]))
         self.layout = self.decide_layout(raw_dir, items)
-        return Inventory(items, rejected + duplicates, {})
+        return Inventory(items, rejected + bad, {})
+
+    def _items(self, raw_dir: Path, table: Path, columns: list[str],
+               rows: list[tuple[int, dict[str, str]]]
+               ) -> tuple[list[dict], list[dict[str, str]], list[tuple[str, str]]]:
+        """The items of the table's rows, the row of each, and the rows rejected; the first valid
+        row of a name wins (inventory and splits both take their rows from here)."""
+        for line, row in rows:  # before anything is read: no file outside the raw folder
+            if leaves_folder(row["name"]):
+                raise DatasetError(f"{table}:{line}: sample name {row['name']!r} leaves the raw "
+                                   f"folder {raw_dir}; RAW/<name>.npy must lie inside it (no "
+                                   f"'..' above it, no absolute path)")
+        split_columns = split_columns_of(columns)
+        start = self.options.labels_from or 0
+        items, kept, rejected, names, where = [], [], [], [], []
+        for line, row in rows:
+            name = row["name"]
+            if not name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+                rejected.append((f"{table}:{line}", f"bad row {row}: the name is empty or holds "
+                                 f"control characters"))
+                continue
+            try:
+                if not row["label"]:
+                    raise ValueError
+                item = {"path": str(raw_dir / f"{name}.npy"), "name": name,
+                        **{f: int(row[f]) if row.get(f) else -1 for f in META_INT_FIELDS}}
+                if any(abs(item[f]) > MAX_ID for f in META_INT_FIELDS):
+                    raise ValueError
+                if any((row.get(c) or "").lower() not in ("", *SPLIT_CODES)
+                       for c in split_columns):
+                    raise ValueError
+            except ValueError:
+                rejected.append((f"{table}:{line}", f"bad row {row}: label must be an integer, "
+                                 f"other ids integers (at most {MAX_ID} either way), split "
+                                 f"columns one of train/val/test"))
+                continue
+            if item["label"] < start:
+                rejected.append((f"{table}:{line}", f"label {item['label']} is below the "
+                                 f"first label, {start}"))
+                continue
+            item["label"] -= start
+            items.append(item)
+            kept.append(row)
+            names.append(name)
+            where.append(f"{table}:{line}")
+        keep, duplicates = find_duplicates(names, where)
+        return [items[i] for i in keep], [kept[i] for i in keep], rejected + duplicates
 
     def decide_layout(self, raw_dir: Path, items: list[dict]) -> Layout:
         """The option's layout, else ``RAW/layout.yaml`` (or ``.json``), else the one that fits
@@ -149,8 +183,8 @@ class GenericFormat(DatasetFormat):
         shapes: Counter = Counter()
         for item in items:
             try:
-                shape = np.load(item["path"], mmap_mode="r").shape
-            except (OSError, ValueError):
+                shape, _ = npy_header(Path(item["path"]))
+            except SampleError:
                 continue  # read() rejects it, naming the file
             if len(shape) in (3, 4) and shape[-1] in (2, 3):
                 shapes[shape[-2:]] += 1
@@ -169,25 +203,28 @@ class GenericFormat(DatasetFormat):
         path = Path(item["path"])
         if not path.is_file():
             raise SampleError(path, "array file listed in samples.csv does not exist")
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise SampleError(path, f"not a readable .npy array ({err})") from None
-        if array.ndim == 3:
-            array = array[None]
+        # the header first: shape and type are checked, and the data's size against the file's,
+        # before anything is allocated
+        declared, dtype = npy_header(path)
+        shape = (1, *declared) if len(declared) == 3 else declared
         dims = self.layout.dims
-        if array.ndim != 4 or array.shape[-1] != dims:
-            raise SampleError(path, f"array has shape {array.shape}, expected (T, V, {dims}) or "
+        if len(shape) != 4 or shape[-1] != dims:
+            raise SampleError(path, f"array has shape {declared}, expected (T, V, {dims}) or "
                                     f"(M, T, V, {dims}) for the {dims}D layout "
                                     f"{self.layout.name!r}")
-        if array.shape[2] != self.layout.num_joints:
-            raise SampleError(path, f"{array.shape[2]} joints, but the layout "
+        if shape[2] != self.layout.num_joints:
+            raise SampleError(path, f"{shape[2]} joints, but the layout "
                                     f"{self.layout.name!r} has {self.layout.num_joints}")
-        if array.shape[1] == 0:
+        if shape[1] == 0:
             raise SampleError(path, "zero frames")
-        if not np.issubdtype(array.dtype, np.number):
-            raise SampleError(path, f"array dtype {array.dtype} is not numeric")
-        array = array.astype(np.float32)
+        if dtype.kind not in "iuf":
+            raise SampleError(path, f"array dtype {dtype} is not numeric (int, uint or float)")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, EOFError, ValueError) as err:
+            raise SampleError(path, f"not a readable .npy array ({err})") from None
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused just below
+            array = array.reshape(shape).astype(np.float32)
         check_finite(path, array, ("body", "frame", "joint", "coordinate"))
         return [RawSample(name=item["name"], bodies=array, source=str(path),
                           **{f: item[f] for f in META_INT_FIELDS})]
@@ -195,8 +232,11 @@ class GenericFormat(DatasetFormat):
     def splits(self, meta: dict[str, np.ndarray], raw_dir: Path) -> dict[str, np.ndarray]:
         if not self.protocols:
             return {}
-        _, columns, rows = read_table(Path(raw_dir))
-        by_name = {row["name"]: row for row in rows}
+        raw_dir = Path(raw_dir)
+        table, columns, rows, _ = read_table(raw_dir)
+        # the row inventory kept for each name (the first valid one, as for the arrays)
+        items, kept, _ = self._items(raw_dir, table, columns, rows)
+        by_name = {item["name"]: row for item, row in zip(items, kept)}
         chunk = [by_name[n] for n in meta["name"]]
         out = {}
         for column, protocol in split_columns_of(columns).items():
@@ -216,20 +256,98 @@ def split_columns_of(columns: list[str]) -> dict[str, str]:
             for c in columns if c == "split" or (c.startswith("split_") and len(c) > 6)}
 
 
-def read_table(raw_dir: Path) -> tuple[Path, list[str], list[dict[str, str]]]:
+def read_table(raw_dir: Path) -> tuple[Path, list[str], list[tuple[int, dict[str, str]]],
+                                       list[tuple[str, str]]]:
+    """``samples.csv``: its path, columns, rows (each with the line it starts on, its cells
+    stripped) and the rows rejected for holding more or fewer cells than the header. A file that
+    is no CSV text (bad quoting, not UTF-8) is refused whole, naming the line."""
     table = raw_dir / "samples.csv"
     if not table.is_file():
         raise DatasetError(f"{raw_dir}: no samples.csv (columns name,label[,subject,view,"
                            f"setup,replication,split,split_<protocol>])")
-    with table.open(newline="") as f:
-        reader = csv.DictReader(f)
-        columns = list(reader.fieldnames or [])
-        rows = [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
+    data = table.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # the byte-order mark spreadsheets write is no error
+    except UnicodeDecodeError as err:
+        raise DatasetError(syntax_error_message(table, err)) from None
+    # strict: a stray quote is an error, not a field that swallows the lines after it
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records: list[tuple[int, list[str]]] = []
+    try:
+        while True:
+            line = reader.line_num + 1
+            fields = next(reader, None)
+            if fields is None:
+                break
+            if fields:  # a blank line is no row
+                records.append((line, fields))
+    except csv.Error as err:
+        raise DatasetError(f"{table}:{reader.line_num}: not a CSV row ({err}); a cell holding a "
+                           f"comma, quote or line break is quoted whole, its quotes doubled")\
+            from None
+    header = records.pop(0)[1] if records else []
+    columns = [c for c in header if c]
+    twice = sorted(c for c, n in Counter(columns).items() if n > 1)
+    if twice:
+        raise DatasetError(f"{table}:1: column(s) {', '.join(twice)} appear more than once in "
+                           f"the header")
     if not {"name", "label"} <= set(columns):
         raise DatasetError(f"{table}: needs the columns 'name' and 'label', found {columns}")
-    if not rows:
+    if not records:
         raise DatasetError(f"{table}: no samples listed")
-    return table, columns, rows
+    rows, rejected = [], []
+    for line, fields in records:
+        if len(fields) != len(header):
+            rejected.append((f"{table}:{line}", f"bad row: {len(fields)} cells, but the header "
+                             f"has {len(header)} (a cell holding a comma is quoted)"))
+            continue
+        rows.append((line, {c: v.strip() for c, v in zip(header, fields) if c}))
+    return table, columns, rows, rejected
+
+
+def leaves_folder(name: str) -> bool:
+    """Whether ``RAW/<name>.npy`` lies outside the raw folder, judged on the name alone (an
+    absolute path, a drive, or more ``..`` than folders before them; a backslash counts as the
+    separator it is on Windows). Symbolic links inside the folder are the user's to make."""
+    if PureWindowsPath(name).drive:
+        return True
+    relative = PurePosixPath(name.replace("\\", "/") + ".npy")
+    if relative.is_absolute():
+        return True
+    depth = 0
+    for part in relative.parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            return True
+    return False
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a ``.npy`` file declares, checked against the file's size: a corrupt
+    header that claims a huge array is refused here, before anything is allocated."""
+    try:
+        with path.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):  # 3.0 holds only structured (non-numeric) arrays
+                raise ValueError(f".npy format version {version[0]}.{version[1]}")
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                    np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(f)
+            offset = f.tell()
+    except OSError as err:
+        raise SampleError(path, f"cannot be read ({err.strerror or err})") from None
+    except NPY_HEADER_ERRORS as err:
+        raise SampleError(path, f"not a readable .npy array ({err})") from None
+    if any(n < 0 for n in shape):
+        raise SampleError(path, f"the .npy header declares a negative shape {shape}")
+    needed = dtype.itemsize
+    for n in shape:
+        needed *= n  # Python integers: no overflow, however large the shape claimed
+    held = path.stat().st_size - offset
+    if needed > held:
+        raise SampleError(path, f"truncated: the .npy header declares shape {shape} of {dtype} "
+                                f"({needed} bytes), the file holds {held} bytes of data")
+    return shape, dtype
 
 
 def write_samples(out_dir: Path, samples: list[RawSample],

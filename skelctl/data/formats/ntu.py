@@ -123,22 +123,24 @@ def read_skeleton_file(path: str | Path) -> np.ndarray:
         raise SampleError(path, f"line {i + 1}: unexpected data after the last of "
                                 f"{num_frames} frames")
 
-    # tracks are numbered in order of first appearance, not by ID value
-    unique_ids, first, track = np.unique(np.asarray(body_ids, dtype=np.int64), return_index=True,
-                                         return_inverse=True)
-    rank = np.empty(len(unique_ids), dtype=np.int64)
-    rank[np.argsort(first)] = np.arange(len(unique_ids))
-    bodies = np.zeros((len(unique_ids), num_frames, NUM_JOINTS, 3), dtype=np.float32)
+    # tracks are numbered in order of first appearance, not by ID value (a dict, not an int64
+    # array: an ID is any integer the file holds, however large)
+    rank: dict[int, int] = {}
+    track = np.asarray([rank.setdefault(body_id, len(rank)) for body_id in body_ids],
+                       dtype=np.int64)
+    bodies = np.zeros((len(rank), num_frames, NUM_JOINTS, 3), dtype=np.float32)
     if not starts:
         return bodies
     joint_lines = [line for s in starts for line in lines[s:s + NUM_JOINTS]]
     # Fast path: the sensor writes values separated by single spaces, so the file's space count
-    # must be 9 per body line plus 11 per joint line; then only x, y, z are converted, by numpy's
-    # C reader. Anything else takes the slow path, which checks every line for 12 numbers and
-    # names the first bad one.
+    # must be 9 per body line plus 11 per joint line, and each joint line must hold its 11 (numpy
+    # ignores the columns past usecols, so a line of 13 values and one of 11 would otherwise
+    # pass); then only x, y, z are converted, by numpy's C reader. Anything else takes the slow
+    # path, which checks every line for 12 numbers and names the first bad one.
     expected_spaces = (BODY_FIELDS - 1) * len(starts) + (VALUES_PER_JOINT - 1) * len(joint_lines)
     xyz = None
-    if text.count(" ") == expected_spaces:
+    if text.count(" ") == expected_spaces and all(
+            line.count(" ") == VALUES_PER_JOINT - 1 for line in joint_lines):
         try:
             xyz = np.loadtxt(joint_lines, usecols=(0, 1, 2), dtype=np.float32, ndmin=2,
                              delimiter=" ", comments=None, quotechar=None)
@@ -148,8 +150,13 @@ def read_skeleton_file(path: str | Path) -> np.ndarray:
         for k, line in enumerate(joint_lines):
             check_number_line(path, line, starts[k // NUM_JOINTS] + k % NUM_JOINTS + 1,
                               VALUES_PER_JOINT, "joint line")
-        xyz = np.loadtxt(joint_lines, usecols=(0, 1, 2), dtype=np.float32, ndmin=2)
-    bodies[rank[track], np.asarray(frames)] = xyz.reshape(len(starts), NUM_JOINTS, 3)
+        # Python's float, the one check_number_line accepted the values with (numpy's reader
+        # refuses some of them, such as "1_0", and splits lines at a carriage return); values
+        # beyond float32's range become inf and are refused below
+        with np.errstate(over="ignore"):
+            xyz = np.asarray([[float(v) for v in line.split()[:3]] for line in joint_lines],
+                             dtype=np.float64).astype(np.float32)
+    bodies[track, np.asarray(frames)] = xyz.reshape(len(starts), NUM_JOINTS, 3)
     check_finite(path, bodies, ("body", "frame", "joint", "coordinate"))
     return bodies
 

@@ -25,6 +25,7 @@ from skelctl.data.formats.base import (
 from skelctl.skeletons import NTU25
 
 VALUES_PER_FRAME = 150
+NUM_ACTIONS = 51
 VIEWS = {"L": 1, "M": 2, "R": 3}
 PART1_NAME = re.compile(r"^(\d{4})-([LMR])$")
 PART2_NAME = re.compile(r"^A(\d{2})N(\d{2})-([LMR])$")
@@ -34,19 +35,26 @@ SPLIT_FILES = {"xsub": ("cross-subject", "cross_subject"), "xview": ("cross-view
 def read_skeleton_file(path: str | Path) -> np.ndarray:
     """An untrimmed PKU-MMD skeleton file as ``(2, T, 25, 3)`` float32."""
     path = Path(path)
-    text = path.read_text(errors="replace")
+    # a non-UTF-8 byte becomes U+FFFD, refused below as a non-numeric value naming its line
+    text = path.read_text(encoding="utf-8", errors="replace")
     if not text.strip():
         raise SampleError(path, "empty file")
     lines = [line for line in text.splitlines() if line.strip()]
     try:
-        frames = np.loadtxt(lines, dtype=np.float32, ndmin=2)
+        # no comment character: a "#" must not hide the rest of a line, nor a whole line (the
+        # frame count would no longer match the lines)
+        frames = np.loadtxt(lines, dtype=np.float32, ndmin=2, comments=None)
     except ValueError:
         frames = None
-    if frames is None or frames.shape[1] != VALUES_PER_FRAME:
+    if frames is None or frames.shape != (len(lines), VALUES_PER_FRAME):
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 check_number_line(path, line, number, VALUES_PER_FRAME, "frame line")
-        raise SampleError(path, "frame data could not be read")
+        # every line holds 150 numbers by Python's float, which accepts a few spellings numpy's
+        # reader refuses ("1_0"); values beyond float32's range become inf, refused below
+        with np.errstate(over="ignore"):
+            frames = np.asarray([[float(v) for v in line.split()] for line in lines],
+                                dtype=np.float64).astype(np.float32)
     frames = frames.reshape(len(lines), 2, 25, 3)
     check_finite(path, frames, ("frame", "body", "joint", "coordinate"))
     return frames.transpose(1, 0, 2, 3).copy()
@@ -56,7 +64,9 @@ def read_label_file(path: str | Path, num_frames: int) -> np.ndarray:
     """Label rows ``(action_id, start, end)`` (1-based inclusive), checked against the video length."""
     path = Path(path)
     rows = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    # a non-UTF-8 byte becomes U+FFFD, refused below as a non-numeric label naming its line
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = [f.strip() for f in line.split(",")]
@@ -73,8 +83,9 @@ def read_label_file(path: str | Path, num_frames: int) -> np.ndarray:
         if end > num_frames:
             raise SampleError(path, f"line {number}: clip {start}..{end} points past the end of "
                                     f"its skeleton file ({num_frames} frames)")
-        if action < 1:
-            raise SampleError(path, f"line {number}: action id {action} is not positive")
+        if not 1 <= action <= NUM_ACTIONS:
+            raise SampleError(path, f"line {number}: action id {action} is not in "
+                                    f"1..{NUM_ACTIONS}")
         rows.append((action, start, end))
     if not rows:
         raise SampleError(path, "label file holds no clips")
@@ -87,7 +98,8 @@ def read_split_file(path: str | Path) -> tuple[set[str], set[str]]:
     The official files spell the second header ``Validataion videos:``; both spellings are read.
     """
     path = Path(path)
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     found: dict[str, set[str]] = {}
     for i, line in enumerate(lines):
         key = "train" if line.lower().startswith("training") else (
@@ -114,7 +126,7 @@ def _find_dir(raw_dir: Path, word: str) -> Path:
 class PKUFormat(DatasetFormat):
     layout = NTU25
     max_bodies = 2
-    num_classes = 51
+    num_classes = NUM_ACTIONS
     protocols = ("xsub", "xview")
 
     def __init__(self, name: str, part: int):

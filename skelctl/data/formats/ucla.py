@@ -48,23 +48,32 @@ class UCLAFormat(DatasetFormat):
         if path.stat().st_size == 0:
             raise SampleError(path, "empty file")
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(path.read_bytes().decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise SampleError(path, f"not valid JSON ({err})") from None
+        except RecursionError:  # arrays nested thousands deep exhaust the parser's stack
+            raise SampleError(path, "not valid JSON (nested too deeply)") from None
         if not isinstance(record, dict) or "skeletons" not in record or "label" not in record:
             raise SampleError(path, "expected an object with 'skeletons' and 'label'")
         try:
-            coords = np.asarray(record["skeletons"], dtype=np.float32)
-        except (ValueError, TypeError):
-            raise SampleError(path, "'skeletons' is not a [T][20][3] array of numbers") from None
+            # no dtype here: numpy would turn strings such as "0.5" into numbers, and bools into
+            # 0 and 1; a coordinate is a JSON number, so only an int or float array passes
+            coords = np.asarray(record["skeletons"])
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            coords = None
+        if coords is None or coords.dtype.kind not in "iuf":
+            raise SampleError(path, "'skeletons' is not a [T][20][3] array of numbers")
         if coords.ndim != 3 or coords.shape[1:] != (KINECT20.num_joints, 3):
             raise SampleError(path, f"'skeletons' has shape {coords.shape}, expected "
                                     f"(T, {KINECT20.num_joints}, 3)")
         if coords.shape[0] == 0:
             raise SampleError(path, "zero frames")
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused just below
+            coords = coords.astype(np.float32)
         check_finite(path, coords, ("frame", "joint", "coordinate"))
         label = record["label"]
-        if not isinstance(label, int) or not 1 <= label <= NUM_CLASSES:
+        # bool is an int subclass, but true is no label
+        if type(label) is not int or not 1 <= label <= NUM_CLASSES:
             raise SampleError(path, f"label {label!r} is not an integer in 1..{NUM_CLASSES}")
         _, subject, replication, view = map(int, NAME_PATTERN.match(path.stem).groups())
         return [RawSample(name=path.stem, bodies=coords[None], label=label - 1, subject=subject,
