@@ -90,11 +90,12 @@ def parse_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True,
                      help="Skip bad files and report them, or stop at the first one."),
         click.option("--name", default=None,
-                     help="generic: the dataset's name (stores under DATA_DIR/<stage>/NAME, splits "
-                     "NAME-<protocol>); default: the format's name."),
+                     help="generic, crossclr, isc, pyskl: the dataset's name (stores under "
+                     "DATA_DIR/<stage>/NAME, splits NAME-<protocol>); default: the format's name."),
         click.option("--layout", default=None,
-                     help="generic: joint layout, a built-in (skelctl layouts), joints<N>[-2d] "
-                     "or a layout file (.yaml/.json); default auto (the layout most files fit)."),
+                     help="generic, crossclr, isc, pyskl: joint layout, a built-in (skelctl "
+                     "layouts), joints<N>[-2d] or a layout file (.yaml/.json); default auto (the "
+                     "built-in of the joint and coordinate count most files have)."),
         click.option("--protocol", "protocol_rules", multiple=True,
                      metavar="NAME=COLUMN:V,V[;COLUMN:V,V]",
                      help="generic: a protocol whose training samples have these values in "
@@ -203,7 +204,8 @@ def parse(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout: 
           protocol_rules: tuple[str, ...], labels_from: int | None, params: Path | None,
           data_dir: Path, jobs: int) -> None:
     """Parse a raw folder into DATA_DIR/interim/NAME/parsed.h5. FORMAT is one of ntu60, ntu120,
-    ntu61-120, pku1, pku2, nw-ucla, generic, or a dataset the params' `datasets` section lists."""
+    ntu61-120, pku1, pku2, nw-ucla, crossclr, isc, pyskl, generic, or a dataset the params'
+    `datasets` section lists."""
     from stages import parse as stage
 
     format_name, name, options = import_settings(dataset, params, name, layout, protocol_rules,
@@ -213,6 +215,8 @@ def parse(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout: 
     click.echo(f"{name}: parsed {report['samples']} samples from {report['files']} files, "
                f"{report['rejected_files']} rejected, excluded {report['excluded']}; "
                + stage.describe(report))
+    for note in report.get("notes", {}).values():
+        click.echo(f"  note: {note}")
 
 
 @main.command()
@@ -650,6 +654,24 @@ def info(file: Path, as_json: bool) -> None:
 
     described = describe(file)
     click.echo(json.dumps(described, indent=2) if as_json else render(described))
+
+
+@main.command()
+@click.argument("store", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--to", "target", required=True, type=click.Choice(["crossclr", "isc", "pyskl"]),
+              help="crossclr: <protocol>/{train,val}_position.npy and _label.pkl (CrosSCLR, "
+              "AimCLR); isc: <protocol>/{train,val}_data_joint.npy, _num_frame.npy and "
+              "_label.pkl (ISC, CMD, PCM3); pyskl: one annotation pickle.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the files into.")
+@friendly_errors
+def export(store: Path, target: str, out_dir: Path) -> None:
+    """Write a store (processed/DATASET/VARIANT.h5; for isc and pyskl also interim/DATASET/clean.h5)
+    in a reference repository's layout, so that its authors' scripts run on exactly this data;
+    `skelctl prepare crossclr|isc|pyskl` reads such files back."""
+    from stages import export as stage
+
+    click.echo(stage.summary(stage.run(store, target, out_dir)))
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def run(dataset: str, raw_dir: Path, data_dir: Path, jobs: int = 1, on_error: st
                   "protocols": list(fmt.protocols),
                   "files": len(items) + len(inventory.rejected) + sum(inventory.excluded.values()),
                   "samples": samples, "rejected_files": len(rejected),
-                  "excluded": inventory.excluded}
+                  "excluded": inventory.excluded,
+                  **({"notes": inventory.notes} if inventory.notes else {})}
         writer.close(report)
     write_text(paths.rejected(data_dir, dataset),
                       "file\tproblem\n" + "".join(f"{p}\t{why}\n" for p, why in rejected))

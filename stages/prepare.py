@@ -33,7 +33,8 @@ def run(format_name: str, raw_dir: Path, data_dir: Path, variants: tuple[str, ..
             **{k: parsed[k] for k in ("layout", "joints", "dims", "classes", "empty_classes")},
             "joint_order": cleaned["joint_order_message"], "samples": len(store), "splits": splits,
             "rejected": parsed["rejected"], "rejected_report": str(paths.rejected(data_dir, dataset)),
-            "excluded": parsed["excluded"], "dropped_bodies": cleaned["dropped_bodies"],
+            "excluded": parsed["excluded"], "notes": parsed.get("notes", {}),
+            "dropped_bodies": cleaned["dropped_bodies"],
             "dropped_frames": cleaned["dropped_frames"],
             "samples_without_valid_frames": cleaned["samples_without_valid_frames"]}
 
@@ -48,6 +49,8 @@ def format_summary(summary: dict[str, Any], max_listed: int = 10) -> str:
     for reason, count in summary["excluded"].items():
         if count:
             lines.append(f"  excluded, {reason}: {count}")
+    for note in summary.get("notes", {}).values():
+        lines.append(f"  note: {note}")
     rejected = summary["rejected"]
     lines.append(f"  rejected files: {len(rejected)}"
                  + (f" (all listed in {summary['rejected_report']})" if rejected else ""))

@@ -7,6 +7,7 @@ gets a synthetic raw folder below (docs/add-a-dataset-format.md)."""
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -45,6 +46,50 @@ def write_generic(out: Path) -> None:
     write_samples(out, samples, {"split": ["train", "train", "val", "test", "train", ""]})
 
 
+# the reference repositories' arrays: 3 performers x 3 cameras x 2 actions, NTU's names; in each
+# benchmark folder performer 3 (xsub) and camera 1 (xview) test
+ARRAY_NAMES = [f"S001C{c:03d}P{p:03d}R001A{a:03d}" for p in (1, 2, 3) for c in (1, 2, 3)
+               for a in (1, 2)]
+ARRAY_BENCHMARKS = {"xsub": lambda name: "P003" not in name,
+                    "xview": lambda name: "C001" not in name}
+
+
+def write_benchmark_arrays(out: Path, array: str, frames: int, counts: bool) -> None:
+    """The CrosSCLR line's (``<part>_position.npy``) or the ISC line's (``<part>_data_joint.npy``
+    loop-padded, with ``<part>_num_frame.npy``) benchmark folders, as their scripts write them."""
+    rng = np.random.default_rng(0)
+    lengths = {name: 10 + i for i, name in enumerate(ARRAY_NAMES)}
+    data = {}
+    for i, name in enumerate(ARRAY_NAMES):
+        x = rng.normal(size=(3, lengths[name] if counts else frames, 25, 2)).astype(np.float32)
+        x[..., 1] *= i % 2  # the second body in every other recording
+        data[name] = np.resize(x.transpose(1, 0, 2, 3), (frames, 3, 25, 2)).transpose(1, 0, 2, 3)
+    for benchmark, trains in ARRAY_BENCHMARKS.items():
+        (out / benchmark).mkdir(parents=True)
+        for part in ("train", "val"):
+            names = [n for n in ARRAY_NAMES if trains(n) == (part == "train")]
+            np.save(out / benchmark / f"{part}_{array}.npy", np.stack([data[n] for n in names]))
+            with open(out / benchmark / f"{part}_label.pkl", "wb") as f:
+                pickle.dump(([f"{n}.skeleton" for n in names], [int(n[-3:]) - 1 for n in names]),
+                            f)
+            if counts:
+                np.save(out / benchmark / f"{part}_num_frame.npy",
+                        np.array([lengths[n] for n in names]))
+
+
+def write_pyskl(out: Path) -> None:
+    """A pyskl annotation pickle of the same recordings, 3D, with both benchmarks' splits."""
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    annotations = [{"frame_dir": name, "label": int(name[-3:]) - 1, "total_frames": 10 + i,
+                    "keypoint": rng.normal(size=(1 + i % 2, 10 + i, 25, 3)).astype(np.float16)}
+                   for i, name in enumerate(ARRAY_NAMES)]
+    split = {f"{benchmark}_{part}": [n for n in ARRAY_NAMES if trains(n) == (part == "train")]
+             for benchmark, trains in ARRAY_BENCHMARKS.items() for part in ("train", "val")}
+    with open(out / "ntu60_3danno.pkl", "wb") as f:
+        pickle.dump({"split": split, "annotations": annotations}, f, protocol=2)
+
+
 @dataclass(frozen=True)
 class Raw:
     """A synthetic raw folder and what parsing it must give."""
@@ -75,6 +120,11 @@ RAW = {  # 3 subjects x 3 cameras; subject 3 is a test subject of NTU and of PKU
                 18, 0, {1, 2, 3}, {1, 2, 3}, {"xsub": (6, 12), "xview": (12, 6)}),
     "nw-ucla": Raw(write_ucla, 12, 0, {1, 2}, {1, 2, 3}, {"xview": (8, 4)}),
     "generic": Raw(write_generic, 6, 0, {1, 2}, {-1}, {"default": (3, 2)}),
+    "crossclr": Raw(lambda out: write_benchmark_arrays(out, "position", 50, counts=False),
+                    18, 0, {1, 2, 3}, {1, 2, 3}, {"xsub": (12, 6), "xview": (12, 6)}),
+    "isc": Raw(lambda out: write_benchmark_arrays(out, "data_joint", 300, counts=True),
+               18, 0, {1, 2, 3}, {1, 2, 3}, {"xsub": (12, 6), "xview": (12, 6)}),
+    "pyskl": Raw(write_pyskl, 18, 0, {1, 2, 3}, {1, 2, 3}, {"xsub": (12, 6), "xview": (12, 6)}),
 }
 
 

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 from skelctl.data.formats.base import DatasetFormat
+from skelctl.data.formats.crossclr import CROSSCLR
 from skelctl.data.formats.generic import GenericFormat, ImportOptions
+from skelctl.data.formats.isc import ISC
 from skelctl.data.formats.ntu import NTU60, NTU61_120, NTU120
 from skelctl.data.formats.pku import PKU1, PKU2
+from skelctl.data.formats.pyskl import PYSKL
 from skelctl.data.formats.ucla import NW_UCLA
 
 FORMATS: dict[str, DatasetFormat] = {
-    f.name: f for f in (NTU60, NTU120, NTU61_120, PKU1, PKU2, NW_UCLA)
+    f.name: f for f in (NTU60, NTU120, NTU61_120, PKU1, PKU2, NW_UCLA, CROSSCLR, ISC, PYSKL)
 }
 DATASETS: tuple[str, ...] = (*FORMATS, "generic")
+# the reference repositories' preprocessed arrays: layout, classes and protocols come from the
+# files, so each use gets its own instance (a joint layout may be given, as for generic)
+ARRAY_FORMATS: tuple[str, ...] = (CROSSCLR.name, ISC.name, PYSKL.name)
 
 
 def get_format(name: str, options: ImportOptions = ImportOptions()) -> DatasetFormat:
     """The format of a dataset name; ``options`` (layout, protocol rules, first label) apply to
-    ``generic`` only."""
+    ``generic``, and the layout to the array formats (crossclr, isc, pyskl)."""
     if name == "generic":
         return GenericFormat(options)
     if name not in FORMATS:
         raise ValueError(f"unknown dataset format {name!r}; known: {', '.join(DATASETS)}")
+    if name in ARRAY_FORMATS:
+        if options.protocols or options.labels_from is not None:
+            raise ValueError(f"{name}: the protocols come from the files (benchmark folders or "
+                             f"split lists) and the labels from the label files; protocol "
+                             f"rules and the first label apply to 'generic' only")
+        return type(FORMATS[name])(options.layout)  # type: ignore[call-arg]
     if options != ImportOptions():
         raise ValueError(f"{name}: the layout, protocol rules and first label are fixed by the "
-                         f"format; they apply to 'generic' only")
+                         f"format; they apply to 'generic' and the layout to "
+                         f"{', '.join(ARRAY_FORMATS)} only")
     return FORMATS[name]

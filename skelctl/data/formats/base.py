@@ -55,11 +55,13 @@ class RawSample:
 
 @dataclass
 class Inventory:
-    """The work a raw folder holds: items to read, files rejected up front, samples excluded."""
+    """The work a raw folder holds: items to read, files rejected up front, samples excluded,
+    and notes for the parse report (what the raw data holds that the store does not keep)."""
 
     items: list[Any]
     rejected: list[tuple[str, str]] = field(default_factory=list)
     excluded: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 class DatasetFormat(ABC):
