@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from skelctl.data.bodies import DROP_REASONS, Denoising, select_bodies
-from skelctl.data.clean import drop_invalid_frames, lengths_of
+from skelctl.data.bodies import DROP_REASONS, Denoising, choose_bodies, take_bodies
+from skelctl.data.clean import lengths_of, valid_frames
 from skelctl.data.joint_order import check_joint_order, sample_rows
 from skelctl.data.store import Store, StoreWriter, to_ragged
 from skelctl.parallel import chunks, map_chunks, progress
@@ -27,21 +27,30 @@ def clean_range(parsed: Store, start: int, stop: int, max_bodies: int,
     """Clean samples ``start..stop-1`` of a parsed store (runs in a worker)."""
     meta = parsed.meta(["n_tracks", "n_frames"], slice(start, stop))
     rows, row_offsets = parsed.sequences(start, stop)
-    chosen = []
+    # per-joint scores, where the data have them, take the bodies and frames the tracks take
+    score_rows = parsed.sequence_scores(start, stop) if parsed.has_scores else None
+    chosen, chosen_scores = [], []
     dropped_bodies = dict.fromkeys(DROP_REASONS, 0)
     for k, (a, b) in enumerate(zip(row_offsets[:-1], row_offsets[1:])):
-        tracks = rows[a:b].reshape(meta["n_tracks"][k], meta["n_frames"][k], *rows.shape[1:])
-        bodies, dropped = select_bodies(tracks, max_bodies, denoising)
+        shape = (meta["n_tracks"][k], meta["n_frames"][k])
+        tracks = rows[a:b].reshape(*shape, *rows.shape[1:])
+        picked, dropped = choose_bodies(tracks, max_bodies, denoising)
         for reason, count in dropped.items():
             dropped_bodies[reason] += count
-        chosen.append(bodies.transpose(1, 3, 2, 0))  # (T, C, V, M)
-    frames, offsets = drop_invalid_frames(*to_ragged(chosen))
+        chosen.append(take_bodies(tracks, picked, max_bodies).transpose(1, 3, 2, 0))  # (T, C, V, M)
+        if score_rows is not None:
+            scores = score_rows[a:b].reshape(*shape, score_rows.shape[1])
+            chosen_scores.append(take_bodies(scores, picked, max_bodies).transpose(1, 2, 0))
+    frames, offsets = to_ragged(chosen)
+    valid, offsets = valid_frames(frames, offsets)
+    frames = frames[valid]
+    scores = np.concatenate(chosen_scores)[valid] if score_rows is not None else None  # (F, V, M)
     lengths = lengths_of(offsets)
     kept = np.flatnonzero(lengths > 0)  # a sample with no valid frame is dropped
     offsets = np.concatenate([[0], np.cumsum(lengths[kept])]).astype(np.int64)
     bodies_present = np.logical_or.reduceat(frames.any(axis=(1, 2)), offsets[:-1], axis=0) \
         if len(kept) else np.zeros((0, max_bodies), dtype=bool)
-    return {"kept": kept, "frames": frames, "offsets": offsets,
+    return {"kept": kept, "frames": frames, "offsets": offsets, "scores": scores,
             "n_bodies": bodies_present.sum(axis=1).astype(np.int64),
             "dropped_bodies": dropped_bodies,
             "dropped_frames": int(meta["n_frames"].sum() - len(frames))}
@@ -71,7 +80,8 @@ def run(dataset: str, data_dir: Path, max_bodies: int = 2, denoising: Denoising 
             meta = {k: v[kept] for k, v in meta.items() if k != "n_tracks"}
             meta["n_frames"] = lengths_of(result["offsets"])
             meta["n_bodies"] = result["n_bodies"]
-            writer.append(meta, sequences=(result["frames"], result["offsets"]))
+            writer.append(meta, sequences=(result["frames"], result["offsets"]),
+                          sequence_scores=result["scores"])
             offsets = result["offsets"]
             check_frames += [result["frames"][offsets[k]:offsets[k + 1]]
                              for k, i in enumerate(kept) if start + i in checked]

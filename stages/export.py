@@ -11,7 +11,8 @@ exactly our data (and ``skelctl prepare crossclr|isc|pyskl`` reads it back).
 ``--to pyskl``     OUT/<dataset>_<store>.pkl: ``{'split': {'<protocol>_train': [names],
                    '<protocol>_val': [...]}, 'annotations': [{'frame_dir', 'label', 'keypoint'
                    (M, T, V, C) float32, 'total_frames'}]}`` from the variable-length sequences
-                   (bodies absent throughout left out).
+                   (bodies absent throughout left out), and ``keypoint_score`` (M, T, V)
+                   float32 when the store has per-joint scores.
 
 A views store (``processed/<dataset>/<variant>.h5``) exports its variant: its normalisation and,
 for crossclr, its frame count; for isc and pyskl a cleaned store (``interim/<dataset>/clean.h5``,
@@ -82,13 +83,16 @@ def padded_blocks(store: Any, indices: np.ndarray, frames: int) -> Iterator[np.n
 
 
 def annotations(store: Any, names: np.ndarray, labels: np.ndarray) -> Iterator[dict[str, Any]]:
-    """Every sample's pyskl annotation, in store order."""
+    """Every sample's pyskl annotation, in store order (with ``keypoint_score`` where the store
+    has scores)."""
     for start in range(0, len(store), BLOCK):
         stop = min(start + BLOCK, len(store))
         data, offsets = store.sequences(start, stop)
+        scores = store.sequence_scores(start, stop) if store.has_scores else None
         for k in range(stop - start):
-            yield pyskl.annotation(names[start + k], labels[start + k],
-                                   data[offsets[k]:offsets[k + 1]])
+            rows = slice(offsets[k], offsets[k + 1])
+            yield pyskl.annotation(names[start + k], labels[start + k], data[rows],
+                                   None if scores is None else scores[rows])
 
 
 def run(store_path: Path, target: str, out_dir: Path) -> dict[str, Any]:

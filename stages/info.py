@@ -1,6 +1,6 @@
-"""What a file holds: a store (dataset, layout, variant, views, splits, classes, the params that
-made it, the toolkit version) or an encoder file (encoder, options, layout, view, parameter
-count, provenance), as a mapping for ``--json`` and as text for people."""
+"""What a file holds: a store (dataset, layout, variant, views, per-joint scores, splits, classes,
+the params that made it, the toolkit version) or an encoder file (encoder, options, layout, view,
+parameter count, provenance), as a mapping for ``--json`` and as text for people."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def describe_store(path: Path) -> dict[str, Any]:
     splits = {protocol: {part: int(len(store.split(f"{protocol}/{part}")))
                          for part in ("train", "val")} for protocol in store.protocols}
     views = {name: list(store.view(name).shape[1:]) for name in store.views}
+    # per-joint detection scores (pyskl's 2D keypoints) are kept beside the views, not as one
+    scores = {name: list(store.file[path].shape[1:]) for name, path in
+              (("score", "scores/score"), ("sequences", "sequences/scores")) if path in store.file}
     described = {
         "file": str(path), "kind": f"{kind} store", "dataset": store.attr("dataset"),
         "variant": path.stem if kind == "views" else None,
@@ -33,7 +36,8 @@ def describe_store(path: Path) -> dict[str, Any]:
         "max_bodies": as_plain(store.attr("max_bodies")), "samples": len(store),
         "classes": as_plain(store.attr("num_classes")),
         "classes_present": int(len(np.unique(labels))),
-        "views": views, "variable_length_sequences": "sequences" in store.file,
+        "views": views, "scores": scores,
+        "variable_length_sequences": "sequences" in store.file,
         "splits": splits, "params": store.attr("params"),
         "skelctl_version": as_plain(store.attr("skelctl_version")),
         "format_version": as_plain(store.attr("format_version")),

@@ -85,7 +85,13 @@ def read_items(fmt: DatasetFormat, items: list[Any]) -> tuple[dict[str, Any], li
             "n_frames": np.array([s.bodies.shape[1] for s in samples], dtype=np.int64)}
     # a sample's tracks are stored as (K * T, V, 3) rows; n_tracks and n_frames reshape them
     sequences = to_ragged([s.bodies.reshape(-1, *s.bodies.shape[2:]) for s in samples])
-    return {"meta": meta, "sequences": sequences}, rejected
+    # per-joint scores, where the format has them, as (K * T, V) rows beside the tracks' rows
+    scored = [s.scores is not None for s in samples]
+    if any(scored) and not all(scored):
+        raise ValueError(f"{fmt.name}: the reader gave scores for some samples but not others")
+    scores = (np.concatenate([s.scores.reshape(-1, s.scores.shape[-1]) for s in samples])
+              if samples and all(scored) else None)
+    return {"meta": meta, "sequences": sequences, "scores": scores}, rejected
 
 
 def run(dataset: str, raw_dir: Path, data_dir: Path, jobs: int = 1, on_error: str = "skip",
@@ -125,7 +131,8 @@ def run(dataset: str, raw_dir: Path, data_dir: Path, jobs: int = 1, on_error: st
             if len(meta["name"]):
                 for protocol, code in fmt.splits(meta, Path(raw_dir)).items():
                     meta[SPLIT_PREFIX + protocol] = code
-                writer.append(meta, sequences=chunk["sequences"])
+                writer.append(meta, sequences=chunk["sequences"],
+                              sequence_scores=chunk["scores"])
                 samples += len(meta["name"])
                 labels.update(meta["label"].tolist())
             bar.update(len(task_items))

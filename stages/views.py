@@ -7,7 +7,9 @@ exactly that many frames: CrosSCLR line ``50-shoulder``, ISC line ``64-spine``),
 the first 50 picked). ``<normalisation>`` is one step or steps joined by ``+``, applied in order
 (``upto50-bodyframe+minmax``: into the body's frame, then each axis to [-1, 1]; see
 :mod:`skelctl.data.clean`). The output store holds the fixed-length views, the normalised
-variable-length sequences (for crop-resize augmentation), the metadata and the split indices.
+variable-length sequences (for crop-resize augmentation), the metadata and the split indices;
+where the cleaned store has per-joint scores, also ``sequences/scores`` and ``scores/score``
+(resampled as the joints, not normalised).
 """
 
 from __future__ import annotations
@@ -58,9 +60,21 @@ def views_range(cleaned: Store, start: int, stop: int, frames: int,
     layout = cleaned.layout()
     data, offsets = cleaned.sequences(start, stop)  # (F, C, V, M)
     data = normalise(data, offsets, layout, normalisation)
-    joint = (subsample(data, offsets, frames, stride=sampling == "stride") if sampling
-             else resample(data, offsets, frames)).transpose(0, 2, 1, 3, 4)  # (n, C, T, V, M)
-    return {"sequences": (data, offsets), "joint": np.ascontiguousarray(joint)}
+
+    def to_frames(x: np.ndarray) -> np.ndarray:  # (F, ...) to (n, frames, ...)
+        return (subsample(x, offsets, frames, stride=sampling == "stride") if sampling
+                else resample(x, offsets, frames))
+
+    joint = to_frames(data).transpose(0, 2, 1, 3, 4)  # (n, C, T, V, M)
+    result = {"sequences": (data, offsets), "joint": np.ascontiguousarray(joint),
+              "sequence_scores": None, "score": None}
+    if cleaned.has_scores:
+        # confidences are not coordinates: not normalised, but taken to T frames exactly as
+        # the joints are (the same positions and weights: the same function on the same offsets)
+        scores = cleaned.sequence_scores(start, stop)  # (F, V, M)
+        result["sequence_scores"] = scores
+        result["score"] = np.ascontiguousarray(to_frames(scores)[:, None])  # (n, 1, T, V, M)
+    return result
 
 
 def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIEWS,
@@ -91,7 +105,8 @@ def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIE
         for (_, start, stop, *_), result in zip(tasks, map_chunks(views_range, tasks, jobs)):
             writer.append({k: v[start:stop] for k, v in meta.items()},
                           views={v: compute_view(v, result["joint"], layout) for v in views},
-                          sequences=result["sequences"])
+                          sequences=result["sequences"],
+                          sequence_scores=result["sequence_scores"], score=result["score"])
             bar.update(stop - start)
         writer.close({"samples": writer.count})
     return {"output": str(out), "samples": n, "frames": frames, "normalisation": normalisation,

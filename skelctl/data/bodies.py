@@ -39,17 +39,17 @@ def track_energy(bodies: np.ndarray, present: np.ndarray) -> np.ndarray:
     return np.sqrt(var).sum(axis=-1)
 
 
-def select_bodies(bodies: np.ndarray, max_bodies: int,
+def choose_bodies(bodies: np.ndarray, max_bodies: int,
                   denoising: Denoising = Denoising()) -> tuple[np.ndarray, dict[str, int]]:
-    """``(K, T, V, 3)`` tracks to ``(max_bodies, T, V, 3)``, highest energy first, zero-filled.
+    """Which of the ``(K, T, V, C)`` tracks to keep, highest energy first: at most ``max_bodies``
+    track indices, and how many tracks were dropped for each reason.
 
-    Returns the selected bodies and how many tracks were dropped for each reason.
+    The indices, not the chosen arrays, so that what travels with the tracks (per-joint scores)
+    follows exactly the same choice and order.
     """
     dropped = dict.fromkeys(DROP_REASONS, 0)
-    out = np.zeros((max_bodies, *bodies.shape[1:]), dtype=np.float32)
     if len(bodies) == 1:  # the common case: nothing to denoise or rank
-        out[0] = bodies[0]
-        return out, dropped
+        return np.zeros(1, dtype=np.int64), dropped
     present = bodies.any(axis=(2, 3))  # (K, T)
     keep = present.any(axis=1)
     if denoising.enabled:
@@ -63,9 +63,24 @@ def select_bodies(bodies: np.ndarray, max_bodies: int,
     ranked = candidates[np.argsort(-track_energy(bodies[candidates], present[candidates]),
                                    kind="stable")]
     dropped["low energy"] = max(len(ranked) - max_bodies, 0)
-    chosen = ranked[:max_bodies]
-    out[:len(chosen)] = bodies[chosen]
-    return out, dropped
+    return ranked[:max_bodies], dropped
+
+
+def take_bodies(tracks: np.ndarray, chosen: np.ndarray, max_bodies: int) -> np.ndarray:
+    """Tracks ``chosen`` of ``(K, T, ...)`` as ``(max_bodies, T, ...)`` float32, zero-filled."""
+    out = np.zeros((max_bodies, *tracks.shape[1:]), dtype=np.float32)
+    out[:len(chosen)] = tracks[chosen]
+    return out
+
+
+def select_bodies(bodies: np.ndarray, max_bodies: int,
+                  denoising: Denoising = Denoising()) -> tuple[np.ndarray, dict[str, int]]:
+    """``(K, T, V, 3)`` tracks to ``(max_bodies, T, V, 3)``, highest energy first, zero-filled.
+
+    Returns the selected bodies and how many tracks were dropped for each reason.
+    """
+    chosen, dropped = choose_bodies(bodies, max_bodies, denoising)
+    return take_bodies(bodies, chosen, max_bodies), dropped
 
 
 def _spread_noise(bodies: np.ndarray, present: np.ndarray, denoising: Denoising) -> np.ndarray:

@@ -46,13 +46,21 @@ def lengths_of(offsets: np.ndarray) -> np.ndarray:
     return np.diff(np.asarray(offsets, dtype=np.int64))
 
 
-def drop_invalid_frames(frames: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove the frames in which every body is all zero (the sensor tracked nobody)."""
+def valid_frames(frames: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frames in which some body is tracked, as a mask ``(F,)``, and the offsets of the
+    sequences they leave; the mask selects the same frames of any array parallel to ``frames``
+    (per-joint scores)."""
     offsets = np.asarray(offsets, dtype=np.int64)
     valid = frames.reshape(len(frames), -1).any(axis=1)
     counts = np.add.reduceat(valid, offsets[:-1]) if len(frames) else np.zeros(0, np.int64)
     counts[lengths_of(offsets) == 0] = 0  # reduceat reads one element for empty sequences
-    return frames[valid], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return valid, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def drop_invalid_frames(frames: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove the frames in which every body is all zero (the sensor tracked nobody)."""
+    valid, offsets = valid_frames(frames, offsets)
+    return frames[valid], offsets
 
 
 def normalisation_steps(convention: str) -> tuple[str, ...]:

@@ -9,6 +9,10 @@ A store file holds, for N samples::
                               per chunk where the writer did not know N up front)
     sequences/data            (sum of lengths, ...) float32: variable-length arrays, concatenated
     sequences/offsets         (N + 1,) int64: sample i is data[offsets[i]:offsets[i + 1]]
+    sequences/scores          (sum of lengths, ...) float32, only for data with per-joint detection
+                              scores: row r is the scores of data's row r (same offsets)
+    scores/score              (N, 1, T, V, M) float32, beside views/joint and resampled as it,
+                              only where there are scores (not a view: no encoder reads it yet)
 
 and attributes: ``format_version``, ``skelctl_version``, ``dataset``, ``layout`` (its name),
 ``skeleton`` (the layout itself, JSON, so a layout read from a user's file travels with the data),
@@ -74,6 +78,7 @@ class StoreWriter:
             raise
         self.count = 0
         self.rows = 0
+        self.has_scores: bool | None = None  # decided by the first chunk of sequences
         self.meta: dict[str, list[np.ndarray]] = {}  # small; written once at close
 
     def _append(self, name: str, values: np.ndarray, chunk_rows: int | None = None,
@@ -100,16 +105,32 @@ class StoreWriter:
         ds[start:] = values
 
     def append(self, meta: dict[str, np.ndarray], views: dict[str, np.ndarray] | None = None,
-               sequences: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+               sequences: tuple[np.ndarray, np.ndarray] | None = None,
+               sequence_scores: np.ndarray | None = None,
+               score: np.ndarray | None = None) -> None:
         """Add a chunk of samples: metadata columns, fixed-shape views, and variable-length
-        arrays as a ragged pair ``(data, offsets)`` (see :func:`to_ragged`)."""
+        arrays as a ragged pair ``(data, offsets)`` (see :func:`to_ragged`); where the data have
+        per-joint scores, ``sequence_scores`` (one row per row of ``data``) and the fixed-length
+        ``score`` ``(n, 1, T, V, M)``. A store has scores for every sample or for none."""
         n = len(next(iter(meta.values())))
         if n == 0:
             return
+        if sequences is not None:
+            scored = sequence_scores is not None
+            if self.has_scores is None:
+                self.has_scores = scored
+            elif self.has_scores != scored:
+                raise ValueError(f"{self.tmp}: scores for some samples but not for others")
+            if scored and len(sequence_scores) != len(sequences[0]):
+                raise ValueError(f"{self.tmp}: {len(sequence_scores)} score rows for "
+                                 f"{len(sequences[0])} sequence rows")
         for key, column in meta.items():
             self.meta.setdefault(key, []).append(np.asarray(column))
         for key, array in (views or {}).items():
             self._append(f"views/{key}", np.ascontiguousarray(array, dtype=np.float32),
+                         chunk_rows=1, total=self.num_samples)
+        if score is not None:
+            self._append("scores/score", np.ascontiguousarray(score, dtype=np.float32),
                          chunk_rows=1, total=self.num_samples)
         if sequences is not None:
             data, offsets = sequences
@@ -118,12 +139,16 @@ class StoreWriter:
             self._append("sequences/offsets", self.rows + np.asarray(offsets[1:], dtype=np.int64))
             self._append("sequences/data", np.ascontiguousarray(data, dtype=np.float32),
                          total=self.num_rows)
+            if sequence_scores is not None:
+                self._append("sequences/scores",
+                             np.ascontiguousarray(sequence_scores, dtype=np.float32),
+                             total=self.num_rows)
             self.rows += int(offsets[-1])
         self.count += n
 
     def close(self, report: dict[str, Any] | None = None) -> None:
         """Write split indices and the report, mark complete and move into place."""
-        for group in ("views", "sequences"):
+        for group in ("views", "sequences", "scores"):
             for ds in self.file.get(group, {}).values():
                 if "filled" in ds.attrs:
                     if ds.attrs["filled"] != ds.shape[0]:
@@ -261,6 +286,24 @@ class Store:
         """Samples ``start..stop-1`` as a ragged pair ``(data, offsets)``, with one read."""
         offsets = self.offsets[start:stop + 1]
         return self.file["sequences/data"][offsets[0]:offsets[-1]], offsets - offsets[0]
+
+    @property
+    def has_scores(self) -> bool:
+        """Whether the samples carry per-joint detection scores (pyskl's 2D keypoints)."""
+        return "sequences/scores" in self.file or "scores/score" in self.file
+
+    def sequence_scores(self, start: int, stop: int) -> np.ndarray:
+        """The scores of samples ``start..stop-1``, row for row with :meth:`sequences`."""
+        if "sequences/scores" not in self.file:
+            raise StoreError(f"{self.path}: holds no per-joint scores")
+        offsets = self.offsets
+        return self.file["sequences/scores"][offsets[start]:offsets[stop]]
+
+    def score(self) -> h5py.Dataset:
+        """The fixed-length scores ``(N, 1, T, V, M)`` beside the views."""
+        if "scores/score" not in self.file:
+            raise StoreError(f"{self.path}: holds no fixed-length per-joint scores")
+        return self.file["scores/score"]
 
 
 def to_ragged(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

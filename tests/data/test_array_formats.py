@@ -26,7 +26,7 @@ from skelctl.data.formats.isc import loop_pad
 from skelctl.data.formats.pickles import PickleRefused, dump_pickle, load_pickle
 from skelctl.data.store import Store
 from skelctl.data.synth import write_ntu
-from stages import export, parse, prepare
+from stages import export, info, parse, prepare
 from stages.common import StageError
 
 # 3 performers x 3 cameras x 2 actions; performer 3 and camera 1 test, as in NTU's benchmarks
@@ -240,7 +240,7 @@ def test_pyskl_bare_split_names_form_the_default_protocol(tmp_path):
         n: TRAIN if i < 10 else VAL if i < 16 else UNUSED for i, n in enumerate(NAMES)}
 
 
-def test_pyskl_2d_coco_keypoints_scores_counted_not_imported(tmp_path):
+def test_pyskl_2d_coco_keypoints_with_scores_some_filled_with_ones(tmp_path):
     rng = np.random.default_rng(0)
     annotations = [{"frame_dir": name, "label": label_of(name), "img_shape": (1080, 1920),
                     "keypoint": rng.uniform(0, 1000, size=(1, 30, 17, 2)).astype(np.float32),
@@ -251,12 +251,133 @@ def test_pyskl_2d_coco_keypoints_scores_counted_not_imported(tmp_path):
                        {"xsub_train": NAMES[:12], "xsub_val": NAMES[12:]})
     report = parse.run("hrnet", path, tmp_path / "data", format_name="pyskl")
     assert (report["layout"], report["dims"], report["samples"]) == ("coco17-2d", 2, 18)
-    assert report["notes"] == {"keypoint_score": "12 of 18 annotations carry keypoint_score "
-                               "(per-joint detection confidence); it is not imported: the store "
-                               "holds coordinates only"}
+    assert report["notes"] == {"keypoint_score": "6 of 18 annotations carry no keypoint_score "
+                               "(per-joint detection confidence); their scores are 1.0, as "
+                               "pyskl fills them"}
     parsed = Store(tmp_path / "data/interim/hrnet/parsed.h5")
-    assert parsed.file["sequences/data"].shape[1:] == (17, 2)  # coordinates only
+    assert parsed.file["sequences/data"].shape[1:] == (17, 2) and parsed.has_scores
     np.testing.assert_array_equal(parsed.sequence(0), annotations[0]["keypoint"][0])
+    np.testing.assert_array_equal(parsed.sequence_scores(0, 1),
+                                  annotations[0]["keypoint_score"][0].astype(np.float32))
+    np.testing.assert_array_equal(parsed.sequence_scores(17, 18), np.ones((30, 17), np.float32))
+
+
+def pyskl_2d_scored(seed: int = 0) -> tuple[list[dict], dict]:
+    """2D COCO-17 annotations with float16 scores, as HRNet files hold them: 21 frames, frame 4
+    untracked (all zero, with scores: dropped by clean, 20 frames left); odd ones with a
+    second body whose coordinates spread ten times wider than the first's, so that the energy
+    ranking puts it first. Wider in y than in x, so that no track looks like spread noise."""
+    rng = np.random.default_rng(seed)
+    annotations = []
+    for i, name in enumerate(NAMES):
+        bodies = 1 + i % 2
+        spread = np.array([1.0, 10.0])[:bodies, None, None, None]
+        keypoint = (rng.uniform(1, 2, size=(bodies, 21, 17, 2)) * (10, 100) * spread)
+        score = rng.uniform(size=(bodies, 21, 17)).astype(np.float16)
+        keypoint[:, 4] = 0
+        annotations.append({"frame_dir": name, "label": label_of(name),
+                            "keypoint": keypoint.astype(np.float32), "keypoint_score": score,
+                            "total_frames": 21})
+    split = {f"{b}_{part}": [n for n in NAMES if rule(n) == (part == "train")]
+             for b, rule in BENCHMARKS.items() for part in ("train", "val")}
+    return annotations, split
+
+
+def expected_sequences(annotation: dict) -> tuple[np.ndarray, np.ndarray]:
+    """An annotation as clean leaves it: ``(L, C, V, M)`` coordinates and ``(L, V, M)`` scores,
+    the wider body first, a second body absent zero (coordinates and scores), the untracked
+    frames gone."""
+    keypoint, score = annotation["keypoint"], annotation["keypoint_score"].astype(np.float32)
+    if len(keypoint) == 2:
+        keypoint, score = keypoint[[1, 0]], score[[1, 0]]
+    else:
+        keypoint = np.concatenate([keypoint, np.zeros_like(keypoint)])
+        score = np.concatenate([score, np.zeros_like(score)])
+    valid = keypoint.any(axis=(0, 2, 3))
+    return keypoint[:, valid].transpose(1, 3, 2, 0), score[:, valid].transpose(1, 2, 0)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> tuple[list[dict], Path]:
+    """The 2D annotations prepared at 20 frames (each sequence's own length after clean: no
+    resampling), 10 frames (resampled) and at most 8 (subsampled), without normalisation."""
+    base = tmp_path_factory.mktemp("scored")
+    annotations, split = pyskl_2d_scored()
+    path = write_pyskl(base / "ntu60_hrnet.pkl", annotations, split)
+    prepare.run("pyskl", path, base / "data", variants=("20-none", "10-none", "upto8-none"),
+                name="hrnet", view_names=("joint", "motion"))
+    return annotations, base / "data" / "processed" / "hrnet"
+
+
+def test_pyskl_scores_take_the_joints_bodies_and_frames(scored):
+    annotations, folder = scored
+    store = Store(folder / "20-none.h5")
+    assert store.has_scores and store.views == ["joint", "motion"]  # the scores are no stream
+    assert store.score().shape == (18, 1, 20, 17, 2)
+    where = by_name(store)
+    for annotation in annotations:
+        i = where[annotation["frame_dir"]]
+        coordinates, scores = expected_sequences(annotation)
+        assert len(scores) == 20
+        np.testing.assert_array_equal(store.sequence(i), coordinates)
+        np.testing.assert_array_equal(store.sequence_scores(i, i + 1), scores)
+        # 20 frames in, 20 out: every frame read as it is, the scores as the joints
+        np.testing.assert_array_equal(store.view("joint")[i], coordinates.transpose(1, 0, 2, 3))
+        np.testing.assert_array_equal(store.score()[i, 0], scores)
+    described = info.describe(folder / "20-none.h5")
+    assert described["scores"] == {"score": [1, 20, 17, 2], "sequences": [17, 2]}
+    assert set(described["views"]) == {"joint", "motion"}
+
+
+@pytest.mark.parametrize("variant", ["10-none", "upto8-none"])
+def test_pyskl_scores_are_resampled_with_the_joints_positions(scored, variant):
+    annotations, folder = scored
+    store = Store(folder / f"{variant}.h5")
+    where = by_name(store)
+    for annotation in annotations:
+        i = where[annotation["frame_dir"]]
+        coordinates, scores = expected_sequences(annotation)
+        length = len(scores)
+        if variant == "10-none":  # linear interpolation, align_corners=False
+            pos = np.clip((np.arange(10) + 0.5) * length / 10 - 0.5, 0, length - 1)
+            lo = np.floor(pos).astype(int)
+            hi = np.minimum(lo + 1, length - 1)
+            w = (pos - lo).astype(np.float32)
+
+            def at(x: np.ndarray) -> np.ndarray:
+                weight = w.reshape(-1, *[1] * (x.ndim - 1))
+                return x[lo] * (1 - weight) + x[hi] * weight
+        else:  # evenly spaced frames, floor(i * L / 8)
+
+            def at(x: np.ndarray) -> np.ndarray:
+                return x[np.arange(8) * length // 8]
+        # the joints read at these positions, and the scores at the very same ones
+        np.testing.assert_array_equal(store.view("joint")[i], at(coordinates).transpose(1, 0, 2, 3))
+        np.testing.assert_array_equal(store.score()[i, 0], at(scores))
+
+
+def test_pyskl_scores_round_trip_bit_exactly(scored, tmp_path):
+    annotations, folder = scored
+    original = Store(folder / "20-none.h5")
+    result = export.run(original.path, "pyskl", tmp_path / "out")
+    content = pickle.load(open(result["files"][0], "rb"))
+    exported = {a["frame_dir"]: a for a in content["annotations"]}
+    for annotation in annotations:
+        back = exported[annotation["frame_dir"]]
+        assert back["keypoint_score"].dtype == np.float32
+        assert back["keypoint_score"].shape == back["keypoint"].shape[:3]
+        _, scores = expected_sequences(annotation)  # the absent second body left out
+        np.testing.assert_array_equal(back["keypoint_score"],
+                                      scores.transpose(2, 0, 1)[:len(annotation["keypoint"])])
+    prepare.run("pyskl", result["files"][0], tmp_path / "data", variants=("20-none",),
+                name="back", view_names=("joint", "motion"))
+    imported = Store(tmp_path / "data/processed/back/20-none.h5")
+    assert_same_dataset(original, imported, sequences=True, columns=("label",))
+    index = np.array([by_name(imported)[n] for n in original.meta(["name"])["name"]])
+    np.testing.assert_array_equal(imported.score()[:][index], original.score()[:])
+    for i, j in enumerate(index):
+        np.testing.assert_array_equal(imported.sequence_scores(j, j + 1),
+                                      original.sequence_scores(i, i + 1))
 
 
 # --- malformed files: one named error each --------------------------------------------------
@@ -441,6 +562,8 @@ def test_malformed_pyskl_annotations_are_rejected_one_by_one(tmp_path):
         ({**good, "frame_dir": "f", "keypoint_score": np.ones((1, 5))},
          "keypoint_score is a numpy array of shape (1, 5), expected an array of the keypoints' "
          "(M, T, V) = (1, 5, 25)"),
+        ({**good, "frame_dir": "f2", "keypoint_score": np.full((1, 5, 25), "x")},
+         "keypoint_score is of <U1, expected numbers"),
         (good, "duplicate frame_dir 'a' (also annotation 0)"),
         ({**good, "frame_dir": "g", "keypoint": np.ones((1, 5, 17, 3))},
          "keypoint has 17 joints x 3 coordinates, but the layout 'ntu25' (the one most "
@@ -605,7 +728,10 @@ def test_pyskl_round_trip(source, tmp_path):
     content = pickle.load(open(path, "rb"))
     assert sorted(content["split"]) == ["xsub_train", "xsub_val", "xview_train", "xview_val"]
     first = content["annotations"][0]
-    assert set(first) == {"frame_dir", "label", "keypoint", "total_frames"}
+    assert set(first) == {"frame_dir", "label", "keypoint", "total_frames"}  # no scores
+    assert not Store(source).has_scores and "scores" not in Store(source).file
+    assert "sequences/scores" not in Store(source).file
+    assert info.describe(source)["scores"] == {}
     assert first["keypoint"].shape[1:] == (first["total_frames"], 25, 3)
     prepare.run("pyskl", path, tmp_path / "data", variants=("50-none",), name="back")
     assert_same_dataset(Store(source), Store(tmp_path / "data/processed/back/50-none.h5"),
@@ -626,7 +752,7 @@ def test_pyskl_round_trip_of_2d_coco_keypoints(tmp_path):
     prepare.run("pyskl", tmp_path / "out/mine_20-none.pkl", tmp_path / "data",
                 variants=("20-none",), name="back", view_names=("joint",))
     imported = Store(tmp_path / "data/processed/back/20-none.h5")
-    assert imported.layout().name == "coco17-2d"
+    assert imported.layout().name == "coco17-2d" and not imported.has_scores
     # pyskl's annotations carry a label and no subject: names other than NTU's leave it -1
     assert_same_dataset(original, imported, sequences=True, columns=("label",))
 

@@ -36,7 +36,8 @@ class RawSample:
     """One parsed sample: every tracked body, before cleaning.
 
     ``bodies`` is ``(K, T, V, C)`` float32 (C = 3 in metres, or 2 image coordinates); a body absent
-    in a frame is all zero there.
+    in a frame is all zero there. ``scores`` is ``(K, T, V)`` float32, each joint's detection
+    confidence, for formats that record one (pyskl's 2D keypoints), else None.
     """
 
     name: str
@@ -47,6 +48,7 @@ class RawSample:
     setup: int = -1
     replication: int = -1
     source: str = ""
+    scores: np.ndarray | None = None
 
     def meta(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source,

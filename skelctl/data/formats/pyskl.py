@@ -14,8 +14,10 @@ Kinect joints) take the ``ntu25`` layout, 17 COCO keypoints ``coco17`` (3D) or `
 e.g. HRNet detections); others a graph-less ``joints<V>``, or the ``--layout`` given. The layout
 follows the (joints, coordinates) most annotations have; the others are rejected.
 
-``keypoint_score`` (the detector's confidence per joint, in 2D files) is not imported: the store
-holds coordinates only. The parse report's ``notes`` say how many annotations carried it.
+``keypoint_score`` (the detector's confidence per joint, in 2D files) travels with the keypoints
+as the samples' ``scores``. When only some annotations of a file carry it, the others get scores
+of 1.0 (full confidence), as pyskl's own ``GeneratePoseTarget`` does for an annotation without
+scores; the parse report's ``notes`` say how many were filled so.
 
 A pickle cannot be read in parts: the whole file is loaded once (with only numpy's array
 reconstruction allowed, see :mod:`skelctl.data.formats.pickles`), so parsing holds it in memory.
@@ -33,7 +35,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from skelctl.data.formats.base import (
-    TRAIN, UNUSED, VAL, DatasetError, DatasetFormat, Inventory, RawSample, check_finite,
+    TRAIN, UNUSED, VAL, DatasetError, DatasetFormat, Inventory, RawSample, SampleError,
+    check_finite,
 )
 from skelctl.data.formats.benchmark_folders import PROTOCOL_NAME, describe
 from skelctl.data.formats.ntu import parse_name
@@ -135,6 +138,8 @@ def check_annotation(annotation: Any) -> str | None:
                               score.shape != keypoint.shape[:3]):
         return (f"keypoint_score is {describe(score)}, expected an array of the keypoints' "
                 f"(M, T, V) = {keypoint.shape[:3]}")
+    if score is not None and score.dtype.kind not in "iuf":
+        return f"keypoint_score is of {score.dtype}, expected numbers"
     return None
 
 
@@ -146,6 +151,7 @@ class PysklFormat(DatasetFormat):
         self.protocols: tuple[str, ...] = ()
         self.num_classes = 0
         self.max_bodies = 2
+        self.has_scores = False
         self._membership: dict[str, dict[str, int]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -183,19 +189,23 @@ class PysklFormat(DatasetFormat):
                                  f"{shape[0]} x {shape[1]}"))
                 continue
             items.append((f"{path}[{index}]", annotation["frame_dir"],
-                          int(annotation["label"]), keypoint))
+                          int(annotation["label"]), keypoint, annotation.get("keypoint_score")))
         self.max_bodies = max((item[3].shape[0] for item in items), default=1)
         self.num_classes = max((item[2] for item in items), default=-1) + 1
         self.protocols = tuple(membership)
         self._membership = membership
-        scored = sum("keypoint_score" in a for _, a in good)
+        # one annotation with scores gives the whole file scores: every sample of a store must
+        # have them (they are a parallel array), and dropping them all for a few that lack them
+        # would lose what the detector measured
+        scored = sum(item[4] is not None for item in items)
+        self.has_scores = scored > 0
         named = set().union(*(m.keys() for m in membership.values())) if membership else set()
         unknown = len(named - set(seen))
         notes = {}
-        if scored:
-            notes["keypoint_score"] = (f"{scored} of {len(good)} annotations carry "
-                                       f"keypoint_score (per-joint detection confidence); it "
-                                       f"is not imported: the store holds coordinates only")
+        if 0 < scored < len(items):
+            notes["keypoint_score"] = (f"{len(items) - scored} of {len(items)} annotations carry "
+                                       f"no keypoint_score (per-joint detection confidence); "
+                                       f"their scores are 1.0, as pyskl fills them")
         if unknown:
             notes["split_names_without_annotation"] = (
                 f"{unknown} frame_dir names in the split lists have no annotation")
@@ -218,18 +228,29 @@ class PysklFormat(DatasetFormat):
                                f"choose one with --layout")
         return layout_by_shape(*best)
 
-    def read(self, item: tuple[str, str, int, np.ndarray]) -> list[RawSample]:
-        source, name, label, keypoint = item
+    def read(self, item: tuple[str, str, int, np.ndarray, np.ndarray | None]) -> list[RawSample]:
+        source, name, label, keypoint, score = item
         with np.errstate(over="ignore"):  # beyond float32's range: inf, refused just below
             bodies = np.asarray(keypoint, dtype=np.float32)  # (M, T, V, C), as pyskl keeps it
         check_finite(source, bodies, ("body", "frame", "joint", "coordinate"))
+        scores = None
+        if self.has_scores:
+            with np.errstate(over="ignore"):
+                scores = (np.ones(bodies.shape[:3], dtype=np.float32) if score is None
+                          else np.asarray(score, dtype=np.float32))  # (M, T, V)
+            bad = ~np.isfinite(scores)
+            if bad.any():
+                raise SampleError(source, f"keypoint_score holds {int(bad.sum())} NaN or "
+                                          f"infinite value(s)")
         present = bodies.any(axis=(1, 2, 3))
-        bodies = bodies[present] if present.any() else bodies[:1]  # the absent bodies go
+        keep = present if present.any() else slice(0, 1)  # the absent bodies go
+        bodies = bodies[keep]
         fields = parse_name(name) or {}
         return [RawSample(name=name, bodies=np.ascontiguousarray(bodies), label=label,
                           subject=fields.get("subject", -1), view=fields.get("view", -1),
                           setup=fields.get("setup", -1),
-                          replication=fields.get("replication", -1), source=source)]
+                          replication=fields.get("replication", -1), source=source,
+                          scores=None if scores is None else np.ascontiguousarray(scores[keep]))]
 
     def splits(self, meta: dict[str, np.ndarray], raw_dir: Path) -> dict[str, np.ndarray]:
         if self._membership is None:
@@ -243,15 +264,22 @@ class PysklFormat(DatasetFormat):
 PYSKL = PysklFormat()
 
 
-def annotation(name: str, label: int, sequence: np.ndarray) -> dict[str, Any]:
+def annotation(name: str, label: int, sequence: np.ndarray,
+               scores: np.ndarray | None = None) -> dict[str, Any]:
     """A pyskl annotation of a sequence ``(T, C, V, M)`` as the store keeps it: ``keypoint``
-    ``(M', T, V, C)`` float32 with the bodies absent throughout left out (at least one kept)."""
+    ``(M', T, V, C)`` float32 with the bodies absent throughout left out (at least one kept),
+    and with ``scores`` ``(T, V, M)``, ``keypoint_score`` ``(M', T, V)`` of the same bodies."""
     keypoint = sequence.transpose(3, 0, 2, 1)
     present = keypoint.any(axis=(1, 2, 3))
-    keypoint = keypoint[present] if present.any() else keypoint[:1]
-    return {"frame_dir": name, "label": int(label),
-            "keypoint": np.ascontiguousarray(keypoint, dtype=np.float32),
-            "total_frames": int(keypoint.shape[1])}
+    keep = present if present.any() else slice(0, 1)
+    keypoint = keypoint[keep]
+    out = {"frame_dir": name, "label": int(label),
+           "keypoint": np.ascontiguousarray(keypoint, dtype=np.float32),
+           "total_frames": int(keypoint.shape[1])}
+    if scores is not None:
+        out["keypoint_score"] = np.ascontiguousarray(scores.transpose(2, 0, 1)[keep],
+                                                     dtype=np.float32)
+    return out
 
 
 def write_annotations(path: Path, split: dict[str, list[str]],
