@@ -40,4 +40,5 @@ def test_torchrun_two_processes(prepared_ntu60, tmp_path):
     assert sorted(p.name for p in (tmp_path / "models" / "ntu60-xsub").iterdir()) == [
         "skeletonclr-joint", "skeletonclr-joint.loss.csv", "skeletonclr-joint.loss.png"]
     run_dir = tmp_path / "models" / "ntu60-xsub" / "skeletonclr-joint"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "joint.encoder.pt"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [  # the last two checkpoints kept
+        "checkpoint.previous.pt", "checkpoint.pt", "joint.encoder.pt"]
