@@ -31,7 +31,9 @@ other run's folder as the continued run's dependency: ``dvc repro`` trains ``cml
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,23 +97,31 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def read_params(params: Path | None) -> dict[str, Any]:
+    """The params file as a mapping of sections (a fresh copy: callers may change it)."""
     if params is None:
         return {}
     params = Path(params)
     if not params.is_file():
         raise StageError(f"{params}: params file does not exist")
     raw = params.read_bytes()
+    return copy.deepcopy(parse_params(str(params), raw))
+
+
+@functools.lru_cache(maxsize=16)
+def parse_params(name: str, raw: bytes) -> dict[str, Any]:
+    """``raw`` parsed, once per content: the tables stage reads a run's entry for every row,
+    and PyYAML takes a fifth of a second for the project's params."""
     try:
         text = raw.decode("utf-8-sig")
         document = yaml.safe_load(text) or {}
     except UnicodeDecodeError as err:
-        raise StageError(syntax_error_message(params, err, raw, "not a readable params file: "))\
+        raise StageError(syntax_error_message(name, err, raw, "not a readable params file: "))\
             from None
     except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: "!!int abc"
-        raise StageError(syntax_error_message(params, err, text, "not a readable params file: "))\
+        raise StageError(syntax_error_message(name, err, text, "not a readable params file: "))\
             from None
     if not isinstance(document, dict):
-        raise StageError(f"{params}: not a mapping of sections")
+        raise StageError(f"{name}: not a mapping of sections")
     return document
 
 
