@@ -23,7 +23,7 @@ from skelctl.data.store import StoreWriter
 from skelctl.lock import LockError, exclusive, lock_path
 from skelctl.models import read_torch_file, save_encoder
 from skelctl.train import load_checkpoint, previous_checkpoint, save_checkpoint
-from tests.conftest import tiny_gru
+from conftest import tiny_gru
 
 TINY = {
     "splits": ["ntu60-xsub"],

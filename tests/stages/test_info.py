@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from skelctl.cli import main
 from skelctl.models import save_encoder
-from tests.conftest import tiny_gru
+from conftest import tiny_gru
 
 
 def run(*args):
