@@ -24,7 +24,7 @@ def disk_full(err: BaseException, path: Path) -> DiskFullError | None:
                                             or "No space left on device" in text
                                             or "errno = 28" in text):
         return None
-    folder = next((p for p in (Path(path).parent, *Path(path).parents) if p.exists()), Path("."))
+    folder = next((p for p in Path(path).parents if p.exists()), Path("."))
     free = shutil.disk_usage(folder).free / 2 ** 20
     return DiskFullError(f"{path}: no space left on the disk while writing it "
                          f"({free:,.1f} MiB free in {folder}); the previous {Path(path).name}, if "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -28,7 +27,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def writing(output: Path) -> ContextManager[None]:
     """Hold ``output``'s lock (a run or result folder) while a stage writes it: one writer per
     output. Under torchrun only rank 0 writes files, so only it locks."""
-    return exclusive(output) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    from skelctl.train import distributed  # torch: imported by the stages that write runs
+
+    return exclusive(output) if distributed()[0] == 0 else contextlib.nullcontext()
 
 
 def file_digest(path: Path) -> str:

@@ -213,11 +213,10 @@ def test_a_second_writer_is_refused_naming_the_first_and_a_dead_ones_lock_is_tak
     assert lock_path(output).exists()
     warnings = []
     with exclusive(output, warnings.append):
-        assert f"pid {os.getpid()}" not in warnings[0]
-    assert warnings == [f"{output}: taking over the lock of pid {holder.pid} on "
-                        f"{warnings[0].split(' on ')[1].split(' (')[0]} (started "
-                        f"{warnings[0].split('(started ')[1]}"]
-    assert "which ended without releasing it" in warnings[0]
+        pass
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{output}: taking over the lock of pid {holder.pid} on ")
+    assert warnings[0].endswith("which ended without releasing it")
     assert not lock_path(output).exists()  # released: the file is gone
     holder = hold(output)  # a clean holder removes its file when done
     holder.stdin.close()
