@@ -36,6 +36,7 @@ from skelctl.evaluate.knn import nearest_neighbours
 from skelctl.methods import build_method
 from skelctl.models import build_encoder
 from skelctl.skeletons import NTU25
+from skelctl.train import amp_precision
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
@@ -91,7 +92,7 @@ def method_step(name: str, device: torch.device, batch: int, amp: bool,
         data["sequence"] = torch.randn(batch, 3, 100, 25, 2, device=device) \
             * valid[:, None, :, None, None]
     generator = torch.Generator(device=device).manual_seed(0)
-    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    dtype = amp_precision(device)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
@@ -217,7 +218,7 @@ def main() -> None:
               f"the rest (batch norm, dropout, ReLU, augmentation, copies) does no multiplies, "
               f"so the whole step cannot pass {kernel_rate / rate:.0%}")
     bf16 = timed(method_step("skeletonclr", device, batch, amp=True), device, args.repeats)
-    label = "bf16" if device.type == "cpu" else "fp16"
+    label = "bf16" if amp_precision(device) == torch.bfloat16 else "fp16"
     print(f"SkeletonCLR step, {label} autocast: {batch / bf16:.1f} samples/s = "
           f"{fp32 / bf16:.2f}x fp32")
     # the cost of each method's extra views and passes, beside SkeletonCLR's (same batch)
@@ -235,20 +236,26 @@ def main() -> None:
     for label_isc, options, repeats in (
             ("GRU 3 x 256 + A-GCN hidden 16", {"bigru": {"hidden": 256}, "agcn": {"hidden": 16}},
              args.repeats),
-            ("the paper's GRU 3 x 1024 + A-GCN hidden 64", {}, 1)):
+            ("the paper's GRU 3 x 1024 + A-GCN hidden 64", {},
+             args.repeats if device.type == "cuda" else 1)):
         times = {amp: timed(method_step("isc", device, batch, amp, ["bigru", "agcn"], options),
                             device, repeats, warmup=0 if repeats == 1 else 1)
                  for amp in (False, True)}
         print(f"isc step ({label_isc}): fp32 {batch / times[False]:.1f} samples/s "
               f"({fp32 / times[False]:.2f}x SkeletonCLR's), {label} {batch / times[True]:.1f} "
               f"samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
-    # PCM3 (three views, four positives, the decoder) on the GRU at the same narrow width
-    times = {amp: timed(method_step("pcm3", device, batch, amp, "bigru",
-                                    {"hidden": 256, "input_norm": True}), device, args.repeats)
-             for amp in (False, True)}
-    print(f"pcm3 step (GRU 3 x 256 with input batch norm): fp32 {batch / times[False]:.1f} "
-          f"samples/s ({fp32 / times[False]:.2f}x SkeletonCLR's), {label} "
-          f"{batch / times[True]:.1f} samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
+    # PCM3 (three views, four positives, the decoder) on the GRU at the same narrow width, and on
+    # a GPU at the paper's too (a CPU step there takes minutes)
+    widths = [("GRU 3 x 256 with input batch norm", {"hidden": 256}, args.repeats)]
+    if device.type == "cuda":
+        widths.append(("the paper's GRU 3 x 1024 with input batch norm", {}, args.repeats))
+    for label_pcm3, options, repeats in widths:
+        times = {amp: timed(method_step("pcm3", device, batch, amp, "bigru",
+                                        {**options, "input_norm": True}), device, repeats)
+                 for amp in (False, True)}
+        print(f"pcm3 step ({label_pcm3}): fp32 {batch / times[False]:.1f} samples/s "
+              f"({fp32 / times[False]:.2f}x SkeletonCLR's), {label} {batch / times[True]:.1f} "
+              f"samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
 
     gru_comparisons(device, args.gru_batch, 64, args.repeats)
 

@@ -210,9 +210,17 @@ def save_history_plots(history: list[dict[str, float]], loss_names: set[str],
 
 
 def amp_available(device: torch.device) -> bool:
-    """Whether mixed precision pays on ``device``: CUDA (fp16), or a CPU with native bf16."""
+    """Whether mixed precision pays on ``device``: CUDA, or a CPU with native bf16."""
     return device.type == "cuda" or (device.type == "cpu"
                                      and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def amp_precision(device: torch.device) -> torch.dtype:
+    """The autocast type on ``device``: bf16 (a CPU, or a GPU from Ampere on), else fp16 (older
+    GPUs, with loss scaling)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -251,12 +259,13 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
     rank, world = distributed()
     model.to(device)
     epochs = sum(p.epochs for p in phases)
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    amp_dtype = amp_precision(device)
     amp = config.amp and amp_available(device)
     if config.amp and not amp and rank == 0:
         log("amp: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 matrix products "
             "fall back to a reference kernel tens of times slower; training in float32")
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    # loss scaling only for fp16, whose narrow exponent underflows small gradients
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
     trainable = {p: p.requires_grad for p in model.parameters()}
     optimizers = [check_optimizer(p.optimizer or config.optimizer) for p in phases]
     phase_settings = [{k: v for k, v in p.__dict__.items() if k not in ("parameters", "optimizer")}

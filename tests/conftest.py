@@ -10,7 +10,8 @@ import torch
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]  # the source checkout
-SHARED_DATA = PROJECT.parent / "shared" / "data"
+# the real recordings: ../shared/data beside the checkout, or where SKELCTL_SHARED_DATA says
+SHARED_DATA = Path(os.environ.get("SKELCTL_SHARED_DATA", PROJECT.parent / "shared" / "data"))
 NTU_SAMPLES = SHARED_DATA / "ntu60_samples"
 NTU_LISTS = SHARED_DATA / "ntu_lists"
 PKU_SAMPLE = SHARED_DATA / "pku_mmd_sample"

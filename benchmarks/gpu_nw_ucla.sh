@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# ISC and PCM3 on NW-UCLA on one GPU: the NW-UCLA profile's runs (hours on one CPU thread) and the
+# same at the papers' widths (GRU 3 x 1,024, the full A-GCN: about 24 minutes an epoch on one CPU
+# thread), all in parallel on the GPU, with their untrained encoders, after bench_train.py on it
+# alone. Prints the KNN curve of every run and the evaluations of those that finished in time.
+#
+#   skelctl prepare nw-ucla --raw RAW --data-dir WORKDIR/data --variant 64-bodyframe \
+#       --views joint --max-bodies 1
+#   benchmarks/gpu_nw_ucla.sh WORKDIR [SECONDS] [EPOCHS]
+#
+# WORKDIR gets params.yaml (params.nw-ucla.yaml plus the runs below), models/, results/ and logs/.
+# SECONDS (default 900) bounds the whole script: trainings still running when the evaluations
+# must start are stopped (SIGTERM: the checkpoint and the loss history with its KNN curve stay).
+# EPOCHS, when given, replaces every run's epoch count, and BENCH=0 leaves the benchmark out
+# (a quick check of the script itself on a CPU: DEVICE=cpu BENCH=0 ... 240 1).
+set -u
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$1; seconds=${2:-900}; epochs=${3:-}
+start=$(date +%s)
+cd "$work" || exit 2
+mkdir -p logs
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+
+"$py" - "$here/params.nw-ucla.yaml" "$epochs" <<'EOF' || exit 2
+import os, sys, yaml
+params = yaml.safe_load(open(sys.argv[1]))
+runs = params["runs"]
+moco = {"queue_size": 256, "momentum": 0.99}
+paper_isc = {"encoder_options": {"bigru": {}, "agcn": {}}}  # each encoder's defaults: the paper's
+runs.update({
+    # the papers' widths: GRU 3 x 1024 (two causal chains) and the full A-GCN, bf16 autocast
+    "isc-paper": {**runs["isc"], **paper_isc, "options": moco,
+                  "train": {**runs["isc"]["train"], "amp": True}},
+    "untrained-isc-paper": {**runs["untrained-isc"], **paper_isc},
+    "pcm3-paper": {**runs["pcm3-joint"], "encoder_options": {"input_norm": True},
+                   "options": moco, "train": {**runs["pcm3-joint"]["train"], "amp": True}},
+    "untrained-pcm3-paper": {**runs["untrained-pcm3"], "encoder_options": {"input_norm": True}},
+})
+if sys.argv[2]:
+    for name in ("isc", "pcm3-joint", "isc-paper", "pcm3-paper"):
+        runs[name]["train"].update(epochs=int(sys.argv[2]), lr_steps=[], knn_every=1)
+params["defaults"]["train"]["device"] = os.environ.get("DEVICE", "auto")
+yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
+EOF
+
+A=(--split nw-ucla-xview --params params.yaml)
+trained=(isc pcm3-joint isc-paper pcm3-paper)
+untrained=(untrained-isc untrained-pcm3 untrained-isc-paper untrained-pcm3-paper)
+
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+"$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+if [ "${BENCH:-1}" != 0 ]; then
+  echo "=== bench_train.py, alone on the device"
+  "$py" "$here/benchmarks/bench_train.py" --device "${DEVICE:-cuda}" --repeats 5 2>&1 \
+    | tee logs/bench.log
+fi
+
+echo "=== pretraining ${trained[*]} in parallel ($(( $(date +%s) - start )) s)"
+pids=()
+for r in "${trained[@]}" "${untrained[@]}"; do
+  "$py" -m skelctl pretrain "$r" "${A[@]}" > "logs/$r.pretrain.log" 2>&1 &
+  pids+=($!)
+done
+# leave a fifth of the time (at least 60 s) for the evaluations
+stop_at=$(( start + seconds - (seconds / 5 > 60 ? seconds / 5 : 60) ))
+while [ "$(date +%s)" -lt "$stop_at" ]; do
+  running=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && running=1; done
+  [ $running = 0 ] && break
+  sleep 5
+done
+# SIGTERM unwinds after the step in flight; a step that outlasts 30 s more is killed (the last
+# checkpoint and the loss history stay either way)
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for _ in $(seq 30); do
+  running=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && running=1; done
+  [ $running = 0 ] && break
+  sleep 1
+done
+for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+wait
+echo "=== evaluating ($(( $(date +%s) - start )) s)"
+for r in "${trained[@]}" "${untrained[@]}"; do
+  if ls models/nw-ucla-xview/"$r"/*.encoder.pt >/dev/null 2>&1; then
+    ( "$py" -m skelctl knn "$r" "${A[@]}" && "$py" -m skelctl linear "$r" "${A[@]}" ) \
+      > "logs/$r.eval.log" 2>&1 &
+  fi
+done
+wait
+
+echo "=== results ($(( $(date +%s) - start )) s)"
+"$py" - "${trained[@]}" "${untrained[@]}" <<'EOF'
+import csv, json, sys
+from pathlib import Path
+for run in sys.argv[1:]:
+    history = Path(f"models/nw-ucla-xview/{run}.loss.csv")
+    rows = list(csv.DictReader(history.open())) if history.exists() else []
+    curve = [(r["epoch"], r[k]) for r in rows for k in r if k.startswith("knn_") and r[k]]
+    line = f"{run}: {len(rows)} epochs"
+    if rows:
+        line += f", loss {float(rows[0]['loss']):.3f} -> {float(rows[-1]['loss']):.3f}"
+    if curve:
+        line += ", KNN by epoch " + " ".join(f"{e}:{float(v):.1f}" for e, v in curve)
+    print(line)
+    for encoder in sorted(Path(f"results/nw-ucla-xview/knn/{run}").glob("*/metrics.json")):
+        knn = json.loads(encoder.read_text())
+        linear_file = Path(str(encoder).replace("/knn/", "/linear/"))
+        name = encoder.parent.name
+        text = f"  {name}: KNN {knn['top1']:.1f}"
+        if linear_file.exists():
+            lin = json.loads(linear_file.read_text())
+            text += (f", linear {lin['top1_last']:.1f} (best {lin['top1_best']:.1f}), "
+                     f"standardised {lin['standardised']['top1_last']:.1f}")
+        print(text)
+EOF
