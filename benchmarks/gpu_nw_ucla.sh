@@ -26,22 +26,23 @@ py=${PYTHON:-python3}
 import os, sys, yaml
 params = yaml.safe_load(open(sys.argv[1]))
 runs = params["runs"]
-moco = {"queue_size": 256, "momentum": 0.99}
 paper_isc = {"encoder_options": {"bigru": {}, "agcn": {}}}  # each encoder's defaults: the paper's
 runs.update({
-    # the papers' widths: GRU 3 x 1024 (two causal chains) and the full A-GCN, bf16 autocast
-    "isc-paper": {**runs["isc"], **paper_isc, "options": moco,
-                  "train": {**runs["isc"]["train"], "amp": True}},
+    # the papers' widths (GRU 3 x 1024 as two causal chains, the full A-GCN; PCM3's prompts and
+    # decoder at their defaults, the paper's) with the profile's other settings, bf16 autocast
+    "isc-paper": {**runs["isc"], **paper_isc, "train": {**runs["isc"]["train"], "amp": True}},
     "untrained-isc-paper": {**runs["untrained-isc"], **paper_isc},
     "pcm3-paper": {**runs["pcm3-joint"], "encoder_options": {"input_norm": True},
-                   "options": moco, "train": {**runs["pcm3-joint"]["train"], "amp": True}},
+                   "options": {"queue_size": 256, "momentum": 0.99},
+                   "train": {**runs["pcm3-joint"]["train"], "amp": True}},
     "untrained-pcm3-paper": {**runs["untrained-pcm3"], "encoder_options": {"input_norm": True}},
 })
 if sys.argv[2]:
     for name in ("isc", "pcm3-joint", "isc-paper", "pcm3-paper"):
         runs[name]["train"].update(epochs=int(sys.argv[2]), lr_steps=[], knn_every=1)
 params["defaults"]["train"]["device"] = os.environ.get("DEVICE", "auto")
-yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
+plain = type("Plain", (yaml.SafeDumper,), {"ignore_aliases": lambda self, data: True})
+yaml.dump(params, open("params.yaml", "w"), Dumper=plain, sort_keys=False)  # no &id anchors
 EOF
 
 A=(--split nw-ucla-xview --params params.yaml)
