@@ -224,3 +224,13 @@ def test_gradient_clipping_bounds_every_step():
 
     assert largest_step(1e-3) == pytest.approx(10.0 * 1e-3, rel=1e-4)  # one step, clipped
     assert largest_step(None) > 0.1
+
+
+def test_mixed_precision_is_bf16_where_the_device_has_it(monkeypatch):
+    from skelctl.train import amp_precision
+
+    assert amp_precision(torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert amp_precision(torch.device("cuda")) == torch.bfloat16  # Ampere and later
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert amp_precision(torch.device("cuda")) == torch.float16  # older GPUs: loss scaling too
