@@ -63,22 +63,16 @@ for r in "${trained[@]}" "${untrained[@]}"; do
   "$py" -m skelctl pretrain "$r" "${A[@]}" > "logs/$r.pretrain.log" 2>&1 &
   pids+=($!)
 done
+alive() { for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+# until every pretraining has ended or the clock passes $1
+wait_until() { while alive && [ "$(date +%s)" -lt "$1" ]; do sleep 1; done; }
 # leave a fifth of the time (at least 60 s) for the evaluations
-stop_at=$(( start + seconds - (seconds / 5 > 60 ? seconds / 5 : 60) ))
-while [ "$(date +%s)" -lt "$stop_at" ]; do
-  running=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && running=1; done
-  [ $running = 0 ] && break
-  sleep 5
-done
+wait_until $(( start + seconds - (seconds / 5 > 60 ? seconds / 5 : 60) ))
 # SIGTERM unwinds after the step in flight; a step that outlasts 30 s more is killed (the last
 # checkpoint and the loss history stay either way)
-for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-for _ in $(seq 30); do
-  running=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && running=1; done
-  [ $running = 0 ] && break
-  sleep 1
-done
-for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+kill -TERM "${pids[@]}" 2>/dev/null
+wait_until $(( $(date +%s) + 30 ))
+kill -KILL "${pids[@]}" 2>/dev/null
 wait
 echo "=== evaluating ($(( $(date +%s) - start )) s)"
 for r in "${trained[@]}" "${untrained[@]}"; do
@@ -96,13 +90,13 @@ from pathlib import Path
 for run in sys.argv[1:]:
     history = Path(f"models/nw-ucla-xview/{run}.loss.csv")
     rows = list(csv.DictReader(history.open())) if history.exists() else []
-    curve = [(r["epoch"], r[k]) for r in rows for k in r if k.startswith("knn_") and r[k]]
     line = f"{run}: {len(rows)} epochs"
     if rows:
         line += f", loss {float(rows[0]['loss']):.3f} -> {float(rows[-1]['loss']):.3f}"
-    if curve:
-        line += ", KNN by epoch " + " ".join(f"{e}:{float(v):.1f}" for e, v in curve)
     print(line)
+    for column in [k for k in (rows[0] if rows else {}) if k.startswith("knn_")]:
+        curve = " ".join(f"{r['epoch']}:{float(r[column]):.1f}" for r in rows if r[column])
+        print(f"  {column[4:]}: KNN by epoch {curve}")
     for encoder in sorted(Path(f"results/nw-ucla-xview/knn/{run}").glob("*/metrics.json")):
         knn = json.loads(encoder.read_text())
         linear_file = Path(str(encoder).replace("/knn/", "/linear/"))
