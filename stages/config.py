@@ -68,8 +68,9 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 # The evaluation protocols' settings.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "linear": {"epochs": 100, "lr": 3.0, "momentum": 0.9, "weight_decay": 0.0,
-               "batch_size": 128, "lr_steps": [80], "seed": 0, "device": "auto",
+    "linear": {"epochs": 100, "lr": 3.0, "momentum": 0.9, "nesterov": False,
+               "weight_decay": 0.0, "batch_size": 128, "lr_steps": [80], "lr_gamma": 0.1,
+               "seed": 0, "device": "auto",
                # each evaluation's confusion matrix (CSV, PNG) and t-SNE of the test features
                "figures": True,
                # the head's initial weights N(0, init_std) (ISC's: 0.01)

@@ -225,6 +225,8 @@ def linear_config(params: Path | None, overrides: dict[str, Any], run_name: str 
 def linear_label(config: LinearConfig) -> str:
     """The linear protocol in words, for the metrics' ``protocol``."""
     schedule = f"lr {config.lr} x{config.lr_gamma} at {config.lr_steps}, {config.epochs} epochs"
+    if config.nesterov:
+        schedule = f"Nesterov {schedule}, batch {config.batch_size}"
     if config.crop is None:
         return f"paper (frozen features, {schedule})"
     return f"ISC ({config.crop.label()}, {schedule})"

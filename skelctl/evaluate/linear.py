@@ -36,6 +36,7 @@ class LinearConfig:
     epochs: int = 100
     lr: float = 3.0
     momentum: float = 0.9
+    nesterov: bool = False  # CRRL's evaluation code uses Nesterov momentum
     weight_decay: float = 0.0
     batch_size: int = 128
     lr_steps: list[int] = field(default_factory=lambda: [80])
@@ -148,6 +149,7 @@ class _Trainer:
                                                 for x in train_x]))
         self.optimizer = torch.optim.SGD(self.head.parameters(), lr=config.lr,
                                          momentum=config.momentum,
+                                         nesterov=config.nesterov,
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.lr_steps,
                                                               config.lr_gamma)

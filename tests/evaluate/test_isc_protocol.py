@@ -159,13 +159,16 @@ def test_linear_heads_train_on_fresh_crops_every_epoch():
         train_linear(torch.zeros(6, 4), samples.arrays["label"], test_x, test_y, 3, config, CPU)
 
 
-def test_fixed_features_train_exactly_as_before():
+@pytest.mark.parametrize("nesterov, gamma", [(False, 0.1), (True, 0.5)])
+def test_fixed_features_train_exactly_as_before(nesterov, gamma):
     """crop: null is the reference protocol, step for step: SGD on one seeded permutation per
-    epoch, the head N(0, init_std) from the seed, x gamma at the steps."""
+    epoch, the head N(0, init_std) from the seed, x gamma at the steps; Nesterov momentum and
+    halving are CRRL's evaluation code's."""
     g = gen(5)
     train_x, train_y = torch.randn(50, 6, generator=g), torch.randint(0, 3, (50,), generator=g)
     test_x, test_y = torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g)
-    config = LinearConfig(epochs=4, lr=0.5, lr_steps=[3], batch_size=16, seed=3)
+    config = LinearConfig(epochs=4, lr=0.5, lr_steps=[3], batch_size=16, seed=3,
+                          nesterov=nesterov, lr_gamma=gamma)
     result = train_linear(train_x, train_y, test_x, test_y, 3, config, CPU)
 
     with torch.random.fork_rng(devices=[]):
@@ -173,8 +176,9 @@ def test_fixed_features_train_exactly_as_before():
         head = nn.Linear(6, 3)
         nn.init.normal_(head.weight, 0.0, 0.02)
         nn.init.zeros_(head.bias)
-    optimizer = torch.optim.SGD(head.parameters(), lr=0.5, momentum=0.9, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3], 0.1)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.5, momentum=0.9, weight_decay=0.0,
+                                nesterov=nesterov)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3], gamma)
     order_generator = gen(3)
     for _ in range(4):
         order = torch.randperm(50, generator=order_generator)
@@ -277,13 +281,19 @@ def test_sgd_is_the_default_and_a_phase_may_name_its_own(tmp_path):
 
 # ---------------------------------------------------------------- params
 
+# CRRL's evaluation code (notes section 9): Nesterov SGD lr 0.1, batch 16, 85 epochs, halved
+CRRL_LINEAR = {"lr": 0.1, "nesterov": True, "batch_size": 16, "epochs": 85,
+               "lr_steps": [15, 35, 50, 66, 75], "lr_gamma": 0.5, "init_std": 0.01}
+
+
 def test_per_run_settings_override_and_unknown_keys_name_the_file(tmp_path):
     from stages.downstream import finetune_settings
-    from stages.evaluate import linear_config, protocol_settings
+    from stages.evaluate import linear_config, linear_label, protocol_settings
 
     params = write_params(tmp_path, {
         "linear": {"runs": {"isc": {"crop": ISC_CROP, "lr": 0.1, "epochs": 80,
-                                    "lr_steps": [50, 70], "batch_size": 64, "init_std": 0.01}}},
+                                    "lr_steps": [50, 70], "batch_size": 64, "init_std": 0.01},
+                            "crrl": CRRL_LINEAR}},
         "knn": {"runs": {"isc": {"crop": {"test": 0.95, "frames": 64}}}},
         "finetune": {"runs": {"isc": {"optimizer": "adam", "lr": 1e-4, "epochs": 50,
                                       "lr_steps": [30, 40], "crop": ISC_CROP, "augment": {}}}}})
@@ -291,7 +301,12 @@ def test_per_run_settings_override_and_unknown_keys_name_the_file(tmp_path):
     assert own.crop == Crop(**ISC_CROP) and (own.lr, own.batch_size, own.init_std) == (
         0.1, 64, 0.01)
     assert own.lr_steps == [50, 70] and own.epochs == 80 and own.weight_decay == 0
+    crrl, _ = linear_config(params, {}, "crrl")
+    assert (crrl.nesterov, crrl.lr_gamma, crrl.lr_steps) == (True, 0.5, [15, 35, 50, 66, 75])
+    assert linear_label(crrl) == ("paper (frozen features, Nesterov lr 0.1 x0.5 at "
+                                  "[15, 35, 50, 66, 75], 85 epochs, batch 16)")
     other, _ = linear_config(params, {}, "skeletonclr-joint")
+    assert not other.nesterov and other.lr_gamma == 0.1
     assert other.crop is None and other.lr == 3.0
     assert linear_config(params, {"lr": 1.0}, "isc")[0].lr == 1.0  # the command line wins
     assert protocol_settings(params, "knn", "isc", {})["crop"] == Crop(train=None)

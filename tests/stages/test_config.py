@@ -103,6 +103,24 @@ def test_a_run_may_have_its_own_linear_protocol(tmp_path):
     assert (shipped.lr, shipped.lr_steps, shipped.lr_gamma) == (0.3, [80], 0.1)
 
 
+@pytest.mark.parametrize("profile", ["params.yaml", "params.nw-ucla.yaml"])
+def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
+    """Every CRRL run (Tables VIII to X) is probed as CRRL's evaluation code probes (the paper
+    gives no settings); the ST-GCN runs keep the section's lr 3.0."""
+    from stages.evaluate import linear_config
+
+    runs = ["untrained", "cml", "ser", "cml-ser-joint", "cml-pretrain-ser", "ser-pretrain-cml",
+            "crrl", "ser-distill-cml", "ser-forward", "ser-reverse", "cml-coordinate-rotation",
+            "cml-coordinate-shear", "cml-coordinate-noise"]
+    for run in runs:
+        config, _ = linear_config(PROJECT / profile, {}, run)
+        assert (config.lr, config.nesterov, config.batch_size, config.epochs, config.lr_steps,
+                config.lr_gamma, config.init_std) == (
+            0.1, True, 16, 85, [15, 35, 50, 66, 75], 0.5, 0.01), run
+    stgcn, _ = linear_config(PROJECT / profile, {}, "skeletonclr-joint")
+    assert (stgcn.lr, stgcn.nesterov, stgcn.batch_size) == (3.0, False, 128)
+
+
 
 def expect_error(params, run, *parts, overrides=None):
     with pytest.raises(StageError) as info:
