@@ -8,9 +8,10 @@ subset keeps every third recording (495). Both are measured under a cross-view p
 and 2 train) and a cross-subject one (odd subjects train), each with the seeds asked for (the
 seed of pretraining and of the untrained encoder). For each dataset, each candidate
 recipe is pretrained on the training part and its joint encoder evaluated beside the untrained
-encoder of the same architecture, under the linear protocol (params' defaults: 100 epochs, lr 3.0)
-and KNN (k = 1, cosine); the KNN accuracy during training (every ``--every`` epochs) is printed
-too. Candidates (the params of each are in ``RECIPES``):
+encoder of the same architecture, under a linear protocol (``--linear``: ``crrl``, CRRL's
+evaluation code's, as the NW-UCLA profile gives it to CRRL's runs and ``params.small-data.yaml``
+to its recipe; or ``lr3``, CrosSCLR's lr 3.0 for 100 epochs, the recipe's protocol before) and KNN
+(k = 1, cosine); the KNN accuracy during training (every ``--every`` epochs) is printed too. Candidates (the params of each are in ``RECIPES``):
 
 - ``ser``: CRRL's sequence reconstruction (SER) alone, GRU encoder, variable length up to 50 frames,
   in the body's frame and min-max scaled, gradient norm clipped at 5;
@@ -23,7 +24,7 @@ too. Candidates (the params of each are in ``RECIPES``):
   (AimCLR's mining from half-way, the nearest neighbours from the first epoch).
 
     python benchmarks/bench_small_data.py --raw ../shared/data/nw_ucla [--epochs 60] [--every 10]
-        [--recipe ser] [--protocol xview --protocol xsub] [--seed 0 --seed 1]
+        [--recipe ser] [--protocol xview --protocol xsub] [--seed 0 --seed 1] [--linear lr3]
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from skelctl.data.formats.generic import ImportOptions, write_samples
 from skelctl.data.formats.ucla import NW_UCLA
 from stages import evaluate, prepare, pretrain
 
+PROJECT = Path(__file__).resolve().parents[1]
 # cross-view: views 1 and 2 train, view 3 tests; cross-subject: subjects 1, 3, 5, 7, 9 train
 PROTOCOLS = {"xview": {"train": {"view": [1, 2]}},
              "xsub": {"train": {"subject": [1, 3, 5, 7, 9]}}}
@@ -80,8 +82,17 @@ def import_generic(raw: Path, out: Path, keep_every: int) -> int:
     return len(samples)
 
 
+def linear_protocol(name: str) -> dict[str, Any]:
+    """The linear section: ``crrl`` as the NW-UCLA profile probes its ``ser`` run (one source
+    for CRRL's evaluation protocol), ``lr3`` CrosSCLR's."""
+    if name == "lr3":
+        return {"epochs": 100, "lr": 3.0, "device": "cpu"}
+    profile = yaml.safe_load((PROJECT / "params.nw-ucla.yaml").read_text())
+    return {**profile["linear"]["runs"]["ser"], "device": "cpu"}
+
+
 def params_for(recipes: list[str], epochs: int, every: int, train_size: int,
-               seed: int) -> dict[str, Any]:
+               seed: int, linear: str = "crrl") -> dict[str, Any]:
     runs = {}
     for name in recipes:
         recipe = RECIPES[name]
@@ -100,7 +111,7 @@ def params_for(recipes: list[str], epochs: int, every: int, train_size: int,
                       "train": {**recipe["train"], "epochs": epochs, "knn_every": every,
                                 "checkpoint_every": 1000, "device": "cpu", "seed": seed}}
     return {"runs": runs, "knn": {"k": 1, "device": "cpu"},
-            "linear": {"epochs": 100, "lr": 3.0, "device": "cpu"}}
+            "linear": linear_protocol(linear)}
 
 
 def measure(split: str, recipe: str, data: Path, models: Path, results: Path,
@@ -131,6 +142,8 @@ def main() -> None:
     parser.add_argument("--protocol", choices=list(PROTOCOLS), action="append",
                         help="protocols to measure (repeatable; default: both)")
     parser.add_argument("--seed", type=int, action="append", help="seeds (repeatable; default 0)")
+    parser.add_argument("--linear", choices=["crrl", "lr3"], default="crrl",
+                        help="the linear protocol: CRRL's evaluation code's (default) or lr 3.0")
     parser.add_argument("--subset-only", action="store_true", help="only the few-hundred subset")
     parser.add_argument("--full-only", action="store_true", help="only the whole dataset")
     args = parser.parse_args()
@@ -154,7 +167,8 @@ def main() -> None:
                 for seed in args.seed or [0]:
                     params = root / f"params-{label}-{seed}.yaml"
                     params.write_text(yaml.safe_dump(params_for(recipes, args.epochs, args.every,
-                                                                train_size, seed)))
+                                                                train_size, seed,
+                                                                args.linear)))
                     for recipe in recipes:
                         rows.append([f"{label} ({size}; train {train_size})", protocol, seed,
                                      recipe, *measure(split, recipe, data, models, results,

@@ -112,6 +112,9 @@ def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
     runs = ["untrained", "cml", "ser", "cml-ser-joint", "cml-pretrain-ser", "ser-pretrain-cml",
             "crrl", "ser-distill-cml", "ser-forward", "ser-reverse", "cml-coordinate-rotation",
             "cml-coordinate-shear", "cml-coordinate-noise"]
+    if profile == "params.nw-ucla.yaml":  # the seeds of the rows the targets rest on
+        runs += ["untrained-seed1", "untrained-seed2", "cml-seed1", "ser-seed1", "ser-seed2",
+                 "crrl-seed1", "crrl-seed2", "crrl-cml-seed1"]
     for run in runs:
         config, _ = linear_config(PROJECT / profile, {}, run)
         assert (config.lr, config.nesterov, config.batch_size, config.epochs, config.lr_steps,
@@ -120,6 +123,26 @@ def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
     stgcn, _ = linear_config(PROJECT / profile, {}, "skeletonclr-joint")
     assert (stgcn.lr, stgcn.nesterov, stgcn.batch_size) == (3.0, False, 128)
 
+
+def test_nw_ucla_seed_runs_differ_from_their_rows_only_in_the_seed():
+    """The seed runs of the NW-UCLA profile repeat a Table VIII row with another seed, nothing
+    else: a copy that drifted from its row would measure something else."""
+    import dataclasses
+
+    params = PROJECT / "params.nw-ucla.yaml"
+    seeds = {"untrained-seed1": ("untrained", 1, None), "untrained-seed2": ("untrained", 2, None),
+             "cml-seed1": ("cml", 1, None), "ser-seed1": ("ser", 1, None),
+             "ser-seed2": ("ser", 2, None), "crrl-seed1": ("crrl", 1, "cml"),
+             "crrl-seed2": ("crrl", 2, "cml"), "crrl-cml-seed1": ("crrl", 1, "cml-seed1"),
+             "untrained-stgcn-seed1": ("untrained-stgcn", 1, None),
+             "untrained-stgcn-seed2": ("untrained-stgcn", 2, None)}
+    for name, (row, seed, start) in seeds.items():
+        copy, base = load_run(params, name), load_run(params, row)
+        assert copy.train.seed == seed and base.train.seed == 0, name
+        assert copy.start == start, name
+        assert copy.streams == ("joint",) and "joint" in base.streams, name
+        assert dataclasses.replace(copy, name=row, start=base.start, streams=base.streams,
+                                   train=dataclasses.replace(copy.train, seed=0)) == base, name
 
 
 def expect_error(params, run, *parts, overrides=None):
