@@ -116,20 +116,20 @@ def params_for(recipes: list[str], epochs: int, every: int, train_size: int,
 
 def measure(split: str, recipe: str, data: Path, models: Path, results: Path,
             params: Path) -> list[str]:
-    """Pretrain the recipe and its untrained encoder; their linear and KNN top-1 % and the
-    pretrained run's KNN curve."""
+    """Pretrain the recipe and its untrained encoder; their linear (plain and standardised) and
+    KNN top-1 % and the pretrained run's KNN curve."""
     figures = {}
     for run in (f"{recipe}-untrained", recipe):
         pretrain.run(split, run, data, models, params, {}, resume=False)
-        linear = evaluate.run_linear(split, run, data, models, results, params, {})
+        linear = evaluate.run_linear(split, run, data, models, results, params, {})["joint"]
         knn = evaluate.run_knn(split, run, data, models, results, params, {})
-        figures[run] = (linear["joint"]["top1_last"], knn["joint"]["top1"])
+        figures[run] = (linear["top1_last"], linear["standardised"]["top1_last"],
+                        knn["joint"]["top1"])
     with open(models / split / f"{recipe}.loss.csv") as f:
         curve = ", ".join(f"{row['epoch']}: {float(row['knn_joint']):.1f}"
                           for row in csv.DictReader(f) if row.get("knn_joint"))
     untrained, trained = figures[f"{recipe}-untrained"], figures[recipe]
-    return [f"{untrained[0]:.1f}", f"{trained[0]:.1f}", f"{untrained[1]:.1f}",
-            f"{trained[1]:.1f}", curve]
+    return [f"{u:.1f}, {t:.1f}" for u, t in zip(untrained, trained)] + [curve]
 
 
 def main() -> None:
@@ -174,10 +174,10 @@ def main() -> None:
                                      recipe, *measure(split, recipe, data, models, results,
                                                       params)])
                         print(tabulate(rows[-1:], tablefmt="plain"), flush=True)
-    print(tabulate(rows, headers=["data", "protocol", "seed", "recipe", "linear untrained",
-                                  "linear pretrained",
-                                  "KNN untrained", "KNN pretrained",
-                                  "KNN during training (epoch: %)"]))
+    print(tabulate(rows, headers=["data", "protocol", "seed", "recipe",
+                                  "linear: untrained, pretrained",
+                                  "standardised: untrained, pretrained",
+                                  "KNN: untrained, pretrained", "KNN during training (epoch: %)"]))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,18 @@ def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
     assert (stgcn.lr, stgcn.nesterov, stgcn.batch_size) == (3.0, False, 128)
 
 
+def test_small_data_recipe_is_probed_as_crrl_probes():
+    """The small-data recipe is CRRL's SER: it and its untrained baseline take the NW-UCLA
+    profile's protocol for CRRL's runs, key for key."""
+    from stages.evaluate import linear_config
+
+    crrl, _ = linear_config(PROJECT / "params.nw-ucla.yaml", {}, "ser")
+    for run in ("untrained", "ser-joint"):
+        config, _ = linear_config(PROJECT / "params.small-data.yaml", {}, run)
+        assert config == crrl, run
+        assert (config.lr, config.nesterov, config.batch_size, config.epochs) == (0.1, True, 16, 85)
+
+
 def test_nw_ucla_seed_runs_differ_from_their_rows_only_in_the_seed():
     """The seed runs of the NW-UCLA profile repeat a Table VIII row with another seed, nothing
     else: a copy that drifted from its row would measure something else."""
