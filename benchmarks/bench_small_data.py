@@ -9,9 +9,10 @@ and 2 train) and a cross-subject one (odd subjects train), each with the seeds a
 seed of pretraining and of the untrained encoder). For each dataset, each candidate
 recipe is pretrained on the training part and its joint encoder evaluated beside the untrained
 encoder of the same architecture, under a linear protocol (``--linear``: ``crrl``, CRRL's
-evaluation code's, as the NW-UCLA profile gives it to CRRL's runs and ``params.small-data.yaml``
-to its recipe; or ``lr3``, CrosSCLR's lr 3.0 for 100 epochs, the recipe's protocol before) and KNN
-(k = 1, cosine); the KNN accuracy during training (every ``--every`` epochs) is printed too. Candidates (the params of each are in ``RECIPES``):
+evaluation code's, as ``params.small-data.yaml`` gives it to its recipe; or ``lr3``, CrosSCLR's
+lr 3.0 for 100 epochs, the recipe's protocol before), its standardised form, and KNN (k = 1,
+cosine); the KNN accuracy during training (every ``--every`` epochs) is printed too. Candidates
+(the params of each are in ``RECIPES``):
 
 - ``ser``: CRRL's sequence reconstruction (SER) alone, GRU encoder, variable length up to 50 frames,
   in the body's frame and min-max scaled, gradient norm clipped at 5;
@@ -83,12 +84,12 @@ def import_generic(raw: Path, out: Path, keep_every: int) -> int:
 
 
 def linear_protocol(name: str) -> dict[str, Any]:
-    """The linear section: ``crrl`` as the NW-UCLA profile probes its ``ser`` run (one source
-    for CRRL's evaluation protocol), ``lr3`` CrosSCLR's."""
+    """The linear section: ``crrl`` as the small-data profile probes its recipe (CRRL's
+    evaluation protocol), ``lr3`` CrosSCLR's."""
     if name == "lr3":
         return {"epochs": 100, "lr": 3.0, "device": "cpu"}
-    profile = yaml.safe_load((PROJECT / "params.nw-ucla.yaml").read_text())
-    return {**profile["linear"]["runs"]["ser"], "device": "cpu"}
+    profile = yaml.safe_load((PROJECT / "params.small-data.yaml").read_text())
+    return {**profile["linear"], "device": "cpu"}
 
 
 def params_for(recipes: list[str], epochs: int, every: int, train_size: int,

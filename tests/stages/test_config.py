@@ -103,6 +103,16 @@ def test_a_run_may_have_its_own_linear_protocol(tmp_path):
     assert (shipped.lr, shipped.lr_steps, shipped.lr_gamma) == (0.3, [80], 0.1)
 
 
+# the NW-UCLA profile's seed runs: run -> (the row it repeats, its seed, the run it starts from)
+NW_UCLA_SEEDS = {"untrained-seed1": ("untrained", 1, None),
+                 "untrained-seed2": ("untrained", 2, None), "cml-seed1": ("cml", 1, None),
+                 "ser-seed1": ("ser", 1, None),
+                 "ser-seed2": ("ser", 2, None), "crrl-seed1": ("crrl", 1, "cml"),
+                 "crrl-seed2": ("crrl", 2, "cml"), "crrl-cml-seed1": ("crrl", 1, "cml-seed1"),
+                 "untrained-stgcn-seed1": ("untrained-stgcn", 1, None),
+                 "untrained-stgcn-seed2": ("untrained-stgcn", 2, None)}
+
+
 @pytest.mark.parametrize("profile", ["params.yaml", "params.nw-ucla.yaml"])
 def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
     """Every CRRL run (Tables VIII to X) is probed as CRRL's evaluation code probes (the paper
@@ -113,8 +123,7 @@ def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
             "crrl", "ser-distill-cml", "ser-forward", "ser-reverse", "cml-coordinate-rotation",
             "cml-coordinate-shear", "cml-coordinate-noise"]
     if profile == "params.nw-ucla.yaml":  # the seeds of the rows the targets rest on
-        runs += ["untrained-seed1", "untrained-seed2", "cml-seed1", "ser-seed1", "ser-seed2",
-                 "crrl-seed1", "crrl-seed2", "crrl-cml-seed1"]
+        runs += [name for name, (row, _, _) in NW_UCLA_SEEDS.items() if row in runs]
     for run in runs:
         config, _ = linear_config(PROJECT / profile, {}, run)
         assert (config.lr, config.nesterov, config.batch_size, config.epochs, config.lr_steps,
@@ -133,22 +142,15 @@ def test_small_data_recipe_is_probed_as_crrl_probes():
     for run in ("untrained", "ser-joint"):
         config, _ = linear_config(PROJECT / "params.small-data.yaml", {}, run)
         assert config == crrl, run
-        assert (config.lr, config.nesterov, config.batch_size, config.epochs) == (0.1, True, 16, 85)
+        assert (config.lr, config.nesterov, config.batch_size, config.epochs) == (
+            0.1, True, 16, 85)
 
 
 def test_nw_ucla_seed_runs_differ_from_their_rows_only_in_the_seed():
     """The seed runs of the NW-UCLA profile repeat a Table VIII row with another seed, nothing
     else: a copy that drifted from its row would measure something else."""
-    import dataclasses
-
     params = PROJECT / "params.nw-ucla.yaml"
-    seeds = {"untrained-seed1": ("untrained", 1, None), "untrained-seed2": ("untrained", 2, None),
-             "cml-seed1": ("cml", 1, None), "ser-seed1": ("ser", 1, None),
-             "ser-seed2": ("ser", 2, None), "crrl-seed1": ("crrl", 1, "cml"),
-             "crrl-seed2": ("crrl", 2, "cml"), "crrl-cml-seed1": ("crrl", 1, "cml-seed1"),
-             "untrained-stgcn-seed1": ("untrained-stgcn", 1, None),
-             "untrained-stgcn-seed2": ("untrained-stgcn", 2, None)}
-    for name, (row, seed, start) in seeds.items():
+    for name, (row, seed, start) in NW_UCLA_SEEDS.items():
         copy, base = load_run(params, name), load_run(params, row)
         assert copy.train.seed == seed and base.train.seed == 0, name
         assert copy.start == start, name

@@ -98,10 +98,8 @@ ADDED_PAPER_TABLES = {("ISC (ACM MM 2021)", "1"), ("ISC (ACM MM 2021)", "6"),
                                                     for t in ("1", "8", "9", "10"))}
 ADDED_PAPER_ROWS = {("PCM3 (ACM MM 2023)", "3", row)
                     for row in ("CRRL", "HaLP", "ISC", "LongT GAN")}
-# the NW-UCLA profile's seeds of the Table VIII rows and of the untrained ST-GCN
-ADDED_RUNS = {"untrained-seed1", "untrained-seed2", "cml-seed1", "ser-seed1", "ser-seed2",
-              "crrl-seed1", "crrl-seed2", "crrl-cml-seed1", "untrained-stgcn-seed1",
-              "untrained-stgcn-seed2"}
+# runs repeated with another seed (the NW-UCLA profile's `*-seed1`, `*-seed2`)
+SEED_RUN = re.compile(r".+-seed\d+")
 
 
 def as_recorded(profile: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -110,9 +108,10 @@ def as_recorded(profile: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     added = {name for name, entry in (document.get("runs") or {}).items()
              if entry.get("method") in ADDED_METHODS
              or any(method in name.split("-") for method in ADDED_METHODS)  # their baselines
-             or not isinstance(entry.get("encoder", ""), str)} | ADDED_RUNS
+             or not isinstance(entry.get("encoder", ""), str) or SEED_RUN.fullmatch(name)}
     document["runs"] = {k: v for k, v in document["runs"].items() if k not in added}
-    document["continued"] = [e for e in document.get("continued") or [] if e["run"] not in added]
+    document["continued"] = [e for e in document.get("continued") or []
+                             if not SEED_RUN.fullmatch(e["run"])]
     document["reproduces"] = {k: v for k, v in (document.get("reproduces") or {}).items()
                               if k.split()[0] not in added | ADDED_METHODS}
     document["ensembles"] = [e for e in document.get("ensembles") or [] if e not in ADDED_METHODS]
