@@ -67,7 +67,7 @@ def main() -> None:
         for run, (name, _, _) in runs.items():
             began = time.perf_counter()
             try:
-                pretrain.run(split, run, data, models, params, {}, resume=False)
+                pretrain.run(split, run, data, models, params, {}, restart=True)
             except FloatingPointError as error:  # the loss diverged
                 rows.append([name, f"{untrained:.1f}", f"diverged: {error}"])
                 continue

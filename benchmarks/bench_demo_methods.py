@@ -60,7 +60,7 @@ def main() -> None:
             "runs": runs, "linear": {"epochs": 60, "lr_steps": [45], "device": "cpu"},
             "knn": {"device": "cpu"}}))
         for run in runs:
-            pretrain.run("ntu60-xsub", run, data, models, params, {}, resume=False)
+            pretrain.run("ntu60-xsub", run, data, models, params, {}, restart=True)
             knn = evaluate.run_knn("ntu60-xsub", run, data, models, results, params, {})
             linear = evaluate.run_linear("ntu60-xsub", run, data, models, results, params, {})
             with open(models / "ntu60-xsub" / f"{run}.loss.csv") as f:

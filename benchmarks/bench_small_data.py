@@ -121,7 +121,7 @@ def measure(split: str, recipe: str, data: Path, models: Path, results: Path,
     KNN top-1 % and the pretrained run's KNN curve."""
     figures = {}
     for run in (f"{recipe}-untrained", recipe):
-        pretrain.run(split, run, data, models, params, {}, resume=False)
+        pretrain.run(split, run, data, models, params, {}, restart=True)
         linear = evaluate.run_linear(split, run, data, models, results, params, {})["joint"]
         knn = evaluate.run_knn(split, run, data, models, results, params, {})
         figures[run] = (linear["top1_last"], linear["standardised"]["top1_last"],

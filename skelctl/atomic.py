@@ -58,6 +58,28 @@ def replacing(path: Path, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def replacing_folder(path: Path) -> Iterator[Path]:
+    """``with replacing_folder(path) as tmp:`` fill the folder ``tmp``; on leaving the block it
+    becomes ``path`` (when ``path`` exists, its files are moved into it, replacing those of the
+    same names), and on an error it is removed and ``path`` left as it was."""
+    path = Path(path)
+    tmp = partial_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        if not path.exists():
+            os.replace(tmp, path)
+        for file in sorted(tmp.rglob("*")):
+            if file.is_file():
+                target = path / file.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(path: Path, text: str) -> None:
     with replacing(path) as tmp:
         tmp.write_text(text)

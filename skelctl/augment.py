@@ -9,10 +9,13 @@ method never needs a new augmentation file.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Annotated, Any, Callable, Mapping
 
 import torch
 
+from skelctl.keys import unknown_name
+from skelctl.options import (Check, Fraction, OptionsError, check_mapping, check_value,
+                             keyword_types)
 from skelctl.skeletons import Layout
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -172,20 +175,20 @@ def rotate(x: torch.Tensor, generator: torch.Generator, max_degrees: float = 30.
 
 
 def flip(x: torch.Tensor, generator: torch.Generator, layout: Layout,
-         p: float = 0.5) -> torch.Tensor:
+         p: Fraction = 0.5) -> torch.Tensor:
     """Swap left and right joints (the layout's mirror permutation) with probability p."""
     mirrored = x[:, :, :, list(layout.flip)]
     return torch.where(_chance(p, x, generator), mirrored, x)
 
 
 def gaussian_noise(x: torch.Tensor, generator: torch.Generator, std: float = 0.01,
-                   p: float = 0.5) -> torch.Tensor:
+                   p: Fraction = 0.5) -> torch.Tensor:
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * std
     return torch.where(_chance(p, x, generator), x + noise, x)
 
 
 def gaussian_blur(x: torch.Tensor, generator: torch.Generator, kernel: int = 15,
-                  sigma: tuple[float, float] = (0.1, 2.0), p: float = 0.5,
+                  sigma: tuple[float, float] = (0.1, 2.0), p: Fraction = 0.5,
                   normalised: bool = True) -> torch.Tensor:
     """Temporal Gaussian smoothing with a per-sample sigma ~ U(sigma), edges replicated.
 
@@ -207,7 +210,7 @@ def gaussian_blur(x: torch.Tensor, generator: torch.Generator, kernel: int = 15,
     return torch.where(_chance(p, x, generator), blurred, x)
 
 
-def axis_mask(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+def axis_mask(x: torch.Tensor, generator: torch.Generator, p: Fraction = 0.5) -> torch.Tensor:
     """Zero one random coordinate axis (x, y or z) of the whole sample, with probability p."""
     n, c = x.shape[:2]
     axis = torch.randint(0, c, (n,), generator=generator, device=x.device)
@@ -217,7 +220,7 @@ def axis_mask(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> to
     return torch.where(_chance(p, x, generator), masked, x)
 
 
-def time_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+def time_flip(x: torch.Tensor, generator: torch.Generator, p: Fraction = 0.5) -> torch.Tensor:
     """Play the sequence backwards with probability p (AimCLR's ``random_time_flip``, in its code
     but not in its default chain)."""
     return torch.where(_chance(p, x, generator), x.flip(2), x)
@@ -255,6 +258,29 @@ def isc_augmentations() -> dict[str, dict[str, object]]:
                        "second": {"corrupt": {"fraction": 0.6, "p_zero": 0.5}}}}
 
 
+def check_chain(spec: Any, where: str) -> None:
+    """An augmentation chain's names and each one's options by type (its function's keywords),
+    ``either``'s probability and its two chains too; OptionsError naming ``where`` and the key."""
+    check_value(spec, dict[str, Any], where)
+    for name, options in spec.items():
+        if name == "either":
+            types = {"p": Fraction, "first": AugmentChain, "second": AugmentChain}
+            values = check_mapping(options, types, f"{where}.either")
+            if not {"first", "second"} <= set(values):
+                raise OptionsError(f"{where}.either: takes first and second (chains) and p")
+        elif name in AUGMENTATIONS:
+            check_mapping(options, keyword_types(AUGMENTATIONS[name], skip=AUGMENT_INPUTS),
+                          f"{where}.{name}")
+        else:
+            raise OptionsError(unknown_name("augmentation", name, [*AUGMENTATIONS, "either"],
+                                            where))
+
+
+# an augmentation chain as options give it: augmentation name -> its options, checked
+AugmentChain = Annotated[dict[str, Any], Check(check_chain)]
+AUGMENT_INPUTS = ("x", "generator", "layout", "lengths")
+
+
 def compose(spec: Mapping[str, Mapping[str, object]], layout: Layout) -> Augmentation:
     """Chain augmentations in the given order, e.g. ``{"crop": {"padding_ratio": 6},
     "shear": {"amplitude": 0.5}}`` (CrosSCLR's order: crop, then shear).
@@ -263,17 +289,14 @@ def compose(spec: Mapping[str, Mapping[str, object]], layout: Layout) -> Augment
     with probability P and the second to the others (ISC: shear, else joint corruption). The
     returned function takes ``lengths``, each sample's valid frames in a zero-padded batch, which
     ``crop_resize`` reads (after it every frame is valid)."""
-    unknown = set(spec) - set(AUGMENTATIONS) - {"either"}
-    if unknown:
-        raise ValueError(f"unknown augmentation(s) {', '.join(sorted(unknown))}; known: "
-                         f"{', '.join([*AUGMENTATIONS, 'either'])}")
+    check_chain(dict(spec), "augmentations")
+    if "flip" in spec and len(layout.flip) != layout.num_joints:
+        raise OptionsError(f"augmentations.flip: layout {layout.name!r} names no left/right "
+                           f"joints to swap (a layout file's mirror pairs)")
     steps: list[tuple[Callable[..., torch.Tensor], dict[str, object]]] = []
     for name, options in spec.items():
         options = dict(options or {})
         if name == "either":
-            extra = set(options) - {"p", "first", "second"}
-            if extra or not {"first", "second"} <= set(options):
-                raise ValueError(f"'either' takes p, first and second, not {sorted(options)}")
             options = {"p": float(options.get("p", 0.5)),
                        "first": compose(options["first"], layout),
                        "second": compose(options["second"], layout)}

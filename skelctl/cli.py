@@ -1,37 +1,66 @@
 """The ``skelctl`` command line: one subcommand per pipeline stage, plus prepare, synth, demo and reproduce.
 
 Heavy modules (torch, h5py, the stages) are imported inside the commands so that ``--help``
-answers at once.
+answers at once. The process around the group (signals, warnings) is ``skelctl/__main__.py``.
 """
 
 from __future__ import annotations
 
 import functools
 import signal
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
+from skelctl.interrupts import Interrupted
+
 SYNTH_DATASETS = ("ntu60", "ntu120", "pku1", "pku2")
 VIEW_NAMES = ("joint", "motion", "bone", "velocity")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a batch scheduler, ``docker stop``, ``kill``) raised in the main thread, so that
-    it unwinds like Ctrl-C: partial files removed, the last checkpoint kept."""
+# what a rerun of the command does, for the line an interrupt ends with
+RERUN = {
+    "pretrain": "rerun the command to continue: training resumes from its last checkpoint",
+    **dict.fromkeys(("finetune", "semi", "transfer"), "rerun the command to continue: "
+                    "fine-tuning resumes from its last checkpoint"),
+    "prepare": "rerun the command to start again (parse, clean and views are all redone)",
+    **dict.fromkeys(("parse", "clean", "views"), "rerun the command to start again"),
+    **dict.fromkeys(("linear", "knn", "probe", "occlusion", "ensemble"),
+                    "rerun the command to compute the results again"),
+    **dict.fromkeys(("demo", "reproduce"), "rerun the command with the same --workdir to "
+                    "continue: finished stages are skipped and training resumes from its last "
+                    "checkpoint"),
+    "synth": "rerun the command to write the corpus again",
+    "tables": "rerun the command to write the tables again",
+    "export": "rerun the command to write the files again",
+}
 
-    signum = signal.SIGTERM
+
+def interrupted_line(signum: int, args: list[str]) -> str:
+    """The one line SIGINT or SIGTERM ends ``skelctl ARGS`` with: what happened and what a
+    rerun of that command does."""
+    command = next((a for a in args if a in main.commands), None)
+    rerun = RERUN.get(command, "rerun the command to start again")
+    if command in ("demo", "reproduce") and not any(a.startswith("--workdir") for a in args):
+        rerun = ("rerun the command to start again in a new workspace (give --workdir to have a "
+                 "rerun continue one)")
+    return (f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: no partial output "
+            f"was left in place; {rerun}")
 
 
-def raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
+class InputError(click.ClickException):
+    """A mistake in what the user gave (a params value, a name): one ``Error: ...`` line and
+    exit status 2, as click gives a wrong option, without the usage text."""
+
+    exit_code = 2
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's and stages' error types into a one-line ``Error: ...`` and exit 1; an
-    interrupt or SIGTERM into one line and exit 128 + the signal's number."""
+    """Turn the library's and stages' error types into a one-line ``Error: ...`` and exit 1 (2
+    for a params mistake); a ``KeyboardInterrupt`` (raised by code, not by the signal handler of
+    skelctl.interrupts) into :class:`Interrupted`, which ``skelctl/__main__.py`` ends with one
+    line and exit 130."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,29 +68,31 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         from skelctl.data.formats.base import DatasetError, SampleError
         from skelctl.data.store import StoreError
         from skelctl.lock import LockError
-        from stages.common import StageError
+        from stages.common import ParamsError, StageError
 
         try:
             return command(*args, **kwargs)
+        except ParamsError as err:
+            raise InputError(str(err)) from None
         except (DatasetError, SampleError, StoreError, StageError, LockError, DiskFullError,
                 ValueError) as err:
             raise click.ClickException(str(err)) from None
-        except KeyboardInterrupt as err:
-            signum = getattr(err, "signum", signal.SIGINT)
-            click.echo(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: no "
-                       "partial output was left in place; rerun the command to continue "
-                       "(training resumes from its last checkpoint)", err=True)
-            sys.exit(128 + signum)
+        except KeyboardInterrupt:
+            raise Interrupted(signal.SIGINT) from None
 
     return wrapper
 
 
 def comma_list(allowed: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, str], tuple]:
     def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+        from skelctl.keys import closest
+
         items = tuple(v.strip() for v in value.split(",") if v.strip())
         bad = [v for v in items if v not in allowed]
         if bad or not items:
-            raise click.BadParameter(f"expected a comma-separated list of {', '.join(allowed)}")
+            hint = f"{bad[0]!r}{closest(bad[0], allowed)}: " if bad else ""
+            raise click.BadParameter(f"{hint}expected a comma-separated list of "
+                                     f"{', '.join(allowed)}")
         return items
 
     return parse
@@ -170,7 +201,6 @@ def denoising(denoise: bool, length_threshold: int, spread_ratio: float,
 @click.version_option(package_name="skelctl")
 def main() -> None:
     """Self-supervised skeleton action recognition: data pipeline, pretraining, evaluation."""
-    signal.signal(signal.SIGTERM, raise_terminated)
 
 
 @main.command()
@@ -181,16 +211,19 @@ def main() -> None:
 @click.option("--replications", type=click.IntRange(1, 9), default=2, show_default=True,
               help="NTU: repetitions of each action; PKU: videos per subject.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@friendly_errors
 def synth(dataset: str, out_dir: Path, subjects: int, replications: int, seed: int) -> None:
     """Write a synthetic corpus in a dataset's real raw format."""
+    from skelctl.atomic import replacing_folder
     from skelctl.data import synth as synthetic
 
-    if dataset.startswith("ntu"):
-        files = synthetic.write_ntu(dataset, out_dir, subjects=subjects,
-                                    replications=replications, seed=seed)
-    else:
-        files = synthetic.write_pku(int(dataset[-1]), out_dir, subjects=subjects,
-                                    videos_per_subject=replications, seed=seed)
+    with replacing_folder(out_dir) as tmp:  # the whole corpus or none of it
+        if dataset.startswith("ntu"):
+            files = synthetic.write_ntu(dataset, tmp, subjects=subjects,
+                                        replications=replications, seed=seed)
+        else:
+            files = synthetic.write_pku(int(dataset[-1]), tmp, subjects=subjects,
+                                        videos_per_subject=replications, seed=seed)
     click.echo(f"{dataset}: wrote {len(files)} raw files to {out_dir}")
 
 
@@ -217,6 +250,7 @@ def parse(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout: 
                + stage.describe(report))
     for note in report.get("notes", {}).values():
         click.echo(f"  note: {note}")
+    echo_outputs(report)
 
 
 @main.command()
@@ -236,6 +270,7 @@ def clean(dataset: str, max_bodies: int, denoise: bool, length_threshold: int,
     click.echo(f"{dataset}: cleaned {report['samples']} samples; bodies dropped "
                f"{report['dropped_bodies']}; invalid frames dropped {report['dropped_frames']}\n"
                f"{report['joint_order_message']}")
+    echo_outputs(report)
 
 
 @main.command()
@@ -256,6 +291,7 @@ def views(dataset: str, variant: str, view_names: tuple[str, ...], data_dir: Pat
 
     result = stage.run(dataset, variant, data_dir, views=view_names, jobs=jobs)
     click.echo(f"{dataset}: wrote {result['samples']} samples to {result['output']}")
+    echo_outputs(result)
 
 
 @main.command()
@@ -284,6 +320,7 @@ def prepare(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout
                                             spread_noise_ratio), view_names=view_names,
                         name=name, options=options)
     click.echo(stage.format_summary(summary))
+    echo_outputs(summary)
 
 
 def learning_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -313,7 +350,13 @@ def evaluation_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def default_params(params: Path | None) -> Path | None:
-    return params if params is not None or not Path("params.yaml").is_file() else Path("params.yaml")
+    """``--params``, else params.yaml when present; its every value checked before any work
+    starts (one line and exit 2 for a wrong one)."""
+    from stages.config import read_params
+
+    path = params if params is not None or not Path("params.yaml").is_file() else Path("params.yaml")
+    read_params(path)
+    return path
 
 
 models_option = click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -332,25 +375,38 @@ device_option = click.option("--device", default=None,
 @click.option("--seed", type=int, default=None)
 @device_option
 @click.option("--amp/--no-amp", default=None, help="Mixed precision: bf16 on CPU, fp16 on CUDA.")
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Continue from the run's checkpoint when it was made with the same settings.")
+@click.option("--restart", is_flag=True,
+              help="Train afresh, also when the run's folder holds a run made with other "
+              "settings (refused without it). The old run stays in place until the new one is "
+              "complete; an interrupted restart resumes when rerun with --restart.")
 @friendly_errors
 def pretrain(split: str, run_name: str, params: Path | None, data_dir: Path, models_dir: Path,
              epochs: int | None, batch_size: int | None, lr: float | None, seed: int | None,
-             device: str | None, amp: bool | None, resume: bool) -> None:
+             device: str | None, amp: bool | None, restart: bool) -> None:
     """Self-supervised pretraining of RUN, an entry of the params' runs or continued list (or an
     ad-hoc METHOD-STREAM[-STREAM...] name, e.g. skeletonclr-joint); ends by exporting each
     stream's encoder to MODELS_DIR/SPLIT/RUN/STREAM.encoder.pt. A continued run starts from its
-    start run's exported encoders, which must exist. Runs under torchrun too (DDP)."""
+    start run's exported encoders, which must exist. A rerun with the same settings resumes
+    from the run's last checkpoint (a finished run is exported again); with other settings it
+    is refused unless --restart. Runs under torchrun too (DDP)."""
     from stages import pretrain as stage
 
     result = stage.run(split, run_name, data_dir, models_dir, default_params(params),
                        {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                        "device": device, "amp": amp}, resume=resume)
+                        "device": device, "amp": amp}, restart=restart)
     if result["rank"] == 0:
         loss = "" if result["loss"] is None else f", final loss {result['loss']:.4f}"
-        click.echo(f"{split} {run_name}: {result['epochs']} epochs{loss}; encoders: "
-                   f"{', '.join(result['encoders'])}")
+        click.echo(f"{split} {run_name}: {result['epochs']} epochs{loss}")
+        echo_outputs(result)
+
+
+def echo_outputs(result: Any) -> None:
+    """The end of every command that writes files: where its outputs are (the stage's
+    :class:`stages.common.Result`), one line per kind under ``outputs:``."""
+    from stages.common import outputs_text
+
+    if getattr(result, "written", None):
+        click.echo(outputs_text(result.written))
 
 
 def echo_accuracy(split: str, name: str, view: str, m: dict[str, Any], what: str = "") -> None:
@@ -379,6 +435,7 @@ def linear(split: str, run_name: str | None, encoder_file: Path | None, params: 
         echo_accuracy(split, run_name or str(encoder_file), view, m)
         echo_accuracy(split, run_name or str(encoder_file), view, m["standardised"],
                       " (standardised features)")
+    echo_outputs(results)
 
 
 @main.command()
@@ -403,6 +460,7 @@ def probe(split: str, run_name: str | None, encoder_file: Path | None, params: P
             + f"; variance in the top direction {spread['top1_share']:.2f}, top five "
               f"{spread['top5_share']:.2f}, effective rank {spread['effective_rank']:.1f}; "
               f"KNN {knn['plain']:.1f}, after whitening {knn['whitened']:.1f}")
+    echo_outputs(results)
 
 
 @main.command()
@@ -422,6 +480,7 @@ def knn(split: str, run_name: str | None, encoder_file: Path | None, params: Pat
     for view, m in results.items():
         click.echo(f"{split} {run_name or encoder_file} {view}: KNN (k={m['k']}) top-1 "
                    f"{m['top1']:.1f}")
+    echo_outputs(results)
 
 
 finetune_options = [
@@ -468,6 +527,7 @@ def semi(split: str, run_name: str | None, encoder_file: Path | None, params: Pa
                     echo_accuracy(split, run_name or str(encoder_file), view, m[protocol],
                                   f" with {percent} % labels, {protocol} (mean of "
                                   f"{len(m['seeds'])} seed(s))")
+    echo_outputs(results)
 
 
 @main.command()
@@ -486,6 +546,7 @@ def finetune(split: str, run_name: str | None, encoder_file: Path | None, params
                                       encoder_file)
     for view, m in results.items():
         echo_accuracy(split, run_name or str(encoder_file), view, m, " fine-tuned")
+    echo_outputs(results)
 
 
 @main.command()
@@ -508,6 +569,7 @@ def transfer(split: str, run_name: str, params: Path | None, data_dir: Path, mod
     for view, m in results.items():
         echo_accuracy(split, f"{run_name}@{source}", view, m["linear"], " linear")
         echo_accuracy(split, f"{run_name}@{source}", view, m["finetune"], " fine-tuned")
+    echo_outputs(results)
 
 
 @main.command()
@@ -528,6 +590,7 @@ def occlusion(split: str, run_name: str | None, encoder_file: Path | None, param
             click.echo(f"{split} {name} {view} {kind} occlusion: top-1 {m[kind]['top1_last']:.1f} "
                        f"(last epoch; drop {m[kind]['drop_last']:.1f}), "
                        f"{m[kind]['top1_best']:.1f} (best epoch)")
+    echo_outputs(results)
 
 
 def float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
@@ -566,6 +629,7 @@ def ensemble(split: str, name: str, streams: tuple[str, ...] | None,
     for protocol in ("posthoc", "joint"):
         for group, g in m[protocol].items():
             echo_accuracy(split, name, group, g, f" ({protocol})")
+    echo_outputs(m)
 
 
 @main.command()
@@ -582,8 +646,10 @@ def tables(params: Path | None, results_dir: Path, out_dir: Path) -> None:
     if params is None:
         raise click.ClickException("tables needs a params file listing splits, runs and "
                                    "ensembles")
-    for text in stage.run(params, results_dir, out_dir).values():
+    written = stage.run(params, results_dir, out_dir)
+    for text in written.values():
         click.echo(text)
+    echo_outputs(written)
 
 
 @main.command()
@@ -645,9 +711,11 @@ def layouts(layouts: tuple[str, ...], definition: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
 @friendly_errors
 def info(file: Path, as_json: bool) -> None:
-    """What a store (.h5) or an encoder file holds: dataset, layout, variant, views, splits
-    with sizes, classes, the params that made it and the version; or encoder, options, layout,
-    view, parameter count and provenance (run, split, epochs, metrics)."""
+    """What a store (.h5), an encoder file or a training checkpoint holds: dataset, layout,
+    variant, views (shapes per sample: C, T, V, M), splits with sizes, classes, the params that
+    made it and the version; or encoder, options, layout, view, parameter count and provenance
+    (run, split, epochs, metrics); or a checkpoint's run, split, epoch reached of the total,
+    settings and last losses (checkpoint.pt and checkpoint.previous.pt)."""
     import json
 
     from stages.info import describe, render

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from collections import deque
+from multiprocessing import resource_tracker
 from typing import Any, Callable, Iterator, Sequence
 
 from joblib.externals.loky import get_reusable_executor
@@ -19,6 +22,31 @@ def chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def leave_signals_to_parent() -> None:
+    """In a worker: ignore SIGINT and SIGTERM, which Ctrl-C (and a scheduler signalling the
+    process group) sends to the workers too; the parent unwinds and ends them (loky kills its
+    workers with SIGKILL), so that an interrupt ends in the parent's one line, not in a worker's
+    traceback or a broken pool."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back in this thread while it may start workers. A worker process
+    inherits the block, so that a signal to the process group during its start-up (before
+    :func:`leave_signals_to_parent` runs) waits and is then dropped, instead of ending it with
+    Python's ``KeyboardInterrupt`` traceback; here the signal is delivered when the block ends."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def map_chunks(fn: Callable[..., Any], tasks: Sequence[tuple], jobs: int) -> Iterator[Any]:
     """``fn(*task)`` for every task, in order, as a generator.
 
@@ -31,20 +59,31 @@ def map_chunks(fn: Callable[..., Any], tasks: Sequence[tuple], jobs: int) -> Ite
         for task in tasks:
             yield fn(*task)
         return
-    executor = get_reusable_executor(max_workers=jobs)
+    # the standard library's resource tracker, started for the first worker, unblocks SIGINT
+    # and SIGTERM as it starts (undoing signals_held): start it before
+    resource_tracker.ensure_running()
+    with signals_held():
+        executor = get_reusable_executor(max_workers=jobs, initializer=leave_signals_to_parent)
+
+    def submit(task: tuple) -> Any:
+        with signals_held():  # a submit starts workers when there are fewer than ``jobs``
+            return executor.submit(fn, *task)
+
     pending: deque = deque()
     todo = iter(tasks)
-    for task in todo:
-        pending.append(executor.submit(fn, *task))
-        if len(pending) == 2 * jobs:
-            break
     try:
+        for task in todo:
+            pending.append(submit(task))
+            if len(pending) == 2 * jobs:
+                break
         while pending:
             result = pending.popleft().result()
             for task in todo:
-                pending.append(executor.submit(fn, *task))
+                pending.append(submit(task))
                 break
             yield result
     finally:
         for future in pending:
             future.cancel()
+        if pending:  # stopped early (an error, an interrupt): end the workers' tasks now too
+            executor.shutdown(wait=False, kill_workers=True)

@@ -24,13 +24,17 @@ def _save(figure: plt.Figure, path: Path) -> None:
 
 
 def save_curves(rows: Sequence[dict[str, float]], x: str, ys: Sequence[str], path: Path,
-                title: str, ylabel: str = "") -> None:
-    """One line per column of ``ys`` (those present) against column ``x``."""
+                title: str, ylabel: str = "", baselines: dict[str, float] | None = None) -> None:
+    """One line per column of ``ys`` (those present) against column ``x``; each of
+    ``baselines`` (label: value, e.g. an untrained encoder's accuracy) a horizontal dashed line."""
     figure, axis = plt.subplots(figsize=(6.4, 4))
     for name in ys:
         points = [(row[x], row[name]) for row in rows if row.get(name) not in (None, "")]
         if points:
             axis.plot(*zip(*points), label=name)
+    for label, value in (baselines or {}).items():
+        axis.axhline(value, linestyle="--", linewidth=1.2, color=f"C{len(axis.lines)}",
+                     label=label)
     axis.set_xlabel(x)
     axis.set_ylabel(ylabel)
     axis.set_title(title)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from skelctl.keys import unknown_keys
+from skelctl.keys import closest, unknown_keys
 
 # the body parts of topology-based masking (trunk, arms, legs) and the normalisation joints
 PART_NAMES = ("trunk", "left_arm", "right_arm", "left_leg", "right_leg")
@@ -359,8 +359,9 @@ def get_layout(name: str | Path) -> Layout:
         return graphless(int(graph_free[6:]), 2 if text.endswith("-2d") else 3)
     if Path(text).suffix.lower() in (".yaml", ".yml", ".json"):
         return read_layout_file(text)
-    raise LayoutError(f"unknown joint layout {text!r}; known: {', '.join(LAYOUTS)}, "
-                      f"joints<N>[-2d] (no graph), or a layout file (.yaml/.json)")
+    raise LayoutError(f"unknown joint layout {text!r}{closest(text, LAYOUTS)} (known: "
+                      f"{', '.join(LAYOUTS)}, joints<N>[-2d] (no graph), or a layout file "
+                      f"(.yaml/.json))")
 
 
 def layout_by_shape(num_joints: int, dims: int) -> Layout:

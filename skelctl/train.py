@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
@@ -32,6 +32,8 @@ from torch import nn
 from skelctl.atomic import write_text
 from skelctl.methods.base import Phase
 from skelctl.models import read_torch_file, write_torch_file
+from skelctl.options import (NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                             PositiveInt)
 from skelctl.parallel import progress
 from skelctl.plots import save_curves
 
@@ -41,24 +43,24 @@ class TrainConfig:
     """A run's training settings (``train`` in a run entry); a method turns the optimiser part
     into its phases."""
 
-    epochs: int = 300
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_steps: list[int] = field(default_factory=lambda: [250])
-    lr_gamma: float = 0.1
-    checkpoint_every: int = 10
+    epochs: PositiveInt = 300
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 0.1
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 1e-4
+    lr_steps: list[PositiveInt] = field(default_factory=lambda: [250])
+    lr_gamma: PositiveFloat = 0.1
+    checkpoint_every: PositiveInt = 10
     seed: int = 0
     amp: bool = False  # bf16 autocast on CPU, fp16 autocast + loss scaling on CUDA
-    grad_clip: float | None = None  # the gradients' largest total norm (None: not clipped)
-    knn_every: int = 0  # KNN accuracy on the split's test part every so many epochs (0: never)
+    grad_clip: PositiveFloat | None = None  # the gradients' largest total norm (None: not clipped)
+    knn_every: NonNegativeInt = 0  # KNN on the split's test part every so many epochs (0: never)
     device: str = "auto"
     # sgd (momentum, weight decay) or adam (lr and weight decay only; ISC's fine-tuning); a
     # phase may name its own
-    optimizer: str = "sgd"
+    optimizer: Literal["sgd", "adam"] = "sgd"
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # params are checked by type; this guards library callers
         check_optimizer(self.optimizer)
 
     def schedule(self) -> dict[str, Any]:
@@ -198,15 +200,89 @@ def epoch_line(row: dict[str, float], epochs: int, seconds: float, left: float) 
             f"{seconds:.1f} s/epoch, {left / 60:.1f} min left")
 
 
+def chunk_line(done: int, total: int, unit: str, seconds: float, left: float) -> str:
+    """The log line of a loop that is not an epoch's (features of a chunk of samples)."""
+    return f"{done}/{total} {unit}s {seconds:.1f} s, {left / 60:.1f} min left"
+
+
+class Progress:
+    """How far a loop is, shown the one way every command shows it: a bar on a terminal
+    (:func:`skelctl.parallel.progress`); off a terminal (under DVC, in a pipe or a log file) a
+    line through ``log`` every ``every`` steps and at the last: an epoch's figures
+    (:func:`epoch_line`, given its history row), else the count done. Lines start with
+    ``prefix``; only rank 0 shows anything."""
+
+    def __init__(self, total: int, desc: str, unit: str = "epoch",
+                 log: Callable[[str], None] = log_line, done: int = 0, every: int = 1,
+                 prefix: str | None = None) -> None:
+        rank = distributed()[0]
+        self.total, self.done, self.unit, self.every = total, done, unit, max(1, every)
+        self.prefix = f"{desc}: " if prefix is None else prefix
+        self.bar = progress(total - done, desc, unit) if rank == 0 and total > done else None
+        self.log = log if rank == 0 and not sys.stderr.isatty() else None
+        self.began, self.counted, self.logged = time.monotonic(), 0, done
+
+    def step(self, n: int = 1, row: dict[str, float] | None = None,
+             postfix: dict[str, str] | None = None) -> None:
+        """``n`` more steps done; ``row``, an epoch's figures (with ``epoch`` and ``lr``)."""
+        self.done += n
+        self.counted += n
+        elapsed = time.monotonic() - self.began
+        left = elapsed / self.counted * max(self.total - self.done, 0)
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix)
+        if self.log is not None and (self.done - self.logged >= self.every
+                                     or self.done >= self.total):
+            self.logged = self.done
+            self.log(self.prefix + (
+                epoch_line(row, self.total, elapsed / self.counted, left) if row is not None
+                else chunk_line(self.done, self.total, self.unit, elapsed, left)))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+@dataclass
+class HistoryPlots:
+    """The words on a history's plots: ``title`` what trained (``"<run> on <split>"``);
+    ``evaluation`` and ``ylabel`` what the evaluation figures are; ``baselines`` maps a column
+    of the history that holds a reference figure (an untrained encoder's) to the label of the
+    dashed line drawn at its value."""
+
+    title: str
+    evaluation: str = "evaluation"
+    ylabel: str = ""
+    baselines: dict[str, str] = field(default_factory=dict)
+
+
 def save_history_plots(history: list[dict[str, float]], loss_names: set[str],
-                       path: Path, title: str) -> None:
+                       path: Path, plots: HistoryPlots | str) -> None:
     """The loss curves beside the history CSV (``<name>.png``) and, when the rows carry
-    evaluation figures, those too (``<name>.eval.png``)."""
+    evaluation figures, those too (``<name>.eval.png``), a baseline column as a dashed line
+    labelled with its value."""
+    plots = HistoryPlots(plots) if isinstance(plots, str) else plots
     others = [k for k in dict.fromkeys(k for row in history for k in row)
-              if k not in loss_names and k not in ("epoch", "lr", "phase")]
-    save_curves(history, "epoch", sorted(loss_names), path.with_suffix(".png"), title, "loss")
+              if k not in loss_names and k not in ("epoch", "lr", "phase")
+              and k not in plots.baselines]
+    save_curves(history, "epoch", sorted(loss_names), path.with_suffix(".png"),
+                f"{plots.title}: training loss", "loss")
+    baselines = {}
+    for column, label in plots.baselines.items():
+        values = [row[column] for row in history if row.get(column) not in (None, "")]
+        if values:
+            baselines[f"{label}: {float(values[-1]):.1f}"] = float(values[-1])
     if others:
-        save_curves(history, "epoch", others, path.with_suffix(".eval.png"), title)
+        save_curves(history, "epoch", others, path.with_suffix(".eval.png"),
+                    f"{plots.title}: {plots.evaluation}", plots.ylabel, baselines)
 
 
 def amp_available(device: torch.device) -> bool:
@@ -242,19 +318,42 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], phase: Phase
                            weight_decay=phase.weight_decay)
 
 
+def training_settings(config: TrainConfig) -> dict[str, Any]:
+    """The training settings that decide what is trained: monitoring (``knn_every``) is left out,
+    so a run resumes across a change of it."""
+    return {k: v for k, v in config.__dict__.items() if k not in ("knn_every", "optimizer")}
+
+
+def training_identity(identity: dict[str, Any], config: TrainConfig,
+                      phases: list[Phase]) -> dict[str, Any]:
+    """What a checkpoint must have been made with to be resumed: ``identity`` (the model's and
+    data's settings), the training settings, the phases and the number of processes."""
+    optimizers = [check_optimizer(p.optimizer or config.optimizer) for p in phases]
+    identity = {**identity, "train": training_settings(config),
+                "phases": [{k: v for k, v in p.__dict__.items()
+                            if k not in ("parameters", "optimizer")} for p in phases],
+                "world_size": distributed()[1]}
+    if any(name != "sgd" for name in optimizers):  # SGD left out: older checkpoints resume
+        identity["optimizers"] = optimizers
+    return identity
+
+
 def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainConfig,
         checkpoint: Path | None, device: torch.device, history_csv: Path | None = None,
         identity: dict[str, Any] | None = None, resume: bool = True,
         log: Callable[[str], None] = log_line,
         evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
+        plots: HistoryPlots | None = None, desc: str | None = None,
         ) -> list[dict[str, float]]:
     """Train ``model`` (``model(batch, generator, epoch)`` returns named losses, ``"loss"`` the
     one to minimise) through ``phases``; returns the per-epoch history.
 
     ``evaluate(model, epoch)``, when given, runs after every epoch and its figures join that
     epoch's row (e.g. test accuracy while fine-tuning). Rank 0 writes ``checkpoint`` and the
-    history ``history_csv``. ``identity`` (the model's and data's settings) is stored in the
-    checkpoint; a checkpoint made with different settings is not resumed from.
+    history ``history_csv``, and its plots labelled by ``plots``. ``identity`` (the model's and
+    data's settings) is stored in the checkpoint; a checkpoint made with different settings is
+    not resumed from. Progress (:class:`Progress`): a bar named ``desc`` (default ``train``),
+    and off a terminal a line an epoch, starting with ``desc`` when given.
     """
     rank, world = distributed()
     model.to(device)
@@ -268,14 +367,7 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
     scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
     trainable = {p: p.requires_grad for p in model.parameters()}
     optimizers = [check_optimizer(p.optimizer or config.optimizer) for p in phases]
-    phase_settings = [{k: v for k, v in p.__dict__.items() if k not in ("parameters", "optimizer")}
-                      for p in phases]
-    # monitoring (knn_every) does not change what is trained, so a run resumes across it
-    trained_by = {k: v for k, v in config.__dict__.items() if k not in ("knn_every", "optimizer")}
-    identity = {**(identity or {}), "train": trained_by, "phases": phase_settings,
-                "world_size": world}
-    if any(name != "sgd" for name in optimizers):  # SGD left out: older checkpoints resume
-        identity["optimizers"] = optimizers
+    identity = training_identity(identity or {}, config, phases)
     history: list[dict[str, float]] = []
     start, saved = 0, None
     found = load_checkpoint(checkpoint, device, log if rank == 0 else (lambda _: None)) \
@@ -298,11 +390,11 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
     if steps == 0 and epochs > start:
         raise ValueError(f"{len(samples)} training samples are fewer than one batch of "
                          f"{config.batch_size} x {world} process(es)")
-    bar = progress(epochs - start, "train", "epoch") if rank == 0 and epochs > start else None
-    log_epochs = rank == 0 and not sys.stderr.isatty()
+    shown = Progress(epochs, desc or "train", "epoch", log, start, prefix=None if desc else "")
+    plots = plots or HistoryPlots(history_csv.stem if history_csv else "training")
     loss_names: set[str] = {k for row in history for k in row
                             if k not in ("epoch", "lr", "phase")}
-    began, trained = time.monotonic(), 0
+    trained = 0
     try:
         first = 0
         for index, phase in enumerate(phases):
@@ -334,7 +426,7 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                                  "scaler": scaler.state_dict(), "history": history}, checkpoint)
                 if rank == 0 and history_csv:
                     write_history(history, history_csv)
-                    save_history_plots(history, loss_names, history_csv, history_csv.stem)
+                    save_history_plots(history, loss_names, history_csv, plots)
 
             for epoch in range(max(start, first), last):
                 wrapped.train()
@@ -381,12 +473,7 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
                     row.update(evaluate(model, epoch + 1))
                 history.append(row)
                 trained += 1
-                per_epoch = (time.monotonic() - began) / trained
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if log_epochs:
-                    log(epoch_line(row, epochs, per_epoch, per_epoch * (epochs - epoch - 1)))
+                shown.step(row=row, postfix={"loss": f"{row['loss']:.4f}"})
                 if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last:
                     save(epoch + 1)
                 elif rank == 0 and history_csv:
@@ -396,10 +483,9 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
             # a finished run resumed: its history and plots again, in case a kill came between
             # the last checkpoint's rename and theirs
             write_history(history, history_csv)
-            save_history_plots(history, loss_names, history_csv, history_csv.stem)
+            save_history_plots(history, loss_names, history_csv, plots)
     finally:  # the caller's trainable flags come back, however training stopped
         for p, was in trainable.items():
             p.requires_grad_(was)
-        if bar is not None:
-            bar.close()
+        shown.close()
     return history

@@ -17,7 +17,8 @@ from skelctl.data.joint_order import check_joint_order, sample_rows
 from skelctl.data.store import Store, StoreWriter, to_ragged
 from skelctl.parallel import chunks, map_chunks, progress
 from stages import paths
-from stages.common import StageError, write_json_atomic
+from stages.common import (Result, StageError, check_dataset, read_store, source_of,
+                           write_json_atomic)
 
 SAMPLES_PER_TASK = 64
 
@@ -58,7 +59,10 @@ def clean_range(parsed: Store, start: int, stop: int, max_bodies: int,
 
 def run(dataset: str, data_dir: Path, max_bodies: int = 2, denoising: Denoising = Denoising(),
         jobs: int = 1) -> dict[str, Any]:
-    parsed = Store(paths.parsed(data_dir, dataset))
+    check_dataset(paths.parsed(data_dir, dataset).parent, "clean")
+    parsed = read_store(paths.parsed(data_dir, dataset),
+                        f"`skelctl parse {source_of(dataset)} --raw RAW_FOLDER` (or `skelctl "
+                        f"prepare`, which runs parse, clean and views)")
     max_bodies = min(max_bodies, int(parsed.attr("max_bodies")))
     n = len(parsed)
     attrs = {k: parsed.attr(k) for k in ("dataset", "layout", "skeleton", "num_classes",
@@ -99,4 +103,4 @@ def run(dataset: str, data_dir: Path, max_bodies: int = 2, denoising: Denoising 
                   f"layout {layout.name} has no bones: joint order not checked"}
         writer.close(report)
     write_json_atomic(paths.clean_report(data_dir, dataset), report)
-    return report
+    return Result(report, {"stores": [out], "reports": [paths.clean_report(data_dir, dataset)]})

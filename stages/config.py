@@ -43,15 +43,15 @@ import torch
 import yaml
 
 from skelctl.data.views import VIEWS
-from skelctl.keys import unknown_keys
-from skelctl.skeletons import syntax_error_message
+from skelctl.keys import closest, unknown_keys, unknown_name
 from skelctl.methods import (ALIASES, METHODS, Method, OptionsError, build_method,
-                             check_encoder_options, encoder_kinds, make_options, method_class,
-                             method_name)
+                             check_encoder_options, encoder_kinds, make_options, method_name)
 from skelctl.methods.base import encoder_names
-from skelctl.skeletons import Layout
+from skelctl.options import check_mapping, check_value, describe, field_types
+from skelctl.skeletons import Layout, syntax_error_message
 from skelctl.train import TrainConfig
-from stages.common import StageError
+from stages.common import ParamsError, StageError
+from stages.sections import check_sections, section_defaults
 
 # The settings every run starts from: CrosSCLR's (Sec. 4.2); params.yaml repeats them so that DVC
 # tracks them.
@@ -66,35 +66,10 @@ PER_SPLIT_KEYS = ("options", "train")
 CONTINUED_KEYS = ("run", "start", *RUN_KEYS)
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
-# The evaluation protocols' settings.
+# The evaluation protocols' settings: each section's typed defaults (stages/sections.py).
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "linear": {"epochs": 100, "lr": 3.0, "momentum": 0.9, "nesterov": False,
-               "weight_decay": 0.0, "batch_size": 128, "lr_steps": [80], "lr_gamma": 0.1,
-               "seed": 0, "device": "auto",
-               # each evaluation's confusion matrix (CSV, PNG) and t-SNE of the test features
-               "figures": True,
-               # the head's initial weights N(0, init_std) (ISC's: 0.01)
-               "init_std": 0.02,
-               # ISC's crops of the real sequences instead of the fixed-length view
-               "crop": None,
-               # a run's own protocol where its paper gives one (CrosNNCLR: lr 0.3):
-               # run name -> the keys above that differ for it
-               "runs": {}},
-    "knn": {"k": 1, "device": "auto", "crop": None, "runs": {}},
-    # AimCLR's weights (joint 0.6, motion 0.4, bone 0.6); velocity as motion
-    "ensemble": {"weights": {"joint": 0.6, "motion": 0.4, "bone": 0.6, "velocity": 0.4},
-                 "streams": ["joint", "motion", "bone"]},
-    # fine-tuning (semi-supervised, fine-tune, transfer): the whole network and a linear head,
-    # AimCLR's fine-tune settings, the pretraining augmentations
-    "finetune": {"epochs": 100, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
-                 "weight_decay": 1.0e-4, "lr_steps": [80], "seed": 0, "device": "auto",
-                 "checkpoint_every": 10, "eval_every": 1,
-                 "augment": {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}},
-                 "optimizer": "sgd", "crop": None, "runs": {}},
-    "semi": {"percents": [1, 5, 10, 20], "seeds": [0], "protocols": ["finetune", "linear"]},
-    "occlusion": {"kinds": ["spatial", "temporal"], "ratio": [0.3, 0.7], "seed": 0},
-    "transfer": {"source": None, "targets": [], "runs": []},
-}
+    name: section_defaults(name)
+    for name in ("linear", "knn", "ensemble", "finetune", "semi", "occlusion", "transfer")}
 
 
 def read_params(params: Path | None) -> dict[str, Any]:
@@ -103,7 +78,7 @@ def read_params(params: Path | None) -> dict[str, Any]:
         return {}
     params = Path(params)
     if not params.is_file():
-        raise StageError(f"{params}: params file does not exist")
+        raise ParamsError(f"{params}: params file does not exist (--params names another)")
     raw = params.read_bytes()
     return copy.deepcopy(parse_params(str(params), raw))
 
@@ -116,26 +91,52 @@ def parse_params(name: str, raw: bytes) -> dict[str, Any]:
         text = raw.decode("utf-8-sig")
         document = yaml.safe_load(text) or {}
     except UnicodeDecodeError as err:
-        raise StageError(syntax_error_message(name, err, raw, "not a readable params file: "))\
+        raise ParamsError(syntax_error_message(name, err, raw, "not a readable params file: "))\
             from None
     except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: "!!int abc"
-        raise StageError(syntax_error_message(name, err, text, "not a readable params file: "))\
+        raise ParamsError(syntax_error_message(name, err, text, "not a readable params file: "))\
             from None
     if not isinstance(document, dict):
-        raise StageError(f"{name}: not a mapping of sections")
+        raise ParamsError(f"{name}: not a mapping of sections")
+    check_document(document, name)
     return document
+
+
+def check_document(document: dict[str, Any], name: str) -> None:
+    """Every value of a params file by type and range, every run resolved and every name that
+    refers to a run, split or view checked, before any work starts: ParamsError in one line."""
+    try:
+        check_sections(document, name)
+        entries = run_entries(document, name)
+        for run in entries:
+            split_keys = ((entries[run] or {}).get("per_split") or {}) \
+                if isinstance(entries[run], dict) else {}
+            for split in [None, *(split_keys if isinstance(split_keys, dict) else [])]:
+                resolve_run(document, name, run, None, split)
+        check_references(document, name, list(entries))
+    except OptionsError as err:
+        raise ParamsError(str(err)) from None
+
+
+def check_references(document: dict[str, Any], name: str, runs: list[str]) -> None:
+    """The runs that other sections name exist; splits are DATASET-PROTOCOL."""
+    for split in document.get("splits") or []:
+        if "-" not in split.strip("-"):
+            raise OptionsError(f"{name}: splits: {split!r} must be <dataset>-<protocol>, e.g. "
+                               f"ntu60-xsub")
+    named = [("downstream." + k, v) for k, v in (document.get("downstream") or {}).items()]
+    named += [("reproduce.runs", (document.get("reproduce") or {}).get("runs")),
+              ("transfer.runs", (document.get("transfer") or {}).get("runs"))]
+    for where, listed in named:
+        for run in listed or []:
+            if run not in runs and adhoc_entry(run) is None:
+                raise OptionsError(unknown_name("run", run, runs, f"{name}: {where}"))
 
 
 def load_section(params: Path | None, section: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Defaults, then the params file's section, then the non-None command-line overrides."""
-    values = dict(DEFAULTS.get(section, {}))
-    given = read_params(params).get(section) or {}
-    if not isinstance(given, dict):
-        raise StageError(f"{params}: '{section}' must map its keys to values")
-    problem = unknown_keys(given, values, place=f"'{section}'")
-    if problem and section in DEFAULTS:
-        raise StageError(f"{params}: {problem}")
-    values.update(given)
+    values = section_defaults(section)
+    values.update(read_params(params).get(section) or {})  # checked as the file was read
     values.update({k: v for k, v in overrides.items() if v is not None})
     return values
 
@@ -168,7 +169,7 @@ class Run:
         torch.manual_seed(self.train.seed)
         try:
             return build_method(self.method, self.streams, layout, num_persons, self.encoder,
-                                self.encoder_options, self.options, where=f"run {self.name!r}")
+                                self.encoder_options, self.options, where=f"runs.{self.name}")
         except OptionsError as err:
             raise StageError(str(err)) from None
 
@@ -185,16 +186,18 @@ def run_entries(document: dict[str, Any], where: str = "params") -> dict[str, di
     ``run`` and ``start``); a name given twice is an error."""
     runs = document.get("runs") or {}
     if not isinstance(runs, dict):
-        raise StageError(f"{where}: 'runs' must map run names to entries (method, streams, ...)")
+        raise OptionsError(f"{where}: 'runs' must map run names to entries (method, streams, ...)")
     continued = document.get("continued") or []
     if not isinstance(continued, list) or not all(isinstance(e, dict) and "run" in e
                                                    and "start" in e for e in continued):
-        raise StageError(f"{where}: 'continued' must be a list of run entries, each with 'run' "
+        raise OptionsError(f"{where}: 'continued' must be a list of run entries, each with 'run' "
                          f"(its name) and 'start' (the run it starts from)")
     entries = dict(runs)
-    for entry in continued:
+    for index, entry in enumerate(continued):
+        for key in ("run", "start"):
+            check_value(entry[key], str, f"{where}: continued[{index}].{key}")
         if entry["run"] in entries:
-            raise StageError(f"{where}: run {entry['run']!r} is given twice (in 'runs' and "
+            raise OptionsError(f"{where}: run {entry['run']!r} is given twice (in 'runs' and "
                              f"'continued', or twice in 'continued')")
         entries[entry["run"]] = entry
     return entries
@@ -216,46 +219,100 @@ def adhoc_entry(name: str) -> dict[str, Any] | None:
 def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = None,
              split: str | None = None) -> Run:
     """The run ``name`` from params (or an ad-hoc ``<method>-<stream>`` run), checked: an
-    unknown key names the run, the key and the accepted keys.
+    unknown name is offered the closest run; an unknown key or a value of the wrong type names
+    the file, the key path, what was expected and what was found.
 
     An entry's ``per_split`` maps a split to the method options and training settings that
     differ on it (ISC: a queue of 8,192 and 600 epochs on PKU-MMD I), merged key by key over the
     entry's when ``split`` is given (pretraining); evaluation needs only what the run exports."""
     document = read_params(params)
-    where = f"{params}: run {name!r}" if params else f"run {name!r}"
-    entries = run_entries(document, str(params))
+    try:
+        return resolve_run(document, str(params) if params else "", name, overrides, split)
+    except OptionsError as err:
+        raise ParamsError(str(err)) from None
+
+
+def unknown_run(document: dict[str, Any], params: str, name: str) -> str:
+    """The one-line error for a run name that params do not list."""
+    runs = run_names(document, params)
+    head = f"{params}: " if params else ""
+    hint = closest(name, runs)
+    if not runs:
+        where = (f"the params file {params} lists no runs" if params else
+                 "no params file was given (--params FILE; params.yaml is read when present)")
+        return (f"unknown run {name!r}: {where}, and it is not an ad-hoc <method>-<stream> name "
+                f"(methods: {', '.join(METHODS)}; streams: {', '.join(VIEWS)})")
+    return (f"{head}unknown run {name!r}{hint} (runs: {', '.join(runs)}; or an ad-hoc "
+            f"<method>-<stream> name, methods: {', '.join(METHODS)}; streams: {', '.join(VIEWS)})")
+
+
+def resolve_run(document: dict[str, Any], params: str, name: str,
+                overrides: dict[str, Any] | None = None, split: str | None = None) -> Run:
+    """:func:`load_run` on a params document already read (``params``: its file name, for the
+    messages); raises OptionsError."""
+    head = f"{params}: " if params else ""
+    entries = run_entries(document, params)
+    continued = [e["run"] for e in document.get("continued") or []]
+    where = (f"{head}continued[{continued.index(name)}]" if name in continued
+             else f"{head}runs.{name}")
     entry = entries.get(name)
-    continued = name in {e["run"] for e in document.get("continued") or []}
     if entry is None:
         entry = adhoc_entry(name)
         if entry is None:
-            listed = ", ".join(run_names(document)) or "none"
-            raise StageError(f"{where}: not in the params' runs (listed: {listed}), and not an "
-                             f"ad-hoc <method>-<stream> name (methods: {', '.join(METHODS)}; "
-                             f"streams: {', '.join(VIEWS)})")
+            raise OptionsError(unknown_run(document, params, name))
+        where = f"run {name!r}"
     if not RUN_NAME.fullmatch(name):
-        raise StageError(f"{where}: a run name is letters, digits, '-' and '_'")
+        raise OptionsError(f"{where}: a run name is letters, digits, '-' and '_'")
     defaults = document.get("defaults") or {}
-    for what, mapping, accepted in (("defaults", defaults, RUN_KEYS[2:-1]),
-                                    ("entry", entry, CONTINUED_KEYS if continued else RUN_KEYS)):
+    for place, mapping, accepted in (
+            (f"{head}defaults", defaults, RUN_KEYS[2:-1]),
+            (where, entry, CONTINUED_KEYS if name in continued else RUN_KEYS)):
         if not isinstance(mapping, dict):
-            raise StageError(f"{where}: the {what} must be a mapping")
-        problem = unknown_keys(mapping, accepted, place=f"the {what}")
+            raise OptionsError(f"{place}: expected a mapping of {', '.join(accepted)}, found "
+                               f"{describe(mapping)}")
+        problem = unknown_keys(mapping, accepted)
         if problem:
             hint = ("; a run that starts from another run is an entry of the 'continued' list, "
                     "so that DVC sees the dependency") if "start" in mapping else ""
-            raise StageError(f"{where}: {problem}{hint}")
-    start = entry.get("start") if continued else None
-    if continued and (start == name or start not in entries):
-        raise StageError(f"{where}: start {start!r} must name another run of the params "
-                         f"(listed: {', '.join(entries)})")
-    per_split = entry.get("per_split") or {}
-    if not isinstance(per_split, dict) or not all(isinstance(v, dict) for v in per_split.values()):
-        raise StageError(f"{where}: per_split must map a split to {{options: ..., train: ...}}")
+            raise OptionsError(f"{place}: {problem}{hint}")
+    start = entry.get("start") if name in continued else None
+    if name in continued and (start == name or start not in entries):
+        raise OptionsError(unknown_name("start run", start, [r for r in entries if r != name],
+                                        f"{where}.start"))
+    if "method" not in entry or "streams" not in entry:
+        raise OptionsError(f"{where}: an entry needs 'method' and 'streams'")
+    streams = check_value(entry["streams"], list[str], f"{where}.streams")
+    for stream in streams:
+        if stream not in VIEWS:
+            raise OptionsError(unknown_name("stream", stream, VIEWS, f"{where}.streams"))
+    if not streams:
+        raise OptionsError(f"{where}.streams: expected at least one of {', '.join(VIEWS)}")
+    method = method_name(check_value(entry["method"], str, f"{where}.method"), where)
+    if method not in METHODS:
+        raise OptionsError(unknown_name("method", method, METHODS, f"{where}.method"))
+    cls = METHODS[method]
+    if cls.multi_view is not None and (len(streams) > 1) != cls.multi_view:
+        raise OptionsError(f"{where}.streams: {entry['method']} learns "
+                           + ("two or more streams" if cls.multi_view else "one stream")
+                           + f", not {', '.join(streams)}")
+    # each value is checked where it is written: the defaults, the entry or its per_split
+    per_split = check_value(entry.get("per_split") or {}, dict[str, dict[str, Any]],
+                            f"{where}.per_split")
+    levels = [(f"{head}defaults", defaults), (where, entry)]
     for key, values in per_split.items():
-        problem = unknown_keys(values, PER_SPLIT_KEYS, place=f"per_split.{key}")
+        problem = unknown_keys(values, PER_SPLIT_KEYS)
         if problem:
-            raise StageError(f"{where}: {problem}")
+            raise OptionsError(f"{where}.per_split.{key}: {problem}")
+        levels.append((f"{where}.per_split.{key}", values))
+    for place, mapping in levels:
+        for key, kind in (("variant", str), ("encoder", str | list[str]),
+                          ("encoder_options", dict[str, Any] | None),
+                          ("options", dict[str, Any] | None)):
+            if key in mapping:
+                check_value(mapping[key], kind, f"{place}.{key}")
+        check_mapping(mapping.get("train"), field_types(TrainConfig), f"{place}.train")
+        check_mapping(mapping.get("options"), field_types(cls.Options), f"{place}.options",
+                      "option(s)")
     own = per_split.get(split) or {}
     if own:
         entry = {**entry, **{k: {**(entry.get(k) or {}), **(own.get(k) or {})} for k in own}}
@@ -263,41 +320,40 @@ def load_run(params: Path | None, name: str, overrides: dict[str, Any] | None = 
     # encoder options belong to their encoder: a level that switches encoders without giving
     # options starts from that encoder's own defaults, not from the options of the one before
     encoder, encoder_options = RUN_DEFAULTS["encoder"], RUN_DEFAULTS["encoder_options"]
-    for level in (defaults, entry):
+    options_place = where
+    for place, level in levels[:2]:
         if level.get("encoder", encoder) != encoder:
-            encoder, encoder_options = level["encoder"], {}
-        encoder_options = level.get("encoder_options", encoder_options)
+            encoder, encoder_options, options_place = level["encoder"], {}, place
+        if "encoder_options" in level:
+            encoder_options, options_place = level["encoder_options"], place
     merged["encoder_options"] = encoder_options
     train = {**RUN_DEFAULTS["train"], **(defaults.get("train") or {}), **(entry.get("train") or {}),
              **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    problem = unknown_keys(train, RUN_DEFAULTS["train"], place="train")
-    if problem:
-        raise StageError(f"{where}: {problem}")
-    if "method" not in entry or "streams" not in entry:
-        raise StageError(f"{where}: an entry needs 'method' and 'streams'")
-    streams = entry["streams"]
-    if isinstance(streams, str) or not streams or any(s not in VIEWS for s in streams):
-        raise StageError(f"{where}: streams must be a list of views from {', '.join(VIEWS)}, "
-                         f"not {streams!r}")
-    try:  # the method's and the encoder's own options, checked now, with the file named
-        method = method_name(entry["method"], where)
-        cls = method_class(method)
-        if cls.multi_view is not None and (len(streams) > 1) != cls.multi_view:
-            raise OptionsError(f"{where}: {entry['method']} learns "
-                               + ("two or more streams" if cls.multi_view else "one stream")
-                               + f", not {', '.join(streams)}")
-        make_options(cls.Options, merged.get("options"), where)
-        check_encoder_options(merged["encoder"], merged["encoder_options"] or {}, where)
-        if len(encoder_kinds(merged["encoder"])) > 1 and not cls.several_encoders:
-            raise OptionsError(f"{method} trains one encoder per stream, not "
-                               f"{', '.join(encoder_kinds(merged['encoder']))}")
-    except OptionsError as err:
-        raise StageError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
+    check_variant(merged["variant"], f"{where}.variant" if "variant" in entry
+                  else f"{head}defaults.variant")
+    # the method's and the encoder's own options, as a whole (the type of each was checked)
+    make_options(cls.Options, merged.get("options"),
+                 f"{where}.options" if "options" in entry else f"{head}defaults.options")
+    check_encoder_options(merged["encoder"], merged["encoder_options"] or {}, options_place)
     kinds = encoder_kinds(merged["encoder"])
+    if len(kinds) > 1 and not cls.several_encoders:
+        raise OptionsError(f"{where}.encoder: {method} trains one encoder per stream, not "
+                           f"{', '.join(kinds)}")
     return Run(name, method, tuple(streams), str(merged["variant"]),
                kinds[0] if len(kinds) == 1 else kinds,
                dict(merged["encoder_options"] or {}), dict(merged.get("options") or {}),
-               TrainConfig(**train), start)
+               make_options(TrainConfig, train, f"{where}.train"), start)
+
+
+def check_variant(variant: str, where: str) -> None:
+    """A variant's form (``[upto|stride]FRAMES-NORMALISATION``), the normalisation's steps
+    checked against the known ones with the closest offered."""
+    from stages.views import parse_variant
+
+    try:
+        parse_variant(variant)
+    except StageError as err:
+        raise OptionsError(f"{where}: {err}") from None
 
 
 def ensemble_runs(name: str, streams: tuple[str, ...] | None,

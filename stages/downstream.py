@@ -49,10 +49,12 @@ def finetune_settings(params: Path | None, overrides: dict[str, Any], run_name: 
 
 
 def finetune_encoder(encoder: Encoder, train_indices: np.ndarray, config: TrainConfig,
-                     settings: dict[str, Any], device: torch.device, out: Path) -> dict[str, Any]:
+                     settings: dict[str, Any], device: torch.device, out: Path,
+                     desc: str | None = None) -> dict[str, Any]:
     """Fine-tune a fresh copy of the encoder file on ``train_indices``, test on the split's val
     part, write curve.csv under ``out``; returns the metrics. With crops, the model trains on
-    random crops of the real sequences and is tested on their centre crops."""
+    random crops of the real sequences and is tested on their centre crops. Progress is named
+    ``desc`` (default: the encoder and ``finetune``)."""
     module, _ = load_encoder(encoder.path)  # a fresh copy: fine-tuning changes the weights
     crop = settings["crop"]
     test = encoder.part("val")
@@ -66,8 +68,10 @@ def finetune_encoder(encoder: Encoder, train_indices: np.ndarray, config: TrainC
     result = finetune(module, encoder.view, encoder.info["layout"], samples, test_joint,
                       encoder.labels(test), encoder.num_classes, config, settings["augment"],
                       device, checkpoint=out / "checkpoint.pt",
-                      identity={"encoder": str(encoder.path), "train": train_indices.tolist()},
-                      eval_every=settings["eval_every"], crop=crop)
+                      identity={"encoder": str(encoder.path),
+                                "labelled": train_indices.tolist()},
+                      eval_every=settings["eval_every"], crop=crop,
+                      desc=desc or f"{encoder.label} finetune")
     write_curve(out / "curve.csv", result["curve"])
     remove_checkpoints(out / "checkpoint.pt")  # finished: the metrics stand for it
     return {**result["metrics"], "protocol": settings["protocol"]}
@@ -122,14 +126,16 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                 if "finetune" in protocols:
                     metrics = finetune_encoder(encoder, chosen,
                                                dataclasses.replace(config, seed=seed), settings,
-                                               device, out)
+                                               device, out, f"{encoder.label} {percent:g} % "
+                                               f"seed {seed} finetune")
                     write_json_atomic(out / "metrics.json", metrics)
                     results["finetune"].append(metrics)
                 if "linear" in protocols and linear.crop is None:
                     (train_x, train_y, _), (test_x, test_y, _) = frozen
                     results["linear"].append(train_linear(
                         train_x[picked], train_y[picked], test_x, test_y, encoder.num_classes,
-                        dataclasses.replace(linear, seed=seed), device)["metrics"])
+                        dataclasses.replace(linear, seed=seed), device,
+                        f"{encoder.label} {percent:g} % seed {seed} linear")["metrics"])
                 elif "linear" in protocols:
                     results["linear"].append(crop_linear(
                         encoder, chosen, test_crops, [dataclasses.replace(linear, seed=seed)],
@@ -195,7 +201,8 @@ def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: 
 
     def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
         train, test = features(encoder, "train", device), features(encoder, "val", device)
-        paper, _ = linear_protocols(train, test, encoder.num_classes, config, device)
+        paper, _ = linear_protocols(train, test, encoder.num_classes, config, device,
+                                    encoder.label)
         clean = {k: paper["metrics"][k] for k in ("top1_last", "top1_best", "best_epoch")}
         metrics: dict[str, Any] = {"clean": clean, "ratio": list(section["ratio"]),
                                    "seed": section["seed"]}
@@ -205,7 +212,7 @@ def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: 
             generator = torch.Generator().manual_seed(int(section["seed"]))
             masked = occlude(test_joint, kind, layout, generator, tuple(section["ratio"]))
             x = extract_features(encoder.module, compute_view(encoder.view, masked, layout),
-                                 device)
+                                 device, desc=f"{encoder.label} {kind}-occluded test features")
             metrics[kind] = {}
             for which in ("last", "best"):
                 top1 = accuracy(predict(paper[f"head_{which}"], x), test[1], 1)

@@ -31,7 +31,8 @@ from skelctl.methods import METHODS
 from skelctl.models import load_encoder
 from skelctl.train import OPTIMIZERS, Samples, resolve_device
 from stages import paths
-from stages.common import StageError, store_of, write_json_atomic, writing
+from stages.common import (Result, StageError, by_kind, file_states, store_of, write_json_atomic,
+                           writing, written_since)
 from stages.config import ensemble_runs, load_run, load_section
 from stages.pretrain import training_samples
 
@@ -54,6 +55,11 @@ class Encoder:
 
     def part(self, part: str) -> np.ndarray:
         return self.store.split(f"{self.protocol}/{part}")
+
+    @property
+    def label(self) -> str:
+        """The encoder in words, for progress: ``<run> <encoder name>``."""
+        return f"{self.name} {self.key}"
 
     def labels(self, indices: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.store.meta(["label"])["label"][indices]).long()
@@ -99,6 +105,7 @@ def run_encoders(split: str, run_name: str | None, encoder_file: Path | None, da
         return [open_encoder(encoder_file, split, data_dir)]
     source = source or split
     run = load_run(params, run_name)
+    store_of(data_dir, split, run.variant)  # the split (a typo is named) before the encoders
     hint = f"; run `skelctl pretrain {run_name} --split {source}` first"
     return [open_encoder(paths.encoder_file(models_dir, source, run_name, key), split,
                          data_dir, run_name if source == split else f"{run_name}@{source}", hint,
@@ -109,7 +116,8 @@ def run_encoders(split: str, run_name: str | None, encoder_file: Path | None, da
 def features(encoder: Encoder, part: str, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Pre-projector features, labels and store indices of a split part."""
     indices = encoder.part(part)
-    x = extract_features(encoder.module, encoder.store.take(encoder.view, indices), device)
+    x = extract_features(encoder.module, encoder.store.take(encoder.view, indices), device,
+                         desc=f"{encoder.label} {part} features")
     return x, encoder.labels(indices), indices
 
 
@@ -118,17 +126,19 @@ def evaluate_each(encoders: list[Encoder], split: str, protocol: str, results_di
     """``evaluate(encoder, out)`` for each encoder, ``out`` its result folder
     (``results/<split>/<protocol>/<run>/<encoder name>/``, created; the name is the stream, or
     stream.kind); writes each one's metrics.json and the run's summary of every encoder
-    (``results/<split>/<protocol>/<run>.json``)."""
-    results = {}
+    (``results/<split>/<protocol>/<run>.json``). The result names the files written."""
+    results, written = {}, []
     summary = paths.result_summary(results_dir, split, encoders[0].name, protocol)
     with writing(summary.with_suffix("")):  # the run's result folder: one writer
         for encoder in encoders:
             out = paths.result_dir(results_dir, split, encoder.name, protocol, encoder.key)
             out.mkdir(parents=True, exist_ok=True)
+            before = file_states(out)
             results[encoder.key] = evaluate(encoder, out)
             write_json_atomic(out / "metrics.json", results[encoder.key])
+            written += written_since(out, before)
         write_json_atomic(summary, results)
-    return results
+    return Result(results, {"summary": [summary], **by_kind(written)})
 
 
 def save_arrays(path: Path, **arrays: np.ndarray) -> None:
@@ -245,17 +255,22 @@ def part_features(encoder: Encoder, part: str, device: torch.device,
         return features(encoder, part, device)
     indices = encoder.part(part)
     x = crop_features(encoder.module, encoder.view, encoder.info["layout"],
-                      sequence_samples(encoder, indices), crop, device)
+                      sequence_samples(encoder, indices), crop, device,
+                      desc=f"{encoder.label} {part} features (centre crops)")
     return x, encoder.labels(indices), indices
 
 
 def linear_protocols(train: tuple, test: tuple, num_classes: int, config: LinearConfig,
-                     device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+                     device: torch.device, desc: str | None = None
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The paper's protocol (the headline) and, labelled beside it, the same classifier on
-    standardised features; returns the paper protocol's full result and the merged metrics."""
-    paper = train_linear(train[0], train[1], test[0], test[1], num_classes, config, device)
+    standardised features; returns the paper protocol's full result and the merged metrics.
+    With ``desc`` (the encoder), progress an epoch."""
+    paper = train_linear(train[0], train[1], test[0], test[1], num_classes, config, device,
+                         desc and f"{desc} linear")
     standardised = train_linear(train[0], train[1], test[0], test[1], num_classes,
-                                dataclasses.replace(config, standardise=True), device)
+                                dataclasses.replace(config, standardise=True), device,
+                                desc and f"{desc} linear, standardised")
     return paper, linear_metrics(paper, standardised, config)
 
 
@@ -272,7 +287,8 @@ def crop_linear(encoder: Encoder, indices: np.ndarray, test: tuple,
     ``indices``' sequences every epoch, tested on ``test`` (centre-crop features, labels)."""
     return train_linear_on_crops(encoder.module, encoder.view, encoder.info["layout"],
                                  sequence_samples(encoder, indices), test[0], test[1],
-                                 encoder.num_classes, configs, device)
+                                 encoder.num_classes, configs, device,
+                                 f"{encoder.label} linear (random crops)")
 
 
 def evaluate_linear(encoder: Encoder, config: LinearConfig, device: torch.device
@@ -282,7 +298,8 @@ def evaluate_linear(encoder: Encoder, config: LinearConfig, device: torch.device
     the metrics and the test features, labels and indices."""
     if config.crop is None:
         train, test = features(encoder, "train", device), features(encoder, "val", device)
-        return (*linear_protocols(train, test, encoder.num_classes, config, device), test)
+        return (*linear_protocols(train, test, encoder.num_classes, config, device,
+                                  encoder.label), test)
     test = part_features(encoder, "val", device, config.crop)
     paper, standardised = crop_linear(encoder, encoder.part("train"), test,
                                       [config, dataclasses.replace(config, standardise=True)],
@@ -403,11 +420,13 @@ def run_ensemble(split: str, name: str, streams: tuple[str, ...] | None, data_di
             train_x = [feats[s][0][0] for s in members]
             test_x = [feats[s][1][0] for s in members]
             joint = train_linear(train_x, feats[members[0]][0][1], test_x, target,
-                                 by_stream[members[0]].num_classes, config, device)
+                                 by_stream[members[0]].num_classes, config, device,
+                                 f"{name} {group} joint linear")
             metrics["joint"][group] = {k: joint["metrics"][k] for k in (
                 "top1_last", "top5_last", "top1_best", "top5_best", "best_epoch")}
-    write_json_atomic(paths.ensemble_dir(results_dir, split, name) / "metrics.json", metrics)
-    return metrics
+    out = paths.ensemble_dir(results_dir, split, name) / "metrics.json"
+    write_json_atomic(out, metrics)
+    return Result(metrics, {"metrics": [out]})
 
 
 def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
@@ -425,7 +444,7 @@ def run_probe(split: str, run_name: str | None, data_dir: Path, models_dir: Path
     def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
         indices = np.sort(np.concatenate([encoder.part("train"), encoder.part("val")]))
         x = extract_features(encoder.module, encoder.store.take(encoder.view, indices),
-                             device).cpu()
+                             device, desc=f"{encoder.label} features").cpu()
         meta = encoder.store.meta(["n_frames", "view", "label"])
         targets = {"length": (meta["n_frames"][indices], False),
                    "displacement": (net_displacement(encoder.store.take("joint", indices),

@@ -11,11 +11,12 @@ import numpy as np
 from skelctl.data.formats import DATASETS, FORMATS, ImportOptions, get_format
 from skelctl.data.formats.base import META_INT_FIELDS, DatasetError, DatasetFormat, SampleError
 from skelctl.data.store import SPLIT_PREFIX, StoreWriter, to_ragged
+from skelctl.keys import closest, unknown_name
 from skelctl.parallel import chunks, map_chunks, progress
 from skelctl.skeletons import layout_from_spec
 from stages import paths
 from skelctl.atomic import write_text
-from stages.common import StageError, check_on_error, write_json_atomic
+from stages.common import ParamsError, Result, StageError, check_on_error, write_json_atomic
 from stages.config import read_params
 
 FILES_PER_TASK = 32
@@ -32,19 +33,22 @@ def import_settings(dataset: str, params: Path | None, name: str | None = None,
     the params' ``datasets`` section lists (``format``, ``layout``, ``protocols``,
     ``labels_from``); the arguments given override the entry."""
     entry = (read_params(params).get("datasets") or {}).get(dataset) if params else None
-    where = f"{params}: datasets: {dataset}" if entry is not None else dataset
+    where = f"{params}: datasets.{dataset}" if entry is not None else dataset
     if entry is None:
         if dataset not in DATASETS:
-            raise StageError(f"unknown dataset {dataset!r}: not a format ({', '.join(DATASETS)})"
-                             + (f" nor listed in the 'datasets' of {params}" if params else ""))
+            listed = list((read_params(params).get("datasets") or {}) if params else [])
+            raise ParamsError(f"unknown dataset {dataset!r}{closest(dataset, [*DATASETS, *listed])}"
+                              f": not a format ({', '.join(DATASETS)})"
+                              + (f" nor listed in the 'datasets' of {params}" if params else
+                                 " (a dataset of your own is listed in a params file's 'datasets'"
+                                 ": --params FILE)"))
         entry = {"format": dataset}
     if not isinstance(entry, dict) or set(entry) - set(IMPORT_KEYS):
         raise StageError(f"{where}: an entry maps some of "
                          f"{', '.join(IMPORT_KEYS)}, not {entry!r}")
     format_name = entry.get("format", "generic")
     if format_name not in DATASETS:
-        raise StageError(f"{where}: unknown format {format_name!r}; "
-                         f"known: {', '.join(DATASETS)}")
+        raise ParamsError(unknown_name("format", format_name, DATASETS, f"{where}.format"))
     layout = layout or entry.get("layout") or "auto"
     if isinstance(layout, dict):  # a layout file's content, inline
         layout = layout_from_spec(layout, f"{where}: layout", default_name=dataset)
@@ -153,5 +157,7 @@ def run(dataset: str, raw_dir: Path, data_dir: Path, jobs: int = 1, on_error: st
     write_text(paths.rejected(data_dir, dataset),
                       "file\tproblem\n" + "".join(f"{p}\t{why}\n" for p, why in rejected))
     write_json_atomic(paths.parse_report(data_dir, dataset), report)
-    return {**report, "rejected": rejected, "output": str(out)}
+    return Result({**report, "rejected": rejected, "output": str(out)},
+                  {"stores": [out], "reports": [paths.parse_report(data_dir, dataset),
+                                                paths.rejected(data_dir, dataset)]})
 

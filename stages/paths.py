@@ -43,6 +43,16 @@ def model_dir(models_dir: Path, split: str, run: str) -> Path:
     return Path(models_dir) / split / run
 
 
+def restart_dir(run_dir: Path) -> Path:
+    """Where a restarted run trains until it is complete and replaces ``run_dir``."""
+    return run_dir.with_name(f"{run_dir.name}.restart")
+
+
+def replaced_dir(run_dir: Path) -> Path:
+    """Where the old run waits, between the two renames that replace it, to be removed."""
+    return run_dir.with_name(f"{run_dir.name}.replaced")
+
+
 def loss_history(models_dir: Path, split: str, run: str) -> Path:
     """Per-epoch losses of a run (a DVC plot), beside its checkpoint folder."""
     return Path(models_dir) / split / f"{run}.loss.csv"

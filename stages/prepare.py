@@ -10,6 +10,7 @@ from skelctl.data.formats import ImportOptions
 from skelctl.data.store import Store
 from skelctl.data.views import VIEWS
 from stages import clean, parse, paths, views
+from stages.common import Result
 
 
 def run(format_name: str, raw_dir: Path, data_dir: Path, variants: tuple[str, ...] = ("50-shoulder",),
@@ -24,19 +25,21 @@ def run(format_name: str, raw_dir: Path, data_dir: Path, variants: tuple[str, ..
     parsed = parse.run(dataset, raw_dir, data_dir, jobs=jobs, on_error=on_error,
                        format_name=format_name, options=options)
     cleaned = clean.run(dataset, data_dir, max_bodies=max_bodies, denoising=denoising, jobs=jobs)
-    outputs = [views.run(dataset, v, data_dir, views=view_names, jobs=jobs)["output"]
-               for v in variants]
+    made = [views.run(dataset, v, data_dir, views=view_names, jobs=jobs) for v in variants]
+    outputs = [result["output"] for result in made]
     store = Store(outputs[0])
     splits = {p: {part: len(store.split(f"{p}/{part}")) for part in ("train", "val")}
               for p in store.protocols}
-    return {"dataset": dataset, "outputs": outputs,
+    written = {kind: [path for result in (parsed, cleaned, *made)
+                      for path in result.written.get(kind, [])] for kind in ("stores", "reports")}
+    return Result({"dataset": dataset, "outputs": outputs,
             **{k: parsed[k] for k in ("layout", "joints", "dims", "classes", "empty_classes")},
             "joint_order": cleaned["joint_order_message"], "samples": len(store), "splits": splits,
             "rejected": parsed["rejected"], "rejected_report": str(paths.rejected(data_dir, dataset)),
             "excluded": parsed["excluded"], "notes": parsed.get("notes", {}),
             "dropped_bodies": cleaned["dropped_bodies"],
             "dropped_frames": cleaned["dropped_frames"],
-            "samples_without_valid_frames": cleaned["samples_without_valid_frames"]}
+            "samples_without_valid_frames": cleaned["samples_without_valid_frames"]}, written)
 
 
 def format_summary(summary: dict[str, Any], max_listed: int = 10) -> str:

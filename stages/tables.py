@@ -33,7 +33,7 @@ from skelctl.methods import method_class
 from skelctl.methods.base import stream_of
 from skelctl.report import PaperValue, fmt, markdown_table, paper_results, paper_value
 from stages import paths
-from stages.common import StageError
+from stages.common import Result, StageError
 from stages.config import Run, load_run, read_params, run_names
 
 GROUPS_PROTOCOLS = ("joint", "posthoc")
@@ -469,6 +469,7 @@ def build(params: Path, results_dir: Path) -> dict[str, str]:
 
 def run(params: Path, results_dir: Path, out_dir: Path) -> dict[str, str]:
     tables = build(params, results_dir)
-    for name, text in tables.items():
-        write_text(Path(out_dir) / f"{name}.md", text)
-    return tables
+    files = [Path(out_dir) / f"{name}.md" for name in tables]
+    for path, text in zip(files, tables.values()):
+        write_text(path, text)
+    return Result(tables, {"tables": files})

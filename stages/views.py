@@ -22,9 +22,10 @@ import numpy as np
 from skelctl.data.clean import NORMALISATIONS, normalisation_steps, normalise, resample, subsample
 from skelctl.data.store import Store, StoreWriter
 from skelctl.data.views import VIEWS, compute_view
+from skelctl.keys import closest
 from skelctl.parallel import chunks, map_chunks, progress
 from stages import paths
-from stages.common import StageError
+from stages.common import ParamsError, Result, StageError, check_dataset, read_store
 
 SAMPLES_PER_TASK = 32
 
@@ -44,9 +45,12 @@ def parse_variant(variant: str) -> tuple[int, str, str]:
     except ValueError:
         valid = False
     if not valid:
-        raise StageError(f"variant {variant!r} must be [upto|stride]<frames>-<normalisation> with "
-                         f"frames >= 2 and normalisation one of {', '.join(NORMALISATIONS)}, or "
-                         f"several joined by '+' (e.g. upto50-bodyframe+minmax)")
+        unknown = [s for s in normalisation.split("+") if s not in NORMALISATIONS]
+        hint = closest(unknown[0], NORMALISATIONS) if unknown else ""
+        hint = f" ({hint[2:]})" if hint else ""
+        raise ParamsError(f"variant {variant!r}{hint} must be [upto|stride]<frames>-<normalisation> "
+                         f"with frames >= 2 and normalisation one of {', '.join(NORMALISATIONS)}, "
+                         f"or several joined by '+' (e.g. upto50-bodyframe+minmax)")
     return int(frames), normalisation, sampling
 
 
@@ -84,7 +88,10 @@ def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIE
     unknown = set(views) - set(VIEWS)
     if unknown:
         raise StageError(f"unknown view(s) {', '.join(sorted(unknown))}; known: {', '.join(VIEWS)}")
-    cleaned = Store(paths.cleaned(data_dir, dataset))
+    check_dataset(paths.cleaned(data_dir, dataset).parent, "views")
+    cleaned = read_store(paths.cleaned(data_dir, dataset),
+                         f"`skelctl clean {dataset}` (after `skelctl parse`), or all three "
+                         f"stages with `skelctl prepare`")
     layout = cleaned.layout()
     if "bone" in views and not layout.has_graph:
         raise StageError(f"layout {layout.name!r} has no skeleton graph: drop 'bone' from "
@@ -109,5 +116,6 @@ def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIE
                           sequence_scores=result["sequence_scores"], score=result["score"])
             bar.update(stop - start)
         writer.close({"samples": writer.count})
-    return {"output": str(out), "samples": n, "frames": frames, "normalisation": normalisation,
-            "variable_length": variable}
+    return Result({"output": str(out), "samples": n, "frames": frames,
+                   "normalisation": normalisation, "variable_length": variable},
+                  {"stores": [out]})

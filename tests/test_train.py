@@ -234,3 +234,72 @@ def test_mixed_precision_is_bf16_where_the_device_has_it(monkeypatch):
     assert amp_precision(torch.device("cuda")) == torch.bfloat16  # Ampere and later
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
     assert amp_precision(torch.device("cuda")) == torch.float16  # older GPUs: loss scaling too
+
+
+# --- self-supervised pretraining through fit: resume, amp, seeds --------------------------------
+
+def small_method(seed=0):
+    torch.manual_seed(seed)
+    return build_method("skeletonclr", ("joint",), NTU25, 2, encoder="gru",
+                        encoder_options={"hidden": 8, "layers": 1},
+                        options={"queue_size": 16, "augment": {"crop": {}, "shear": {}}})
+
+
+def pretrain(method, joints, config, checkpoint, device, log=print):
+    """Self-supervised training as the pretrain stage runs it."""
+    return fit(method, Samples({"joint": joints}), method.phases(**config.schedule()), config,
+               checkpoint, device, log=log)
+
+
+def test_resume_gives_the_same_weights(tmp_path):
+    data = torch.randn(24, 3, 12, 25, 2, generator=gen(1))
+    config = TrainConfig(epochs=4, batch_size=8, lr_steps=[3], checkpoint_every=2)
+    straight = small_method()
+    pretrain(straight, data, config, tmp_path / "a" / "checkpoint.pt", torch.device("cpu"),
+             log=lambda _: None)
+    first = small_method()
+    half = TrainConfig(**{**config.__dict__, "epochs": 2})
+    checkpoint = tmp_path / "b" / "checkpoint.pt"
+    pretrain(first, data, half, checkpoint, torch.device("cpu"), log=lambda _: None)
+    state = torch.load(checkpoint, weights_only=False)
+    # as if the longer run had been interrupted
+    state["identity"]["train"]["epochs"] = 4
+    state["identity"]["phases"][0]["epochs"] = 4
+    torch.save(state, checkpoint)
+    resumed = small_method(seed=99)  # weights come from the checkpoint
+    messages = []
+    monitored = TrainConfig(**{**config.__dict__, "knn_every": 2})  # monitoring is no new run
+    history = pretrain(resumed, data, monitored, checkpoint, torch.device("cpu"),
+                       log=messages.append)
+    assert messages[0] == f"resuming from {checkpoint} after epoch 2" and len(history) == 4
+    # outside a terminal, one line per trained epoch
+    assert [m.split(" loss ")[0] for m in messages[1:]] == ["epoch 3/4", "epoch 4/4"]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_amp_trains_in_float32_where_the_cpu_has_no_native_bf16(monkeypatch):
+    import skelctl.train as train
+
+    data = torch.randn(16, 3, 12, 25, 2, generator=gen(2))
+    config = TrainConfig(epochs=1, batch_size=8, checkpoint_every=5, amp=True)
+    monkeypatch.setattr(train, "amp_available", lambda device: False)
+    messages = []
+    amp_off = pretrain(small_method(), data, config, None, torch.device("cpu"),
+                       log=messages.append)
+    assert messages[0].startswith("amp: this CPU has no native bf16")
+    plain = pretrain(small_method(), data, TrainConfig(**{**config.__dict__, "amp": False}), None,
+                     torch.device("cpu"), log=lambda _: None)
+    assert [row["loss"] for row in amp_off] == [row["loss"] for row in plain]
+
+
+def test_same_seed_same_numbers(tmp_path):
+    data = torch.randn(16, 3, 12, 25, 2, generator=gen(2))
+    config = TrainConfig(epochs=2, batch_size=8, checkpoint_every=5)
+    runs = []
+    for _ in range(2):
+        method = small_method()
+        history = pretrain(method, data, config, None, torch.device("cpu"))
+        runs.append((history, method.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1].values(), runs[1][1].values()))

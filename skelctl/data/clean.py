@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from skelctl.keys import closest
 from skelctl.skeletons import Layout
 
 NORMALISATIONS = ("shoulder", "spine", "bodyframe", "minmax", "none")
@@ -69,8 +70,9 @@ def normalisation_steps(convention: str) -> tuple[str, ...]:
     steps = tuple(convention.split("+"))
     unknown = [s for s in steps if s not in NORMALISATIONS]
     if unknown or len(set(steps)) < len(steps) or ("none" in steps and len(steps) > 1):
+        hint = closest(unknown[0], NORMALISATIONS) if unknown else ""
         raise ValueError(f"unknown normalisation {convention!r}: steps joined by '+', each one "
-                         f"of {', '.join(NORMALISATIONS)}, none repeated ('none' alone)")
+                         f"of {', '.join(NORMALISATIONS)}, none repeated ('none' alone){hint}")
     return steps
 
 

@@ -22,8 +22,9 @@ from torch import nn
 
 from skelctl.augment import centre_crop_resize, crop_resize
 from skelctl.data.views import compute_view
+from skelctl.evaluate.features import FEATURE_LINES
 from skelctl.skeletons import Layout
-from skelctl.train import Samples, step_generator
+from skelctl.train import Progress, Samples, step_generator
 
 
 @dataclass(frozen=True)
@@ -99,18 +100,23 @@ def centre_crops(samples: Samples, crop: Crop, batch_size: int = 256) -> torch.T
 @torch.no_grad()
 def crop_features(encoder: nn.Module, view: str, layout: Layout, samples: Samples, crop: Crop,
                   device: torch.device, epoch: int | None = None, seed: int = 0,
-                  batch_size: int = 256) -> torch.Tensor:
+                  batch_size: int = 256, desc: str | None = None) -> torch.Tensor:
     """``(N, D)`` pre-projector features of the crops of ``samples``' sequences, the encoder in
     eval mode, on the CPU: the centre crops, or with ``epoch`` a random crop of each sample,
     drawn from (``seed``, ``epoch``, batch), so an epoch's crops are reproducible and every
-    epoch's differ."""
+    epoch's differ. With ``desc``, progress as :func:`~skelctl.evaluate.features.extract_features`
+    shows it."""
     was_training = encoder.training
     encoder.eval().to(device)
     out = []
-    for step, sequence, length in batches(samples, batch_size):
-        sequence, length = sequence.to(device), length.to(device)
-        joint = (crop.centre(sequence, length) if epoch is None else
-                 crop.random(sequence, length, step_generator(seed, epoch, step, 0, device)))
-        out.append(encoder(compute_view(view, joint, layout)).float().cpu())
+    with Progress(len(samples) if desc else 0, desc or "", "sample",
+                  every=-(-len(samples) // FEATURE_LINES)) as shown:
+        for step, sequence, length in batches(samples, batch_size):
+            sequence, length = sequence.to(device), length.to(device)
+            joint = (crop.centre(sequence, length) if epoch is None else
+                     crop.random(sequence, length, step_generator(seed, epoch, step, 0, device)))
+            out.append(encoder(compute_view(view, joint, layout)).float().cpu())
+            if desc:
+                shown.step(len(length))
     encoder.train(was_training)
     return torch.cat(out) if out else torch.zeros((0, getattr(encoder, "out_dim", 0)))

@@ -76,11 +76,13 @@ def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
              config: TrainConfig, augment: dict[str, dict[str, Any]] | None,
              device: torch.device, checkpoint: Path | None = None,
              identity: dict[str, Any] | None = None, eval_every: int = 1,
-             log: Callable[[str], None] = log_line, crop: Crop | None = None) -> dict[str, Any]:
+             log: Callable[[str], None] = log_line, crop: Crop | None = None,
+             desc: str | None = None) -> dict[str, Any]:
     """Fine-tune ``encoder`` (changed in place) with a fresh head on ``train`` (``joint`` and
     ``label``; with ``crop``, the real sequences instead of ``joint``, and ``test_joint`` the
     test samples' centre crops); returns metrics (last and best tested epoch) and the curve.
-    The test set is classified every ``eval_every`` epochs and after the last one."""
+    The test set is classified every ``eval_every`` epochs and after the last one. Progress as
+    :func:`~skelctl.train.fit` shows it, named ``desc``."""
     if crop is not None and train.frames is None:
         raise ValueError("fine-tuning on crops needs the training samples' real sequences")
     # a small labelled subset (1 % of a small dataset) still gets one batch per epoch
@@ -99,7 +101,7 @@ def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
     if crop is not None:  # a checkpoint made without these crops is not resumed from
         identity = {**(identity or {}), "crop": dataclasses.asdict(crop)}
     history = fit(model, train, [phase], config, checkpoint, device, identity=identity, log=log,
-                  evaluate=evaluate)
+                  evaluate=evaluate, desc=desc)
     tested = [row for row in history if "top1" in row]
     best = max(tested, key=lambda row: (row["top1"], -row["epoch"]))
     last = tested[-1]

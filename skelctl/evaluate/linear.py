@@ -28,7 +28,7 @@ from torch import nn
 from skelctl.evaluate.crops import Crop, crop_features
 from skelctl.evaluate.features import accuracy
 from skelctl.skeletons import Layout
-from skelctl.train import Samples
+from skelctl.train import Progress, Samples
 
 
 @dataclass
@@ -100,24 +100,27 @@ def predict(head: LinearHead, features: torch.Tensor | list[torch.Tensor]) -> to
 
 def train_linear(train_x: torch.Tensor | list[torch.Tensor], train_y: torch.Tensor,
                  test_x: torch.Tensor | list[torch.Tensor], test_y: torch.Tensor,
-                 num_classes: int, config: LinearConfig, device: torch.device) -> dict:
+                 num_classes: int, config: LinearConfig, device: torch.device,
+                 desc: str | None = None) -> dict:
     """Train and evaluate every epoch; returns metrics, the accuracy curve, the test logits and
     the heads (CPU, eval mode) of the last and of the best epoch.
 
     ``train_x``/``test_x`` are ``(N, D)`` features, or a list of one such tensor per view (same
-    ``N``, own ``D``) for the multi-view ensemble head.
+    ``N``, own ``D``) for the multi-view ensemble head. With ``desc``, progress an epoch
+    (:class:`skelctl.train.Progress`).
     """
     if config.crop is not None:
         raise ValueError("the crop protocol recomputes the training features every epoch: "
                          "use train_linear_on_crops, not fixed features")
     train_x = _views(train_x)
     return train_heads(lambda epoch: train_x, train_y, test_x, test_y, num_classes, [config],
-                       device)[0]
+                       device, desc)[0]
 
 
 def train_linear_on_crops(encoder: nn.Module, view: str, layout: Layout, train: Samples,
                           test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int,
-                          configs: list[LinearConfig], device: torch.device) -> list[dict]:
+                          configs: list[LinearConfig], device: torch.device,
+                          desc: str | None = None) -> list[dict]:
     """ISC's linear protocol: every epoch, the training features are recomputed from a fresh
     random crop-resize (``config.crop``) of each training sample's real sequence (``train``:
     samples with frames, and ``label``), the encoder frozen in eval mode; ``test_x`` are the
@@ -130,7 +133,7 @@ def train_linear_on_crops(encoder: nn.Module, view: str, layout: Layout, train: 
     train = train.to(device)
     return train_heads(
         lambda epoch: crop_features(encoder, view, layout, train, crop, device, epoch, seed),
-        train.arrays["label"], test_x, test_y, num_classes, configs, device)
+        train.arrays["label"], test_x, test_y, num_classes, configs, device, desc)
 
 
 class _Trainer:
@@ -192,11 +195,12 @@ class _Trainer:
 def train_heads(train_x: Callable[[int], torch.Tensor | list[torch.Tensor]],
                 train_y: torch.Tensor, test_x: torch.Tensor | list[torch.Tensor],
                 test_y: torch.Tensor, num_classes: int, configs: list[LinearConfig],
-                device: torch.device) -> list[dict]:
+                device: torch.device, desc: str | None = None) -> list[dict]:
     """A head for each of ``configs``, each trained and evaluated every epoch as
     :func:`train_linear` describes, all on the training features ``train_x(epoch)`` of each
     epoch (fixed, or recomputed from fresh crops); the first epoch's set a standardised head's
-    scales. Returns each head's result, as :func:`train_linear`'s."""
+    scales. Returns each head's result, as :func:`train_linear`'s. With ``desc``, progress: a
+    bar, or off a terminal a line an epoch with each head's test top-1."""
     if not configs or len({c.epochs for c in configs}) != 1:
         raise ValueError("heads trained side by side need the same number of epochs")
     first, test_x = _views(train_x(0)), _views(test_x)
@@ -209,9 +213,17 @@ def train_heads(train_x: Callable[[int], torch.Tensor | list[torch.Tensor]],
     trainers = [_Trainer(config, first, num_classes, device) for config in configs]
     test_x = [x.to(device) for x in test_x]
     train_y, test_y = train_y.to(device), test_y.to(device)
-    for epoch in range(configs[0].epochs):
-        views = first if epoch == 0 else _views(train_x(epoch))
-        views = [x.to(device) for x in views]
-        for trainer in trainers:
-            trainer.epoch(epoch, views, train_y, test_x, test_y)
+    epochs = configs[0].epochs
+    with Progress(epochs if desc else 0, desc or "", "epoch") as shown:
+        for epoch in range(epochs):
+            lr = trainers[0].optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
+            views = first if epoch == 0 else _views(train_x(epoch))
+            views = [x.to(device) for x in views]
+            for trainer in trainers:
+                trainer.epoch(epoch, views, train_y, test_x, test_y)
+            if desc:
+                top1 = {"top1" if len(trainers) == 1 else f"top1_head{i + 1}": t.curve[-1]["top1"]
+                        for i, t in enumerate(trainers)}
+                shown.step(row={"epoch": epoch + 1, "lr": lr, **top1},
+                           postfix={k: f"{v:.1f}" for k, v in top1.items()})
     return [trainer.result(len(train_y), len(test_y)) for trainer in trainers]

@@ -17,7 +17,9 @@ from skelctl.methods.isc import ISC
 from skelctl.methods.pcm3 import PCM3
 from skelctl.methods.skeletonclr import SkeletonCLR
 from skelctl.methods.untrained import Untrained
-from skelctl.models import build_encoder, encoder_option_names
+from skelctl.models import build_encoder, encoder_option_types
+from skelctl.keys import unknown_name
+from skelctl.options import check_mapping
 from skelctl.skeletons import Layout
 
 METHODS: dict[str, type[Method]] = {
@@ -43,7 +45,7 @@ def method_name(name: str, where: str = "") -> str:
 def method_class(name: str) -> type[Method]:
     name = method_name(name)
     if name not in METHODS:
-        raise OptionsError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        raise OptionsError(unknown_name("method", name, METHODS))
     return METHODS[name]
 
 
@@ -78,12 +80,11 @@ def check_encoder_options(encoder: str | list[str] | tuple[str, ...],
                            f"not {encoder!r}")
     for kind, values in options_by_kind(encoder, options, where).items():
         try:
-            accepted = encoder_option_names(kind)
+            types = encoder_option_types(kind)
         except ValueError as err:
-            raise OptionsError(f"{where}: {err}") from None
-        problem = unknown_keys(values, accepted, "option(s)")
-        if problem:
-            raise OptionsError(f"{where}: encoder {kind!r}: {problem}")
+            raise OptionsError(f"{where}.encoder: {err}") from None
+        check_mapping(values, types, f"{where}.encoder_options"
+                      + ("" if len(kinds) == 1 else f".{kind}"), f"{kind} option(s)")
 
 
 def build_method(name: str, streams: tuple[str, ...], layout: Layout, num_persons: int,
@@ -93,7 +94,7 @@ def build_method(name: str, streams: tuple[str, ...], layout: Layout, num_person
     """A method with fresh encoders of the named kind (or kinds) for the given streams;
     ``options`` are checked against the method's own ``Options`` (errors name ``where``)."""
     cls = method_class(name)
-    checked = make_options(cls.Options, options, where)
+    checked = make_options(cls.Options, options, f"{where}.options")
     check_encoder_options(encoder, encoder_options, where)
     kinds = encoder_kinds(encoder)
     if len(kinds) > 1 and not cls.several_encoders:

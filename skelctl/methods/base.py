@@ -11,28 +11,13 @@ sample's ``length``) and ``length`` ``(N,)``.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
 
-from skelctl.keys import unknown_keys
+from skelctl.options import OptionsError, make_options  # noqa: F401 - the methods' options
 from skelctl.skeletons import Layout
-
-
-class OptionsError(ValueError):
-    """An option a method or an encoder does not accept, or a value of the wrong kind."""
-
-
-def make_options(cls: type, values: dict[str, Any] | None, where: str) -> Any:
-    """``cls(**values)`` with an error naming ``where`` (the run), the key and the accepted
-    keys for an unknown key."""
-    values = dict(values or {})
-    problem = unknown_keys(values, [f.name for f in dataclasses.fields(cls)], "option(s)")
-    if problem:
-        raise OptionsError(f"{where}: {problem}")
-    return cls(**values)
 
 
 @dataclass

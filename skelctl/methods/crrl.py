@@ -31,61 +31,75 @@ sample does not change from step to step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelctl.augment import compose
-from skelctl.keys import unknown_keys
+from skelctl.augment import AugmentChain, compose
 from skelctl.methods.base import Method, OptionsError, Phase
 from skelctl.methods.losses import info_nce
+from skelctl.options import (Check, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt,
+                             check_mapping)
 from skelctl.methods.moco import MomentumContrast, gather_from_all_ranks
 from skelctl.models.rnn import RecurrentEncoder, run_recurrence, sequence_lengths, step_mask
 from skelctl.skeletons import Layout
 
-OBJECTIVES = ("cml", "ser")
-FUSIONS = ("none", "joint", "pretrain", "distill")
-DIRECTIONS = ("forward", "reverse")
+Objective = Literal["cml", "ser"]
+Fusion = Literal["none", "joint", "pretrain", "distill"]
+Direction = Literal["forward", "reverse"]
+OBJECTIVES, FUSIONS, DIRECTIONS = get_args(Objective), get_args(Fusion), get_args(Direction)
+
+
+def some_direction(value: list[str], path: str) -> None:
+    if not value:
+        raise OptionsError(f"{path}: expected some of {', '.join(DIRECTIONS)}, found none")
+
+
+# the first step's schedule (``first``): some of these keys, the others from its defaults
+FIRST_STEP = {"epochs": PositiveInt, "lr": PositiveFloat, "lr_steps": list[PositiveInt],
+              "lr_gamma": PositiveFloat}
+FirstStep = Annotated[dict[str, Any],
+                      Check(lambda value, path: check_mapping(value, FIRST_STEP, path))]
 
 
 @dataclass
 class CRRLOptions:
-    student: str = "ser"             # the exported encoder's objective: ser or cml
-    fusion: str = "distill"          # none, joint, pretrain or distill (Table VIII)
+    student: Objective = "ser"       # the exported encoder's objective: ser or cml
+    fusion: Fusion = "distill"       # none, joint, pretrain or distill (Table VIII)
     # the first step of pretrain/distill, which trains the other objective (CML on NW-UCLA:
     # 100 epochs at 0.01, Sec. IV-B); the run's `train` is the student's step
-    first: dict[str, Any] = field(default_factory=lambda: {
+    first: FirstStep = field(default_factory=lambda: {
         "epochs": 100, "lr": 0.01, "lr_steps": [], "lr_gamma": 0.5})
     # SER
-    directions: list[str] = field(default_factory=lambda: list(DIRECTIONS))
-    decoder_hidden: int = 256
-    decoder_layers: int = 2
-    decoder_dropout: float = 0.2
+    directions: Annotated[list[Direction], Check(some_direction)] = field(default_factory=lambda: list(DIRECTIONS))
+    decoder_hidden: PositiveInt = 256
+    decoder_layers: PositiveInt = 2
+    decoder_dropout: Fraction = 0.2
     # the paper's decoder: GRUs of decoder_hidden units and a linear read-out; false: the authors'
     # code, a GRU whose hidden state is the reconstruction (as many units as coordinates)
     decoder_readout: bool = True
     # CML. The paper gives no MLP sizes: the authors' 512 -> 512 -> 512 (on the 512-d pooled
     # feature of the 2 x 256 GRU) is the default
-    feature_dim: int = 512
-    queue_size: int = 64
-    temperature: float = 0.1
-    momentum: float = 0.999          # key encoder
-    projector_momentum: float = 1.0  # key MLP: 1.0 never updates it (Table XII's best)
+    feature_dim: PositiveInt = 512
+    queue_size: PositiveInt = 64
+    temperature: PositiveFloat = 0.1
+    momentum: Fraction = 0.999          # key encoder
+    projector_momentum: Fraction = 1.0  # key MLP: 1.0 never updates it (Table XII's best)
     projector_init_std: float | None = None
     # the key MLP its own random initialisation (the paper's "remain its random initialization",
     # the authors' code); false: a copy of the query MLP
     own_key_projector: bool = True
     # the run's grad_clip in the CML step too; the authors' code clips nothing
     cml_grad_clip: bool = False
-    key_input: str = "velocity"      # velocity (CML) or coordinate (Table IX)
-    key_augment: dict[str, dict[str, Any]] = field(default_factory=dict)
+    key_input: Literal["velocity", "coordinate"] = "velocity"  # velocity (CML) or coordinate (Table IX)
+    key_augment: AugmentChain = field(default_factory=dict)
     # INF
-    distill_weight: float = 0.1
+    distill_weight: NonNegativeFloat = 0.1
     # the teacher's mode while it gives its targets: eval (no dropout; a fixed target per
     # sample) or train, as the authors' code leaves it (dropout on)
-    teacher_mode: str = "eval"
+    teacher_mode: Literal["eval", "train"] = "eval"
 
 
 def velocity(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -162,19 +176,6 @@ class CRRL(Method):
     def __init__(self, streams: tuple[str, ...], layout: Layout,
                  build_encoder: Callable[[], nn.Module], options: CRRLOptions):
         super().__init__(streams, layout, build_encoder, options)
-        checks = {"student": (options.student, OBJECTIVES), "fusion": (options.fusion, FUSIONS),
-                  "key_input": (options.key_input, ("velocity", "coordinate")),
-                  "teacher_mode": (options.teacher_mode, ("eval", "train"))}
-        for name, (value, accepted) in checks.items():
-            if value not in accepted:
-                raise OptionsError(f"CRRL option {name} must be one of {', '.join(accepted)}, "
-                                   f"not {value!r}")
-        if not options.directions or set(options.directions) - set(DIRECTIONS):
-            raise OptionsError(f"CRRL option directions must name some of "
-                               f"{', '.join(DIRECTIONS)}, not {options.directions!r}")
-        problem = unknown_keys(options.first, ("epochs", "lr", "lr_steps", "lr_gamma"))
-        if problem:
-            raise OptionsError(f"CRRL option first: {problem}")
         self.inputs = (self.streams[0],)
         self.encoder = build_encoder()
         if not isinstance(self.encoder, RecurrentEncoder):

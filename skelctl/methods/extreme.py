@@ -10,13 +10,13 @@ attention-guided drop) on the encoder's last feature map (``z_ed``); the contras
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelctl.augment import aimclr_extreme, compose
+from skelctl.augment import AugmentChain, aimclr_extreme, compose
 from skelctl.methods.base import OptionsError
 from skelctl.methods.losses import divergence_loss, mining_loss
 from skelctl.methods.moco import ContrastOptions, MoCoMethod
@@ -27,7 +27,7 @@ from skelctl.skeletons import Layout
 @dataclass
 class ExtremeOptions(ContrastOptions):
     queue_size: int = 32768          # AimCLR's (and CrosNNCLR's M)
-    extreme: dict[str, dict[str, Any]] = field(default_factory=aimclr_extreme)
+    extreme: AugmentChain = field(default_factory=aimclr_extreme)
     keep_threshold: float = 0.7      # D3M drops the elements whose attention is at least this
     energy_lambda: float = 1e-4      # SimAM's lambda
     mining_epoch: int = 150          # nearest-neighbour mining from this epoch (0-based) on

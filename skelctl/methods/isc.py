@@ -22,12 +22,11 @@ Linear(d, 128) with PyTorch's initialisation, momentum 0.999, temperature 0.07, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
-from skelctl.augment import compose, isc_augmentations
+from skelctl.augment import AugmentChain, compose, isc_augmentations
 from skelctl.data.views import compute_view
 from skelctl.methods.base import EncoderFactory, Method, OptionsError, encoder_names
 from skelctl.methods.losses import info_nce
@@ -38,7 +37,7 @@ from skelctl.skeletons import Layout
 @dataclass
 class ISCOptions(ContrastOptions):
     queue_size: int = 16384
-    augment: dict[str, dict[str, Any]] = field(default_factory=isc_augmentations)
+    augment: AugmentChain = field(default_factory=isc_augmentations)
     projector_init_std: float | None = None  # the authors' projectors keep PyTorch's init
 
 

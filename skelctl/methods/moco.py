@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelctl.augment import compose, crop_and_shear
+from skelctl.augment import AugmentChain, compose, crop_and_shear
 from skelctl.data.views import compute_view
 from skelctl.methods.base import Method
+from skelctl.options import Fraction, PositiveFloat, PositiveInt
 from skelctl.skeletons import Layout
 
 
@@ -25,11 +26,11 @@ from skelctl.skeletons import Layout
 class ContrastOptions:
     """The options every MoCo-based method shares; the defaults are CrosSCLR's (Sec. 4.2)."""
 
-    feature_dim: int = 128
-    queue_size: int = 30000          # the paper's 30k (the authors' code: 32,768)
-    momentum: float = 0.999
-    temperature: float = 0.07
-    augment: dict[str, dict[str, Any]] = field(default_factory=crop_and_shear)
+    feature_dim: PositiveInt = 128
+    queue_size: PositiveInt = 30000  # the paper's 30k (the authors' code: 32,768)
+    momentum: Fraction = 0.999
+    temperature: PositiveFloat = 0.07
+    augment: AugmentChain = field(default_factory=crop_and_shear)
     # the query projector's initial weights: N(0, std) and zero bias, as the reference code's
     # weights_init (0.02); null: PyTorch's default (uniform, +-1/sqrt(fan_in))
     projector_init_std: float | None = 0.02

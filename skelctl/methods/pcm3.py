@@ -64,24 +64,27 @@ Where the code and the paper part, and what this module does:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelctl.augment import compose, isc_augmentations
+from skelctl.augment import AugmentChain, compose, isc_augmentations
 from skelctl.data.views import compute_view
 from skelctl.methods.base import EncoderFactory, Method, OptionsError
 from skelctl.methods.losses import divergence_loss, info_nce
 from skelctl.methods.moco import ContrastOptions, gather_from_all_ranks, momentum_contrast
 from skelctl.models.rnn import RecurrentEncoder, run_causal, run_recurrence
+from skelctl.options import Check, NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from skelctl.skeletons import PART_NAMES, Layout
 
-PROMPT_PLACEMENTS = ("authors", "active", "none")
-MASK_STRATEGIES = ("topology", "random")  # PCM3 Table 10
-MIXES = ("cutmix", "resizemix", "mixup")
-POSITIVES = ("intra", "mix", "mask", "predict")
+PromptPlacement = Literal["authors", "active", "none"]
+MaskStrategy = Literal["topology", "random"]  # PCM3 Table 10
+PROMPT_PLACEMENTS, MASK_STRATEGIES = get_args(PromptPlacement), get_args(MaskStrategy)
+Mix = Literal["cutmix", "resizemix", "mixup"]
+Positive = Literal["intra", "mix", "mask", "predict"]
+MIXES, POSITIVES = get_args(Mix), get_args(Positive)
 DOMAIN_PROMPTS = ("base", "mask", "predict", "mix")  # base: the query and the key
 
 
@@ -92,39 +95,64 @@ def pcm3_mask_view() -> dict[str, dict[str, object]]:
             "shear": {"amplitude": 1.0}}
 
 
+def low_high(top: int | None) -> Check:
+    """A ``[low, high]`` pair with ``1 <= low <= high`` (``<= top`` when given)."""
+    def check(value: list[int], path: str) -> None:
+        if len(value) != 2 or not 1 <= value[0] <= value[1] or (top and value[1] > top):
+            raise OptionsError(f"{path}: expected [low, high] with 1 <= low <= high"
+                               + (f" <= {top}" if top else "") + f", found {value}")
+    return Check(check)
+
+
+def some_nonzero(value: dict[str, float], path: str) -> None:
+    if not value or not any(value.values()):
+        raise OptionsError(f"{path}: expected some weight above 0, found {value}")
+
+
+def even(value: int, path: str) -> None:
+    if value % 2:
+        raise OptionsError(f"{path}: expected an even number (two halves), found {value}")
+
+
 @dataclass
 class PCM3Options(ContrastOptions):
-    queue_size: int = 16384
-    augment: dict[str, dict[str, Any]] = field(default_factory=isc_augmentations)
-    mask_augment: dict[str, dict[str, Any]] = field(default_factory=pcm3_mask_view)
-    projector_init_std: float | None = None  # the authors' projectors keep PyTorch's init
-    # topology-based masking: int(5 * mask_ratio) of the five parts in each chunk of frames;
-    # random (Table 10's comparison): round(mask_ratio * T * V) (frame, joint) cells
-    mask_strategy: str = "topology"
-    mask_ratio: float = 0.6
-    mask_chunk_frames: int = 8
+    queue_size: PositiveInt = 16384
+    augment: AugmentChain = field(default_factory=isc_augmentations)
+    mask_augment: AugmentChain = field(default_factory=pcm3_mask_view)
+    projector_init_std: PositiveFloat | None = None  # the authors' projectors: PyTorch's init
+    # topology-based masking: int(5 * mask_ratio) of the five parts in each chunk of frames
+    # (1 to 5 of them); random (Table 10's comparison): round(mask_ratio * T * V) cells
+    mask_strategy: MaskStrategy = "topology"
+    mask_ratio: Annotated[float, Range(1 / len(PART_NAMES), 1)] = 0.6
+    mask_chunk_frames: PositiveInt = 8
     # the mix positive: parts and chunks (of mix_chunk_frames frames) of the region, and the
     # chance of each kind of mix
-    mix_parts: list[int] = field(default_factory=lambda: [2, 3])
-    mix_chunks: list[int] = field(default_factory=lambda: [7, 11])
-    mix_chunk_frames: int = 4
-    mix: dict[str, float] = field(
+    mix_parts: Annotated[list[int], low_high(len(PART_NAMES))] = field(
+        default_factory=lambda: [2, 3])
+    mix_chunks: Annotated[list[int], low_high(None)] = field(default_factory=lambda: [7, 11])
+    mix_chunk_frames: PositiveInt = 4
+    mix: Annotated[dict[Mix, NonNegativeFloat], Check(some_nonzero)] = field(
         default_factory=lambda: {"cutmix": 0.5, "resizemix": 0.25, "mixup": 0.25})
     # the loss: each positive's InfoNCE weight, the distillation's and the MSE's (Eq. 7)
-    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(POSITIVES, 1.0))
+    weights: Annotated[dict[Positive, float], Check(some_nonzero)] = field(
+        default_factory=lambda: dict.fromkeys(POSITIVES, 1.0))
     kl_weight: float = 1.0
     mse_weight: float = 40.0
-    teacher_temperature: float = 0.05
-    student_temperature: float = 0.1
+    teacher_temperature: PositiveFloat = 0.05
+    student_temperature: PositiveFloat = 0.1
     # whether the predicted view's contrastive gradient reaches the decoder (Sec. 3.3)
     predict_gradient: bool = True
-    prompts: str = "authors"  # authors | active | none
+    prompts: PromptPlacement = "authors"
     # which prompts a run has (Table 9): domain (on the inputs) and task (on the features)
-    prompt_kinds: list[str] = field(default_factory=lambda: ["domain", "task"])
-    prompt_dim: int = 256     # the task prompts' width r
+    prompt_kinds: list[Literal["domain", "task"]] = field(default_factory=lambda: ["domain", "task"])
+    prompt_dim: Annotated[int, Range(2), Check(even)] = 256  # the task prompts' width r
     woprompt: bool = False    # the authors' motion/bone variant: no prompts, no KL, detached
-    decoder_dim: int = 512
-    decoder_layers: int = 2
+    decoder_dim: PositiveInt = 512
+    decoder_layers: PositiveInt = 2
+
+    def __post_init__(self) -> None:
+        if self.woprompt and self.prompts == "active":
+            raise ValueError("woprompt runs without prompts: drop prompts: active")
 
 
 def part_matrix(layout: Layout) -> torch.Tensor:
@@ -277,7 +305,6 @@ class PCM3(Method):
     def __init__(self, streams: tuple[str, ...], layout: Layout, build_encoder: EncoderFactory,
                  options: PCM3Options):
         super().__init__(streams, layout, build_encoder, options)
-        self.check(options)
         self.placement = "none" if options.woprompt else options.prompts
         self.kl_weight = 0.0 if options.woprompt else options.kl_weight
         self.predict_gradient = options.predict_gradient and not options.woprompt
@@ -306,43 +333,6 @@ class PCM3(Method):
     @staticmethod
     def new_prompt(shape: tuple[int, ...]) -> nn.Parameter:
         return nn.Parameter(nn.init.xavier_uniform_(torch.empty(shape)))
-
-    @staticmethod
-    def check(options: PCM3Options) -> None:
-        if options.prompts not in PROMPT_PLACEMENTS:
-            raise OptionsError(f"PCM3 option prompts must be one of "
-                               f"{', '.join(PROMPT_PLACEMENTS)}, not {options.prompts!r}")
-        if set(options.prompt_kinds) - {"domain", "task"}:
-            raise OptionsError(f"PCM3 option prompt_kinds lists some of domain, task, not "
-                               f"{options.prompt_kinds}")
-        if options.woprompt and options.prompts == "active":
-            raise OptionsError("PCM3 option woprompt runs without prompts: drop prompts: active")
-        if options.mask_strategy not in MASK_STRATEGIES:
-            raise OptionsError(f"PCM3 option mask_strategy must be one of "
-                               f"{', '.join(MASK_STRATEGIES)}, not {options.mask_strategy!r}")
-        if not 1 <= int(len(PART_NAMES) * options.mask_ratio) <= len(PART_NAMES):
-            raise OptionsError(f"PCM3 option mask_ratio must mask 1 to 5 of the five parts "
-                               f"(int(5 * ratio)), not {options.mask_ratio}")
-        for name in ("mask_chunk_frames", "mix_chunk_frames", "decoder_dim", "decoder_layers"):
-            if int(getattr(options, name)) < 1:
-                raise OptionsError(f"PCM3 option {name} must be at least 1")
-        if options.prompt_dim < 2 or options.prompt_dim % 2:
-            raise OptionsError(f"PCM3 option prompt_dim must be even (two halves), not "
-                               f"{options.prompt_dim}")
-        for name, top in (("mix_parts", len(PART_NAMES)), ("mix_chunks", None)):
-            value = list(getattr(options, name))
-            if len(value) != 2 or not 1 <= value[0] <= value[1] or (top and value[1] > top):
-                raise OptionsError(f"PCM3 option {name} must be [low, high] with 1 <= low <= high"
-                                   + (f" <= {top}" if top else "") + f", not {value}")
-        unknown = set(options.mix) - set(MIXES)
-        if unknown or not options.mix or min(options.mix.values()) < 0 \
-                or sum(options.mix.values()) <= 0:
-            raise OptionsError(f"PCM3 option mix maps some of {', '.join(MIXES)} to chances "
-                               f"(not negative, not all 0), not {options.mix}")
-        if set(options.weights) - set(POSITIVES) or not any(options.weights.get(name, 1.0)
-                                                             for name in POSITIVES):
-            raise OptionsError(f"PCM3 option weights maps some of {', '.join(POSITIVES)} to "
-                               f"weights (not all 0), not {options.weights}")
 
     def encoders(self) -> dict[str, nn.Module]:
         return {self.streams[0]: self.moco.encoder_q}

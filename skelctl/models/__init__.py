@@ -20,6 +20,8 @@ from torch import nn
 
 from skelctl.atomic import replacing
 from skelctl.keys import unknown_keys
+from skelctl.keys import unknown_name
+from skelctl.options import keyword_types
 from skelctl.models.agcn import AGCN
 from skelctl.models.hcn import HCN
 from skelctl.models.rnn import RecurrentEncoder
@@ -40,8 +42,11 @@ class EncoderKind:
     description: str
 
     def option_names(self) -> list[str]:
-        return [p for p in inspect.signature(self.cls).parameters
-                if p not in ("self", "layout", "num_persons")]
+        return list(self.option_types())
+
+    def option_types(self) -> dict[str, Any]:
+        """The options (the constructor's keywords, less layout and persons) and their types."""
+        return keyword_types(self.cls, skip=("layout", "num_persons"))
 
     def build(self, layout: Layout, num_persons: int, options: dict[str, Any]) -> nn.Module:
         takes_persons = "num_persons" in inspect.signature(self.cls).parameters
@@ -83,9 +88,14 @@ ENCODERS: dict[str, EncoderKind] = {
 
 def encoder_option_names(name: str) -> list[str]:
     """The options an encoder accepts (its constructor's keywords, less layout and persons)."""
+    return list(encoder_option_types(name))
+
+
+def encoder_option_types(name: str) -> dict[str, Any]:
+    """The options an encoder accepts and their types."""
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
-    return ENCODERS[name].option_names()
+        raise ValueError(unknown_name("encoder", name, ENCODERS))
+    return ENCODERS[name].option_types()
 
 
 def build_encoder(name: str, layout: Layout, num_persons: int = 2, **options: Any) -> nn.Module:

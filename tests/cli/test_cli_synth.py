@@ -65,12 +65,12 @@ def test_bad_raw_folder_is_a_clear_error(tmp_path, make, message):
 
 def test_bad_options(tmp_path):
     result = run("prepare", "kinetics", "--raw", tmp_path)
-    assert result.exit_code == 1 and "unknown dataset 'kinetics': not a format (ntu60," in \
+    assert result.exit_code == 2 and "unknown dataset 'kinetics': not a format (ntu60," in \
         result.stderr
     result = run("views", "ntu60", "--views", "joint,speed")
     assert result.exit_code == 2 and "comma-separated list" in result.stderr
     result = run("prepare", "ntu60", "--raw", tmp_path, "--variant", "fifty")
-    assert result.exit_code == 1 and "variant 'fifty'" in result.stderr
+    assert result.exit_code == 2 and "variant 'fifty'" in result.stderr
 
 
 def test_on_error_fail(synth_ntu60, tmp_path):

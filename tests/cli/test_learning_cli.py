@@ -65,7 +65,7 @@ def test_pretrain_evaluate_ensemble_tables(project):
         for command in ("linear", "knn"):
             result = run(command, name, *split, *data)
             assert result.exit_code == 0, result.output
-    assert "2 epochs, final loss" in run("pretrain", "crosclr-joint-motion", *split, "--no-resume",
+    assert "2 epochs, final loss" in run("pretrain", "crosclr-joint-motion", *split, "--restart",
                                          *data).stdout
     metrics = json.loads((root / "results" / "ntu60-xsub" / "linear" / "crosclr-joint-motion"
                           / "motion" / "metrics.json").read_text())
@@ -83,10 +83,14 @@ def test_pretrain_evaluate_ensemble_tables(project):
     # the KNN monitor: every second epoch, the same figure as the KNN stage for the final encoder
     monitored = (root / "models" / "ntu60-xsub" / "skeletonclr-joint.loss.csv").read_text()
     header, first, second = [row.split(",") for row in monitored.splitlines()]
-    assert header[-1] == "knn_joint" and first[-1] == ""
+    # beside it, once measured, the untrained run's encoder (untrained-joint: same GRU, variant)
+    assert header[-2:] == ["knn_joint", "knn_joint_untrained"] and first[-2:] == ["", ""]
     knn = json.loads((root / "results" / "ntu60-xsub" / "knn" / "skeletonclr-joint" / "joint"
                       / "metrics.json").read_text())
-    assert float(second[-1]) == pytest.approx(knn["top1"])
+    assert float(second[-2]) == pytest.approx(knn["top1"])
+    untrained = json.loads((root / "results" / "ntu60-xsub" / "knn" / "untrained-joint"
+                            / "joint" / "metrics.json").read_text())
+    assert float(second[-1]) == pytest.approx(untrained["top1"])
     assert (root / "models" / "ntu60-xsub" / "skeletonclr-joint.loss.eval.png").is_file()
     history = (root / "models" / "ntu60-xsub" / "crrl.loss.csv").read_text().splitlines()
     assert history[0] == "epoch,lr,loss,contrast,phase,reconstruction,distill"
@@ -186,21 +190,22 @@ def test_errors_name_the_file(project):
     result = run("linear", *split, *data)
     assert result.exit_code == 1 and "name either a RUN or an --encoder FILE" in result.stderr
     result = run("pretrain", "simclr-joint", *split, *data)
-    assert result.exit_code == 1 and "not in the params' runs" in result.stderr
+    assert result.exit_code == 2 and "unknown run 'simclr-joint'" in result.stderr
     result = run("pretrain", "skeletonclr-joint", "--split", "ntu60-xset", *data)
-    assert result.exit_code == 1 and "no split 'xset/train'" in result.stderr
+    assert result.exit_code == 2 and "unknown split 'ntu60-xset'" in result.stderr
     result = run("tables")
     assert result.exit_code == 1 and "missing" in result.stderr
     params = {**TINY, "runs": {**TINY["runs"], "crosclr-joint-motion": {
         **TINY["runs"]["crosclr-joint-motion"], "options": {"cross_epochs": 3}}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     result = run("pretrain", "crosclr-joint-motion", *split, *data)
-    assert result.exit_code == 1
-    assert ("params.yaml: run 'crosclr-joint-motion': unknown option(s) cross_epochs; "
-            "accepted: feature_dim, queue_size") in result.stderr
+    assert result.exit_code == 2
+    assert ("params.yaml: runs.crosclr-joint-motion.options: unknown option(s) cross_epochs "
+            "(did you mean 'cross_epoch'?); accepted: feature_dim, queue_size") in result.stderr
     (root / "params.yaml").write_text(yaml.safe_dump({**TINY, "linear": {"epoch": 3}}))
     result = run("linear", "skeletonclr-joint", *split, *data)
-    assert result.exit_code == 1 and "unknown key(s) epoch in 'linear'" in result.stderr
+    assert result.exit_code == 2 and ("linear: unknown key(s) epoch (did you mean 'epochs'?)"
+                                      in result.stderr)
 
 
 def test_transfer_to_another_dataset(project, synth_pku1, tmp_path_factory):

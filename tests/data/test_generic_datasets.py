@@ -170,8 +170,8 @@ def test_a_layout_file_in_the_raw_folder_or_the_params_is_used(ucla_samples, tmp
     params.write_text(yaml.safe_dump({"datasets": {"lab": {"format": "generic",
                                                            "joints": 20}}}))
     result = run("parse", "lab", "--raw", raw, "--params", params, "--data-dir", data)
-    assert result.exit_code == 1 and "datasets: lab: an entry maps some of format, layout, " \
-        "protocols, labels_from" in result.output
+    assert result.exit_code == 2 and "datasets.lab: unknown key(s) joints; accepted: format, " \
+        "layout, protocols, labels_from" in result.output
 
 
 def test_joint_order_check_flags_shuffled_nw_ucla_and_passes_the_true_order(ucla_samples,

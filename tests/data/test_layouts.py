@@ -141,5 +141,6 @@ def test_the_readme_example_layout_file_describes_the_kinect_v1_skeleton():
     layout = read_layout_file(PROJECT / "examples" / "kinect-v1-layout.yaml")
     assert layout.name == "kinect-v1" and layout.joint_names[4] == "l_shoulder"
     for field in ("bone_pairs", "center", "flip", "parts", "spine_base", "spine_mid",
-                  "spine_shoulder", "left_shoulder", "right_shoulder", "dims"):
+                  "spine_shoulder", "left_shoulder", "right_shoulder", "left_hip", "right_hip",
+                  "dims"):
         assert getattr(layout, field) == getattr(KINECT20, field), field

@@ -330,17 +330,19 @@ def test_per_run_settings_override_and_unknown_keys_name_the_file(tmp_path):
             assert part in str(info.value), (part, str(info.value))
 
     error({"knn": {"runs": {"isc": {"kk": 1}}}}, "knn",
-          "knn.runs.isc must map keys of 'knn' to values; unknown: kk")
-    error({"knn": {"neighbours": 1}}, "knn", "unknown key(s) neighbours in 'knn'")
+          "knn.runs.isc: unknown key(s) kk (did you mean 'k'?)")
+    error({"knn": {"neighbours": 1}}, "knn", "knn: unknown key(s) neighbours")
     error({"knn": {"runs": {"isc": {"crop": ISC_CROP}}}}, "knn",
           "knn.runs.isc.crop: unknown key(s) train")
     error({"finetune": {"runs": {"isc": {"optimizer": "adamw"}}}}, "finetune",
-          "finetune.runs.isc.optimizer: unknown optimizer 'adamw'; known: sgd, adam")
+          "finetune.runs.isc.optimizer: expected one of sgd, adam, found 'adamw' (text); "
+          "did you mean 'adam'?")
     error({"finetune": {"runs": {"isc": {"optimiser": "adam"}}}}, "finetune",
-          "finetune.runs.isc must map keys of 'finetune' to values; unknown: optimiser")
+          "finetune.runs.isc: unknown key(s) optimiser (did you mean 'optimizer'?)")
     error({"linear": {"crop": {"train": [0.5, 2]}}}, "linear", "linear.crop: train must be")
     error({"linear": {"runs": {"isc": {"crop": 0.95}}}}, "linear",
-          "linear.runs.isc.crop must map train, test, frames, min_frames to values")
+          "linear.runs.isc.crop: expected a mapping of names to values or empty (null), found "
+          "0.95 (a number)")
 
 
 # ---------------------------------------------------------------- the stages

@@ -316,10 +316,14 @@ def test_only_a_strategy_with_a_first_step_can_start_from_another_run():
 
 
 def test_option_errors_name_the_option():
-    with pytest.raises(ValueError, match="CRRL option fusion must be one of none, joint"):
+    with pytest.raises(ValueError, match=r"options.fusion: expected one of none, joint, pretrain, "
+                                         r"distill, found 'both' \(text\)"):
         crrl({"fusion": "both"})
-    with pytest.raises(ValueError, match="CRRL option directions"):
+    with pytest.raises(ValueError, match=r"options.directions\[0\]: expected one of forward, "
+                                         r"reverse, found 'sideways' \(text\)"):
         crrl({"directions": ["sideways"]})
+    with pytest.raises(ValueError, match="options.directions: expected some of forward, reverse"):
+        crrl({"directions": []})
     with pytest.raises(ValueError, match="CRRL needs a recurrent encoder"):
         build_method("crrl", ("joint",), LAYOUT, 1, "stgcn", {"hidden": 4, "out_dim": 8}, {})
 

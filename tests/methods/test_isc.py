@@ -47,7 +47,7 @@ def test_either_applies_one_chain_per_sample_with_its_probability():
     masked = (out.abs().sum(dim=(2, 3, 4)) == 0).any(dim=1)
     assert 0.27 < masked.float().mean() < 0.33
     assert torch.equal(out[~masked], x[~masked])
-    with pytest.raises(ValueError, match="'either' takes p, first and second"):
+    with pytest.raises(ValueError, match="augmentations.either: takes first and second"):
         augment.compose({"either": {"p": 0.5, "first": {}}}, NTU25)
 
 

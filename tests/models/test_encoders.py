@@ -1,4 +1,5 @@
-"""Encoders: feature maps that pool to the output, and the graph partition option."""
+"""Encoders: output sizes, the spatial graph convolution, feature maps that pool to the output,
+the graph partition option and the recurrent directions."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from skelctl.models import build_encoder, encoder_option_names
-from skelctl.models.graph import PARTITIONS, spatial_partition
-from skelctl.models.stgcn import STGCN
+from skelctl.models.graph import PARTITIONS, hop_distance, spatial_partition
+from skelctl.models.stgcn import STGCN, GraphBlock
 from skelctl.skeletons import KINECT20, NTU25
 
 from conftest import gen
@@ -128,4 +129,97 @@ def test_graph_partition_option():
     np.testing.assert_allclose(kinect, reference_partition(KINECT20, 1), atol=1e-7)
 
 
-# --- 9. CrosSCLR's options ----------------------------------------------------------------------
+# --- encoders on small hand-made inputs ----------------------------------------------------------
+
+def test_spatial_partition():
+    a = spatial_partition(NTU25)
+    assert a.shape == (3, 25, 25)
+    np.testing.assert_allclose(a[0], np.diag(np.diag(a[0])))  # the root subset: self loops
+    hops = hop_distance(NTU25)
+    adjacency = (hops <= 1).astype(float)
+    np.testing.assert_allclose(a.sum(axis=0), adjacency / adjacency.sum(axis=0), atol=1e-6)
+    # the spine base (0) is farther from the centre than the spine mid (1): centripetal
+    assert a[2, 1, 0] > 0 and a[1, 1, 0] == 0
+
+
+@pytest.mark.parametrize("name, dim", [("stgcn", 256), ("bigru", 2048), ("gru", 512),
+                                       ("lstm", 512)])
+def test_encoders(name, dim):
+    encoder = build_encoder(name, NTU25, 2)
+    assert encoder(torch.randn(2, 3, 16, 25, 2)).shape == (2, dim) and encoder.out_dim == dim
+    small = build_encoder(name, KINECT20, 1)  # NW-UCLA: 20 joints, one body
+    assert small(torch.randn(2, 3, 16, 20, 1)).shape == (2, dim)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_graph_block_computes_the_spatial_graph_convolution(channels_last):
+    """sum_k (W_k x + b_k) A_k over the joints, in either memory format."""
+    torch.manual_seed(0)
+    block = GraphBlock(4, 6, 3, 25, residual=False).eval()
+    torch.nn.init.normal_(block.edge_importance, 1.0, 0.3)
+    adjacency = torch.from_numpy(spatial_partition(NTU25))
+    x = torch.randn(2, 4, 5, 25)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.nn.functional.conv2d(x, block.gcn.weight, block.gcn.bias).view(2, 3, 6, 5, 25)
+    graph = torch.einsum("nkctv,kvw->nctw", y, adjacency * block.edge_importance)
+    expected = torch.relu(block.tcn(graph))
+    torch.testing.assert_close(block(x, adjacency), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_strided_residual_is_the_strided_1x1_convolution():
+    torch.manual_seed(0)
+    block = GraphBlock(4, 8, 3, 25, stride=2).eval()
+    x = torch.randn(2, 4, 9, 25).contiguous(memory_format=torch.channels_last)
+    conv, norm = block.residual
+    expected = norm(torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=(2, 1)))
+    torch.testing.assert_close(block.residual(x[:, :, ::block.stride]), expected)
+    assert block(x, torch.from_numpy(spatial_partition(NTU25))).shape == (2, 8, 5, 25)
+
+
+def test_narrow_stgcn_trains_on_any_cpu():
+    """Four channels into a strided block: oneDNN's strided 1x1 backward corrupts the heap on
+    AVX2-only CPUs (a hang or a crash), so the encoder must not use it. In a child process, so a
+    crash is a failure of this test alone."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import torch\n"
+              "from skelctl.models import build_encoder\n"
+              "from skelctl.skeletons import NTU25\n"
+              "encoder = build_encoder('stgcn', NTU25, 2, hidden=4, out_dim=16)\n"
+              "for seed in range(6):\n"
+              "    torch.manual_seed(seed)\n"
+              "    encoder(torch.randn(4, 3, 50, 25, 2)).square().sum().backward()\n"
+              "print('ok')\n")
+    for threads in ("1", "2"):
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                timeout=120, env={**os.environ, "OMP_NUM_THREADS": threads})
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_stgcn_size_matches_the_reference():
+    params = sum(p.numel() for p in build_encoder("stgcn", NTU25).parameters())
+    assert 0.80e6 < params < 0.84e6  # ~0.82 M per ST-GCN backbone (1/4 channels)
+
+
+def test_bigru_bidirectional_form_reads_the_future_and_the_causal_form_does_not():
+    torch.manual_seed(0)
+    causal = build_encoder("bigru", NTU25, 2, hidden=8, layers=2).eval()
+    x = torch.randn(1, 3, 10, 25, 2)
+    later = x.clone()
+    later[:, :, -1] += 1.0
+    # the authors' form: every step's output depends on earlier frames only
+    assert torch.equal(causal.features(x)[:, :-1], causal.features(later)[:, :-1])
+    encoder = build_encoder("bigru", NTU25, 2, hidden=8, layers=2,
+                            direction="bidirectional").eval()
+    x = torch.randn(1, 3, 10, 25, 2)
+    later = x.clone()
+    later[:, :, -1] += 1.0  # change only the last frame
+    a, b = encoder(x), encoder(later)
+    # the backward direction's final state has read the last frame first, and it changes
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
+    earlier = x.clone()
+    earlier[:, :, 0] += 1.0
+    assert not torch.allclose(encoder(earlier)[:, :8], a[:, :8])

@@ -96,8 +96,12 @@ def test_a_run_may_have_its_own_linear_protocol(tmp_path):
     assert (other.lr, other.epochs) == (3.0, 100)
     assert linear_config(params, {"lr": 1.0}, "crosnnclr-joint")[0].lr == 1.0
     bad = write_params(tmp_path, {**BASE, "linear": {"runs": {"crosnnclr-joint": {"lr_step": 1}}}})
-    with pytest.raises(StageError, match="linear.runs.crosnnclr-joint must map keys of 'linear' "
-                                         "to values; unknown: lr_step"):
+    with pytest.raises(StageError, match=r"linear.runs.crosnnclr-joint: unknown key\(s\) lr_step "
+                                         r"\(did you mean 'lr_steps'\?\)"):
+        linear_config(bad, {}, "crosnnclr-joint")
+    bad = write_params(tmp_path, {**BASE, "linear": {"runs": {"crosnnclr-joint": {"lr": "x"}}}})
+    with pytest.raises(StageError, match=r"linear.runs.crosnnclr-joint.lr: expected a number above "
+                                         r"0, found 'x' \(text\)"):
         linear_config(bad, {}, "crosnnclr-joint")
     shipped, _ = linear_config(PROJECT / "params.yaml", {}, "crosnnclr-bone")
     assert (shipped.lr, shipped.lr_steps, shipped.lr_gamma) == (0.3, [80], 0.1)
@@ -163,7 +167,7 @@ def expect_error(params, run, *parts, overrides=None):
     with pytest.raises(StageError) as info:
         load_run(params, run, overrides)
     message = str(info.value)
-    for part in (str(params), f"run {run!r}", *parts):
+    for part in (str(params), *parts):
         assert part in message, (part, message)
     return message
 
@@ -183,12 +187,12 @@ def test_a_continued_run_is_read_from_the_list_with_its_start(tmp_path):
     assert run_names(read_params(params)) == [*BASE["runs"], "next"]
     expect_error(write_params(tmp_path, with_run({"method": "skeletonclr", "streams": ["joint"],
                                                   "start": "clr"})), "bad",
-                 "unknown key(s) start in the entry",
+                 "runs.bad: unknown key(s) start;",
                  "a run that starts from another run is an entry of the 'continued' list")
     expect_error(write_params(tmp_path, {**BASE, "continued": [{**entry, "start": "nope"}]}),
-                 "next", "start 'nope' must name another run of the params (listed: clr,")
+                 "next", "continued[0].start: unknown start run 'nope' (known: clr,")
     expect_error(write_params(tmp_path, {**BASE, "continued": [{**entry, "start": "next"}]}),
-                 "next", "start 'next' must name another run")
+                 "next", "continued[0].start: unknown start run 'next'")
     for continued, message in (
             ([{**entry, "run": "clr"}], "run 'clr' is given twice"),
             ([{"run": "next", "method": "skeletonclr"}], "'continued' must be a list of run "
@@ -200,29 +204,41 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
     joint = {"method": "skeletonclr", "streams": ["joint"]}
     cases = [
         # an unknown key of the entry
-        ({**joint, "epochs": 3}, ["unknown key(s) epochs in the entry",
+        ({**joint, "epochs": 3}, ["runs.bad: unknown key(s) epochs;",
                                   "accepted: method, streams, variant, encoder, "
                                   "encoder_options, options, train"]),
         # an unknown key under train
-        ({**joint, "train": {"epoch": 3}}, ["unknown key(s) epoch in train",
+        ({**joint, "train": {"epoch": 3}}, ["runs.bad.train: unknown key(s) epoch (did you "
+                                            "mean 'epochs'?)",
                                             "accepted: epochs, batch_size, lr"]),
         # a misspelt method option
         ({"method": "crosclr", "streams": ["joint", "motion"],
           "options": {"cross_epochs": 3}},
-         ["unknown option(s) cross_epochs", "accepted: feature_dim, queue_size", "cross_epoch,"]),
+         ["runs.bad.options: unknown option(s) cross_epochs (did you mean 'cross_epoch'?)",
+          "accepted: feature_dim, queue_size", "cross_epoch,"]),
         # an encoder option the encoder lacks
         ({**joint, "encoder": "gru", "encoder_options": {"hidden": 8, "out_dim": 4}},
-         ["encoder 'gru': unknown option(s) out_dim", "accepted: in_channels, cell, hidden",
+         ["runs.bad.encoder_options: unknown gru option(s) out_dim",
+          "accepted: in_channels, cell, hidden",
           "pooling"]),
         # an unknown method
         ({"method": "simclr", "streams": ["joint"]},
-         ["unknown method 'simclr'",
+         ["runs.bad.method: unknown method 'simclr'",
            "known: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, isc, pcm3, untrained"]),
         # streams not a list of views
         ({"method": "skeletonclr", "streams": "joint"},
-         ["streams must be a list of views from joint, motion, bone, velocity", "'joint'"]),
+         ["runs.bad.streams: expected a list of texts, found 'joint' (text)"]),
         ({"method": "crosclr", "streams": ["joint", "hand"]},
-         ["streams must be a list of views", "'hand'"]),
+         ["runs.bad.streams: unknown stream 'hand' (known: joint, motion, bone, velocity)"]),
+        # a value of the wrong type, at any depth
+        ({**joint, "train": {"lr": "0.o4"}},
+         ["runs.bad.train.lr: expected a number above 0, found '0.o4' (text)"]),
+        ({**joint, "train": {"lr_steps": 20}},
+         ["runs.bad.train.lr_steps: expected a list of integers at least 1, found 20"]),
+        ({**joint, "encoder": "gru", "encoder_options": {"hidden": "big"}},
+         ["runs.bad.encoder_options.hidden: expected an integer, found 'big' (text)"]),
+        ({**joint, "options": {"queue_size": 0}},
+         ["runs.bad.options.queue_size: expected an integer at least 1, found 0"]),
     ]
     for i, (entry, parts) in enumerate(cases):
         params = write_params(tmp_path, with_run(entry), f"params{i}.yaml")
@@ -230,11 +246,13 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
     # a name neither in params nor ad-hoc lists the runs
     params = write_params(tmp_path, BASE)
     expect_error(params, "simclr-joint",
-                 "not in the params' runs (listed: clr, clr-gru, clr-gru-own, clr-same, cross)",
+                 "unknown run 'simclr-joint' (runs: clr, clr-gru, clr-gru-own, clr-same, cross;",
                  "methods: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, "
                  "isc, pcm3, untrained")
-    with pytest.raises(StageError, match=r"^run 'skeletonclr-hand': not in the params' runs "
-                                         r"\(listed: none\)"):
+    expect_error(params, "clr-gur", "unknown run 'clr-gur'; did you mean 'clr-gru'?")
+    with pytest.raises(StageError, match=r"^unknown run 'skeletonclr-hand': no params file was "
+                                         r"given \(--params FILE; params.yaml is read when "
+                                         r"present\)"):
         load_run(None, "skeletonclr-hand")
     with pytest.raises(StageError, match="params file does not exist"):
         load_run(tmp_path / "absent.yaml", "skeletonclr-joint")
@@ -246,12 +264,13 @@ def test_misspelt_method_option_is_an_error_when_the_run_is_built():
     with pytest.raises(StageError) as info:
         run.build(NTU25, 2)
     message = str(info.value)
-    assert message.startswith("run 'mine': unknown option(s) cross_epochs; accepted: ")
+    assert message.startswith("runs.mine.options: unknown option(s) cross_epochs (did you mean "
+                              "'cross_epoch'?); accepted: ")
     accepted = message.split("accepted: ")[1].split(", ")
     assert accepted == [f.name for f in dataclasses.fields(CrosSCLROptions)]
     assert "cross_epoch" in accepted and "detach_teacher" in accepted
     bad_encoder = dataclasses.replace(run, options={}, encoder_options={"out_dim": 4})
-    with pytest.raises(StageError, match="run 'mine': encoder 'gru': unknown option"):
+    with pytest.raises(StageError, match=r"runs.mine.encoder_options: unknown gru option"):
         bad_encoder.build(NTU25, 2)
 
 
@@ -267,7 +286,7 @@ def test_the_untrained_baseline_s_former_name_is_accepted_with_a_warning(tmp_pat
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"runs": {"baseline": {"method": "random",
                                                             "streams": ["joint"]}}}))
-    with pytest.warns(FutureWarning, match=f"{params}: run 'baseline': method 'random' is "
+    with pytest.warns(FutureWarning, match=f"{params}: runs.baseline: method 'random' is "
                                            f"deprecated; use 'untrained'"):
         run = load_run(params, "baseline")
     assert run.method == "untrained" and not run.trained

@@ -51,6 +51,26 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+def run_as_the_console_script(capsys, *args) -> tuple[int, str]:
+    """``skelctl ARGS`` in this process as the console script runs it (skelctl.__main__, with
+    its signal handling), then this process's handlers back: (exit status, stderr)."""
+    import skelctl.__main__ as entry
+    from skelctl import interrupts
+
+    saved = {signum: signal.getsignal(signum) for signum in interrupts.SIGNALS}
+    hook, argv = sys.unraisablehook, sys.argv
+    interrupts.install()
+    sys.argv = ["skelctl", *map(str, args)]
+    try:
+        with pytest.raises(SystemExit) as ended:
+            entry.main()
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        sys.unraisablehook, sys.argv = hook, argv
+    return ended.value.code, capsys.readouterr().err
+
+
 def partials(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if ".partial" in p.name or p.name.endswith(".lock")]
 
@@ -63,7 +83,7 @@ def no_traceback(result) -> None:
 
 # --- SIGTERM ------------------------------------------------------------------------------------
 
-def test_sigterm_during_pretrain_leaves_a_resumable_checkpoint(project, monkeypatch):
+def test_sigterm_during_pretrain_leaves_a_resumable_checkpoint(project, monkeypatch, capsys):
     import skelctl.train as train
 
     root, data = project
@@ -76,10 +96,12 @@ def test_sigterm_during_pretrain_leaves_a_resumable_checkpoint(project, monkeypa
             os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a batch scheduler does
 
     monkeypatch.setattr(train, "write_history", terminated_after_two_epochs)
-    result = run("pretrain", "skeletonclr-joint", *SPLIT, *data)
-    assert result.exit_code == 128 + signal.SIGTERM
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "terminated: no partial output was left in place; rerun the command to continue")
+    status, stderr = run_as_the_console_script(capsys, "pretrain", "skeletonclr-joint", *SPLIT,
+                                               *data)
+    assert status == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines()[-1] == (
+        "terminated: no partial output was left in place; rerun the command to continue: "
+        "training resumes from its last checkpoint")
     out = root / "models" / "ntu60-xsub" / "skeletonclr-joint"
     assert (out / "checkpoint.pt").exists() and not (out / "joint.encoder.pt").exists()
     assert partials(root) == []
@@ -90,7 +112,8 @@ def test_sigterm_during_pretrain_leaves_a_resumable_checkpoint(project, monkeypa
     assert (out / "joint.encoder.pt").exists()
 
 
-def test_sigterm_during_prepare_removes_the_partial_store(synth_ntu60, tmp_path, monkeypatch):
+def test_sigterm_during_prepare_removes_the_partial_store(synth_ntu60, tmp_path, monkeypatch,
+                                                         capsys):
     append, calls = StoreWriter.append, []
 
     def terminated_while_writing(self, *args, **kwargs):
@@ -99,14 +122,13 @@ def test_sigterm_during_prepare_removes_the_partial_store(synth_ntu60, tmp_path,
         assert self.tmp.exists()
         os.kill(os.getpid(), signal.SIGTERM)
 
-    handler = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(StoreWriter, "append", terminated_while_writing)
-    try:
-        result = run("prepare", "ntu60", "--raw", synth_ntu60, "--data-dir", tmp_path)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-    assert calls and result.exit_code == 143
-    assert "terminated: no partial output was left in place" in result.stderr
+    status, stderr = run_as_the_console_script(capsys, "prepare", "ntu60", "--raw", synth_ntu60,
+                                               "--data-dir", tmp_path)
+    assert calls and status == 143
+    assert stderr.strip().splitlines()[-1] == (
+        "terminated: no partial output was left in place; rerun the command to start again "
+        "(parse, clean and views are all redone)")
     assert partials(tmp_path) == [] and not (tmp_path / "interim/ntu60/parsed.h5").exists()
 
 
@@ -319,7 +341,7 @@ def test_a_params_syntax_error_names_the_file_line_and_column_in_every_command(p
                     *SPLIT], ["tables"]):
         result = run(*command, *(data if command != ["tables"] else ()))
         no_traceback(result)
-        assert result.exit_code == 1
+        assert result.exit_code == 2  # the user's input: as click's usage errors
         assert result.stderr.startswith(f"Error: {BROKEN_PARAMS[text]}"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 

@@ -217,7 +217,8 @@ def test_the_overview_shows_the_rows_a_run_and_an_ensemble_reproduce(tmp_path, m
     ({"ser 2s joint": {"CRRL VIII": "SER"}}, "reproduces: 'ser 2s joint': 'ser' is not in the "
                                              "params' ensembles (clr)"),
     ({"clr 2s mean": {"CrosSCLR 1": "2s-CrosSCLR"}}, "the protocol is one of joint, posthoc"),
-    ({"ser": "CRRL VIII"}, "reproduces: 'ser': give {'PAPER TABLE': row}"),
+    ({"ser": "CRRL VIII"}, "reproduces.ser: expected a mapping of names to texts, found "
+                           "'CRRL VIII' (text)"),
 ])
 def test_a_misspelt_reproduces_entry_names_the_file_the_key_and_what_is_known(
         tmp_path, monkeypatch, reproduces, message):

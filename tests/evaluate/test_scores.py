@@ -1,0 +1,60 @@
+"""Scores from features on small hand-made inputs with known answers: k-NN against brute force,
+top-k accuracy, the ensemble's fusion and runs, and the linear probe."""
+
+import pytest
+import torch
+
+from skelctl.evaluate.ensemble import fuse
+from skelctl.evaluate.features import accuracy
+from skelctl.evaluate.knn import knn_scores, nearest_neighbours
+from skelctl.evaluate.linear import LinearConfig, train_linear
+from stages.common import StageError
+from stages.config import ensemble_runs
+
+from conftest import gen
+
+
+def test_knn_matches_brute_force():
+    train, test = torch.randn(300, 16, generator=gen(4)), torch.randn(70, 16, generator=gen(5))
+    index, sims = nearest_neighbours(train, test, k=3, batch_size=16)
+    cosine = torch.nn.functional.normalize(test, dim=1) @ torch.nn.functional.normalize(
+        train, dim=1).T
+    brute = cosine.topk(3, dim=1)
+    assert torch.equal(index, brute.indices)
+    assert torch.allclose(sims, brute.values)
+    labels = torch.arange(300) % 7
+    scores = knn_scores(labels[index], sims, 7)
+    assert scores.shape == (70, 7) and torch.allclose(scores.sum(1).round(), torch.full((70,), 3.))
+    one, _ = nearest_neighbours(train, test, k=1)
+    assert torch.equal(knn_scores(labels[one], _, 7).argmax(1), labels[cosine.argmax(1)])
+
+
+def test_accuracy_and_fuse():
+    scores = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05], [0.4, 0.1, 0.5]])
+    labels = torch.tensor([1, 1, 0])
+    assert accuracy(scores, labels, 1) == pytest.approx(100 / 3)
+    assert accuracy(scores, labels, 2) == pytest.approx(100.0)
+    fused = fuse([torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 3.0]])], [0.6, 0.4])
+    assert torch.allclose(fused, torch.tensor([[0.6, 1.2]]))
+    with pytest.raises(ValueError, match="2 streams but 1 weights"):
+        fuse([fused, fused], [1.0])
+
+
+def test_linear_evaluation_learns_separable_features():
+    centres = torch.randn(5, 8, generator=gen(6)) * 3
+    labels = torch.arange(200) % 5
+    features = centres[labels] + torch.randn(200, 8, generator=gen(7)) * 0.3
+    result = train_linear(features[:150], labels[:150], features[150:], labels[150:], 5,
+                          LinearConfig(epochs=10, lr=0.5, lr_steps=[8]), torch.device("cpu"))
+    m = result["metrics"]
+    assert m["top1_last"] == pytest.approx(100.0) and m["top1_best"] >= m["top1_last"]
+    assert len(result["curve"]) == 10 and result["logits_last"].shape == (50, 5)
+
+
+def test_ensemble_runs():
+    assert ensemble_runs("skeletonclr", ("joint", "bone"), None) == {
+        "joint": "skeletonclr-joint", "bone": "skeletonclr-bone"}
+    assert ensemble_runs("crosclr-joint-motion-bone", None, None) == dict.fromkeys(
+        ("joint", "motion", "bone"), "crosclr-joint-motion-bone")
+    with pytest.raises(StageError, match="did not learn velocity"):
+        ensemble_runs("crosclr-joint-motion", ("joint", "velocity"), None)
