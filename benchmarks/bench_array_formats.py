@@ -35,7 +35,7 @@ NAMES_PER_SETUP = 40 * 3 * 60  # performers x cameras x actions in NTU's naming 
 MEASURE = """
 import json, resource, sys, time
 from pathlib import Path
-from stages import parse
+from skelctl.stages import parse
 raw, data, fmt = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 start = time.perf_counter()
 report = parse.run(fmt, raw, data, format_name=fmt) if fmt != "none" else {"samples": 0}

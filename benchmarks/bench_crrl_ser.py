@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from tabulate import tabulate
 
-from stages import evaluate, prepare, pretrain
+from skelctl.stages import evaluate, prepare, pretrain
 
 SETTINGS = {  # name: (grad_clip, decoder_readout)
     "no clipping, authors' decoder": (None, False),

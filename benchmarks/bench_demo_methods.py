@@ -23,7 +23,7 @@ import yaml
 from tabulate import tabulate
 
 from skelctl.data.synth import write_ntu
-from stages import evaluate, prepare, pretrain
+from skelctl.stages import evaluate, prepare, pretrain
 
 
 def main() -> None:

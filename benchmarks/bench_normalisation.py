@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from skelctl.data.store import Store
 from skelctl.evaluate.knn import nearest_neighbours
-from stages import evaluate, paths, prepare, pretrain
+from skelctl.stages import evaluate, paths, prepare, pretrain
 
 VARIANTS = ("upto50-minmax", "upto50-spine", "upto50-bodyframe", "upto50-bodyframe+minmax",
             "stride50-bodyframe+minmax", "50-shoulder", "50-bodyframe")

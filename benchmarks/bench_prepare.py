@@ -76,7 +76,7 @@ RUN_ONE = """
 import json, resource, sys, time
 from pathlib import Path
 from joblib.externals.loky import get_reusable_executor
-from stages import prepare
+from skelctl.stages import prepare
 raw, data, jobs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 start = time.perf_counter()
 summary = prepare.run("ntu60", raw, data, variants=("50-shoulder",), jobs=jobs)

@@ -41,7 +41,7 @@ from tabulate import tabulate
 
 from skelctl.data.formats.generic import ImportOptions, write_samples
 from skelctl.data.formats.ucla import NW_UCLA
-from stages import evaluate, prepare, pretrain
+from skelctl.stages import evaluate, prepare, pretrain
 
 PROJECT = Path(__file__).resolve().parents[1]
 # cross-view: views 1 and 2 train, view 3 tests; cross-subject: subjects 1, 3, 5, 7, 9 train

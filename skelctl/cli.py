@@ -68,7 +68,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         from skelctl.data.formats.base import DatasetError, SampleError
         from skelctl.data.store import StoreError
         from skelctl.lock import LockError
-        from stages.common import ParamsError, StageError
+        from skelctl.stages.common import ParamsError, StageError
 
         try:
             return command(*args, **kwargs)
@@ -144,9 +144,9 @@ def import_settings(dataset: str, params: Path | None, name: str | None, layout:
                     protocol_rules: tuple[str, ...], labels_from: int | None) -> Any:
     """(format, dataset name, import options) from DATASET, the params' ``datasets`` entry and
     the command-line options, which win."""
-    from stages.parse import import_settings as settings
+    from skelctl.stages.parse import import_settings as settings
 
-    return settings(dataset, default_params(params), name=name, layout=layout,
+    return settings(dataset, default_params(params, runs=False), name=name, layout=layout,
                     protocols=dict(protocol_rule(rule) for rule in protocol_rules),
                     labels_from=labels_from)
 
@@ -239,7 +239,7 @@ def parse(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout: 
     """Parse a raw folder into DATA_DIR/interim/NAME/parsed.h5. FORMAT is one of ntu60, ntu120,
     ntu61-120, pku1, pku2, nw-ucla, crossclr, isc, pyskl, generic, or a dataset the params'
     `datasets` section lists."""
-    from stages import parse as stage
+    from skelctl.stages import parse as stage
 
     format_name, name, options = import_settings(dataset, params, name, layout, protocol_rules,
                                                  labels_from)
@@ -262,7 +262,7 @@ def parse(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout: 
 def clean(dataset: str, max_bodies: int, denoise: bool, length_threshold: int,
           spread_ratio: float, spread_noise_ratio: float, data_dir: Path, jobs: int) -> None:
     """Select bodies and drop invalid frames: DATA_DIR/interim/DATASET/clean.h5."""
-    from stages import clean as stage
+    from skelctl.stages import clean as stage
 
     report = stage.run(dataset, data_dir, max_bodies=max_bodies, jobs=jobs,
                        denoising=denoising(denoise, length_threshold, spread_ratio,
@@ -287,7 +287,7 @@ def clean(dataset: str, max_bodies: int, denoise: bool, length_threshold: int,
 def views(dataset: str, variant: str, view_names: tuple[str, ...], data_dir: Path,
           jobs: int) -> None:
     """Normalise, resample and write the views: DATA_DIR/processed/DATASET/VARIANT.h5."""
-    from stages import views as stage
+    from skelctl.stages import views as stage
 
     result = stage.run(dataset, variant, data_dir, views=view_names, jobs=jobs)
     click.echo(f"{dataset}: wrote {result['samples']} samples to {result['output']}")
@@ -310,7 +310,7 @@ def prepare(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout
             spread_noise_ratio: float, variants: tuple[str, ...], view_names: tuple[str, ...],
             data_dir: Path, jobs: int) -> None:
     """Parse, clean and write views in a row, then print a summary. FORMAT as for parse."""
-    from stages import prepare as stage
+    from skelctl.stages import prepare as stage
 
     format_name, name, options = import_settings(dataset, params, name, layout, protocol_rules,
                                                  labels_from)
@@ -349,13 +349,14 @@ def evaluation_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def default_params(params: Path | None) -> Path | None:
+def default_params(params: Path | None, runs: bool = True) -> Path | None:
     """``--params``, else params.yaml when present; its every value checked before any work
-    starts (one line and exit 2 for a wrong one)."""
-    from stages.config import read_params
+    starts (one line and exit 2 for a wrong one): the sections, and the runs unless ``runs`` is
+    false (the data stages, which read no run and so start without importing torch)."""
+    from skelctl.stages.params import read_params
 
     path = params if params is not None or not Path("params.yaml").is_file() else Path("params.yaml")
-    read_params(path)
+    read_params(path, runs)
     return path
 
 
@@ -389,7 +390,7 @@ def pretrain(split: str, run_name: str, params: Path | None, data_dir: Path, mod
     start run's exported encoders, which must exist. A rerun with the same settings resumes
     from the run's last checkpoint (a finished run is exported again); with other settings it
     is refused unless --restart. Runs under torchrun too (DDP)."""
-    from stages import pretrain as stage
+    from skelctl.stages import pretrain as stage
 
     result = stage.run(split, run_name, data_dir, models_dir, default_params(params),
                        {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -403,7 +404,7 @@ def pretrain(split: str, run_name: str, params: Path | None, data_dir: Path, mod
 def echo_outputs(result: Any) -> None:
     """The end of every command that writes files: where its outputs are (the stage's
     :class:`stages.common.Result`), one line per kind under ``outputs:``."""
-    from stages.common import outputs_text
+    from skelctl.stages.common import outputs_text
 
     if getattr(result, "written", None):
         click.echo(outputs_text(result.written))
@@ -426,7 +427,7 @@ def linear(split: str, run_name: str | None, encoder_file: Path | None, params: 
            lr: float | None, device: str | None) -> None:
     """Linear evaluation (frozen encoder) of every stream RUN learned, or of --encoder FILE:
     the paper's protocol, and beside it the same classifier on standardised features."""
-    from stages import evaluate
+    from skelctl.stages import evaluate
 
     results = evaluate.run_linear(split, run_name, data_dir, models_dir, results_dir,
                                   default_params(params),
@@ -447,7 +448,7 @@ def probe(split: str, run_name: str | None, encoder_file: Path | None, params: P
     """What the features of every stream RUN learned (or of --encoder FILE) encode: linear
     probes to sequence length, net displacement, camera view and action on the test part; how
     their variance spreads over directions; KNN before and after whitening."""
-    from stages import evaluate
+    from skelctl.stages import evaluate
 
     results = evaluate.run_probe(split, run_name, data_dir, models_dir, results_dir,
                                  default_params(params), {"device": device}, encoder_file)
@@ -473,7 +474,7 @@ def knn(split: str, run_name: str | None, encoder_file: Path | None, params: Pat
         device: str | None) -> None:
     """KNN retrieval (cosine similarity of pre-projector features) of every stream RUN learned,
     or of --encoder FILE."""
-    from stages import evaluate
+    from skelctl.stages import evaluate
 
     results = evaluate.run_knn(split, run_name, data_dir, models_dir, results_dir,
                                default_params(params), {"k": k, "device": device}, encoder_file)
@@ -514,7 +515,7 @@ def semi(split: str, run_name: str | None, encoder_file: Path | None, params: Pa
          device: str | None) -> None:
     """Semi-supervised evaluation on a per-class fraction of the training labels: encoder +
     linear head fine-tuned, and a linear classifier on the frozen features; seeds averaged."""
-    from stages import downstream
+    from skelctl.stages import downstream
 
     results = downstream.run_semi(split, run_name, data_dir, models_dir, results_dir,
                                   default_params(params), {"epochs": epochs, "lr": lr,
@@ -538,7 +539,7 @@ def finetune(split: str, run_name: str | None, encoder_file: Path | None, params
              data_dir: Path, models_dir: Path, results_dir: Path, epochs: int | None,
              lr: float | None, batch_size: int | None, device: str | None) -> None:
     """Fine-tune the whole network (encoder + linear head) on all training labels."""
-    from stages import downstream
+    from skelctl.stages import downstream
 
     results = downstream.run_finetune(split, run_name, data_dir, models_dir, results_dir,
                                       default_params(params), {"epochs": epochs, "lr": lr,
@@ -560,7 +561,7 @@ def transfer(split: str, run_name: str, params: Path | None, data_dir: Path, mod
              results_dir: Path, source: str, epochs: int | None, lr: float | None,
              batch_size: int | None, device: str | None) -> None:
     """Transfer: RUN pretrained on --source, linear-evaluated and fine-tuned on --split."""
-    from stages import downstream
+    from skelctl.stages import downstream
 
     results = downstream.run_transfer(split, run_name, source, data_dir, models_dir,
                                       results_dir, default_params(params),
@@ -579,7 +580,7 @@ def occlusion(split: str, run_name: str | None, encoder_file: Path | None, param
               data_dir: Path, models_dir: Path, results_dir: Path) -> None:
     """Occlusion robustness: linear evaluation on test data with body parts masked (spatial) or
     a block of frames zeroed (temporal), beside clean data."""
-    from stages import downstream
+    from skelctl.stages import downstream
 
     results = downstream.run_occlusion(split, run_name, data_dir, models_dir, results_dir,
                                        default_params(params), encoder_file)
@@ -622,7 +623,7 @@ def ensemble(split: str, name: str, streams: tuple[str, ...] | None,
     """2s and 3s ensembles by two protocols: the weighted sum of the streams' linear logits
     (posthoc, AimCLR's) and linear heads trained jointly on the mean of their logits (joint,
     CrosSCLR's)."""
-    from stages import evaluate
+    from skelctl.stages import evaluate
 
     m = evaluate.run_ensemble(split, name, streams, data_dir, models_dir, results_dir,
                               default_params(params), weights)
@@ -640,7 +641,7 @@ def ensemble(split: str, name: str, streams: tuple[str, ...] | None,
 @friendly_errors
 def tables(params: Path | None, results_dir: Path, out_dir: Path) -> None:
     """Write the papers' tables with our numbers (Markdown) and print them."""
-    from stages import tables as stage
+    from skelctl.stages import tables as stage
 
     params = default_params(params)
     if params is None:
@@ -658,7 +659,7 @@ def tables(params: Path | None, results_dir: Path, out_dir: Path) -> None:
 @friendly_errors
 def demo(workdir: Path | None) -> None:
     """Run the whole DVC pipeline on a synthetic corpus in a scratch workspace."""
-    from stages import demo as stage
+    from skelctl.stages import demo as stage
 
     click.echo(stage.run(workdir))
 
@@ -680,7 +681,7 @@ def reproduce(dataset: str, raw_dir: Path, workdir: Path | None, full: bool) -> 
     identical dvc.yaml (prepare, the runs, linear and KNN evaluation, tables), printing the
     tables with the papers' numbers beside ours. Rerunning with the same --workdir continues
     (and adds what --full adds, training nothing twice)."""
-    from stages import demo as stage
+    from skelctl.stages import demo as stage
 
     if not any(raw_dir.glob("*.json")):
         raise click.UsageError(f"{raw_dir}: no NW-UCLA .json recordings in this folder")
@@ -718,7 +719,7 @@ def info(file: Path, as_json: bool) -> None:
     settings and last losses (checkpoint.pt and checkpoint.previous.pt)."""
     import json
 
-    from stages.info import describe, render
+    from skelctl.stages.info import describe, render
 
     described = describe(file)
     click.echo(json.dumps(described, indent=2) if as_json else render(described))
@@ -737,7 +738,7 @@ def export(store: Path, target: str, out_dir: Path) -> None:
     """Write a store (processed/DATASET/VARIANT.h5; for isc and pyskl also interim/DATASET/clean.h5)
     in a reference repository's layout, so that its authors' scripts run on exactly this data;
     `skelctl prepare crossclr|isc|pyskl` reads such files back."""
-    from stages import export as stage
+    from skelctl.stages import export as stage
 
     click.echo(stage.summary(stage.run(store, target, out_dir)))
 

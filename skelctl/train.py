@@ -10,7 +10,8 @@ the end, and the one before is kept; ``resume`` continues from the newest readab
 with ``weights_only=True``: no pickled objects) and, because every random draw is
 seeded from (seed, epoch, step, rank), gives the same weights as an uninterrupted run. Under
 ``torchrun`` each rank trains on its shard of every epoch's permutation with DDP (gloo on CPU, nccl
-on CUDA); keys from all ranks enter the queues, and only rank 0 writes files.
+on CUDA); keys from all ranks enter the queues, and only rank 0 writes files. The per-epoch
+history goes to a :class:`Recorder` (by default :class:`HistoryFiles`: a CSV and its plots).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +38,9 @@ from skelctl.options import (NonNegativeFloat, NonNegativeInt, PositiveFloat,
                              PositiveInt)
 from skelctl.parallel import progress
 from skelctl.plots import save_curves
+
+if TYPE_CHECKING:
+    from skelctl.data.store import Store
 
 
 @dataclass
@@ -103,6 +108,23 @@ class Samples:
             out["length"] = length
         return out
 
+
+def training_samples(store: Store, indices: np.ndarray, inputs: tuple[str, ...],
+                     sequences: bool = False) -> Samples:
+    """The named views, labels and store indices of ``indices`` (and, when asked, the real
+    variable-length frames) as tensors, for the training loop."""
+    arrays = {name: torch.from_numpy(store.take(name, indices)) for name in inputs}
+    arrays["label"] = torch.from_numpy(store.meta(["label"])["label"][indices]).long()
+    arrays["index"] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+    if not sequences:
+        return Samples(arrays)
+    # one read of the range the indices span, then one gather of their frames
+    low = int(indices.min())
+    data, offsets = store.sequences(low, int(indices.max()) + 1)
+    first, lengths = offsets[indices - low], offsets[indices - low + 1] - offsets[indices - low]
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    rows = np.arange(starts[-1]) + np.repeat(first - starts[:-1], lengths)
+    return Samples(arrays, torch.from_numpy(data[rows]), torch.from_numpy(starts))
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
@@ -176,16 +198,6 @@ def remove_checkpoints(path: Path) -> None:
     """Delete a finished run's checkpoints (its outputs now stand for it)."""
     path.unlink(missing_ok=True)
     previous_checkpoint(path).unlink(missing_ok=True)
-
-
-def write_history(history: list[dict[str, float]], path: Path) -> None:
-    """Per-epoch losses as CSV (a DVC plot), written atomically."""
-    buffer = io.StringIO()
-    names = list(dict.fromkeys(k for row in history for k in row)) or ["epoch", "loss"]
-    writer = csv.DictWriter(buffer, fieldnames=names)
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(path, buffer.getvalue())
 
 
 def log_line(line: str) -> None:
@@ -264,6 +276,16 @@ class HistoryPlots:
     baselines: dict[str, str] = field(default_factory=dict)
 
 
+def write_history(history: list[dict[str, float]], path: Path) -> None:
+    """Per-epoch losses as CSV (a DVC plot), written atomically."""
+    buffer = io.StringIO()
+    names = list(dict.fromkeys(k for row in history for k in row)) or ["epoch", "loss"]
+    writer = csv.DictWriter(buffer, fieldnames=names)
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(path, buffer.getvalue())
+
+
 def save_history_plots(history: list[dict[str, float]], loss_names: set[str],
                        path: Path, plots: HistoryPlots | str) -> None:
     """The loss curves beside the history CSV (``<name>.png``) and, when the rows carry
@@ -285,6 +307,54 @@ def save_history_plots(history: list[dict[str, float]], loss_names: set[str],
                     f"{plots.title}: {plots.evaluation}", plots.ylabel, baselines)
 
 
+class Recorder:
+    """What becomes of the history while :func:`fit` trains (on rank 0): each hook is given the
+    history so far and the names of its loss columns. This one keeps nothing; subclass it to keep
+    something."""
+
+    def epoch(self, history: list[dict[str, float]], losses: set[str]) -> None:
+        """An epoch ended without a checkpoint."""
+
+    def checkpoint(self, history: list[dict[str, float]], losses: set[str]) -> None:
+        """An epoch ended and a checkpoint holding ``history`` was written."""
+
+    def finished(self, history: list[dict[str, float]], losses: set[str]) -> None:
+        """Training is over (also when a finished run was resumed: nothing left to train)."""
+
+
+class HistoryFiles(Recorder):
+    """The history as files (the default recorder): the CSV at ``path`` (:func:`write_history`)
+    after every epoch, and with it its plots labelled by ``plots`` (:func:`save_history_plots`)
+    at every checkpoint; when a finished run is resumed, both again, in case a kill came between
+    the last checkpoint's rename and theirs."""
+
+    def __init__(self, path: Path, plots: HistoryPlots | None = None) -> None:
+        self.path, self.plots = path, plots or HistoryPlots(path.stem)
+        self.recorded = False
+
+    def epoch(self, history: list[dict[str, float]], losses: set[str]) -> None:
+        """The CSV."""
+        write_history(history, self.path)
+        self.recorded = True
+
+    def checkpoint(self, history: list[dict[str, float]], losses: set[str]) -> None:
+        """The CSV and the plots."""
+        write_history(history, self.path)
+        save_history_plots(history, losses, self.path, self.plots)
+        self.recorded = True
+
+    def finished(self, history: list[dict[str, float]], losses: set[str]) -> None:
+        """The CSV and the plots again when this run trained nothing (a finished run resumed)."""
+        if history and not self.recorded:
+            self.checkpoint(history, losses)
+
+
+def loss_columns(rows: list[dict[str, float]]) -> set[str]:
+    """The columns of ``rows`` other than ``epoch``, ``lr`` and ``phase``: a training row's
+    losses (in the rows of a checkpoint older than its ``losses`` key, evaluation figures too)."""
+    return {k for row in rows for k in row if k not in ("epoch", "lr", "phase")}
+
+
 def amp_available(device: torch.device) -> bool:
     """Whether mixed precision pays on ``device``: CUDA, or a CPU with native bf16."""
     return device.type == "cuda" or (device.type == "cpu"
@@ -297,6 +367,37 @@ def amp_precision(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
+
+
+@dataclass
+class Precision:
+    """How the steps compute on ``device``: under autocast to ``dtype`` (None: float32
+    throughout), with ``scaler``'s loss scaling (on for fp16 alone, whose narrow exponent
+    underflows small gradients)."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def of(cls, config: TrainConfig, device: torch.device,
+           log: Callable[[str], None]) -> "Precision":
+        """``config.amp`` where it pays on ``device``; where it does not, float32, said
+        through ``log``."""
+        amp = config.amp and amp_available(device)
+        if config.amp and not amp:
+            log("amp: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 matrix "
+                "products fall back to a reference kernel tens of times slower; training in "
+                "float32")
+        dtype = amp_precision(device) if amp else None
+        return cls(device, dtype, torch.amp.GradScaler(device.type,
+                                                       enabled=dtype == torch.float16))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context a forward pass runs in."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -338,152 +439,208 @@ def training_identity(identity: dict[str, Any], config: TrainConfig,
     return identity
 
 
+def save_state(path: Path, *, epoch: int, phase: int, identity: dict[str, Any],
+               model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+               history: list[dict[str, float]], losses: set[str]) -> None:
+    """Checkpoint the run after ``epoch`` (counted from 1), in its ``phase``-th phase:
+    everything :func:`resume_state` needs to go on as if never stopped (``losses``: which of
+    the history's columns are losses, the others being evaluation figures)."""
+    save_checkpoint({"epoch": epoch, "phase": phase, "identity": identity,
+                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                     "history": history, "losses": sorted(losses)}, path)
+
+
+def resume_state(path: Path, identity: dict[str, Any], model: nn.Module,
+                 scaler: torch.amp.GradScaler, device: torch.device,
+                 log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The state :func:`save_state` left in the newest readable checkpoint at ``path``, its
+    weights and loss scaling already loaded into ``model`` and ``scaler``; None when there is
+    none, or it was made with other settings than ``identity`` (said through ``log``)."""
+    found = load_checkpoint(path, device, log)
+    if found is None:
+        return None
+    source, saved = found
+    if saved.get("identity") != identity:
+        log(f"{source} was made with other settings; starting afresh")
+        return None
+    model.load_state_dict(saved["model"])
+    scaler.load_state_dict(saved["scaler"])
+    log(f"resuming from {source} after epoch {saved['epoch']}")
+    return saved
+
+
+def steps_per_epoch(samples: Samples, batch_size: int, world: int) -> int:
+    """The batches of ``batch_size`` each of ``world`` processes trains on in an epoch."""
+    return len(samples) // (batch_size * world)
+
+
+def check_one_batch(samples: Samples, batch_size: int, world: int) -> None:
+    """Fail at once when the samples do not make a single step."""
+    if steps_per_epoch(samples, batch_size, world) == 0:
+        raise ValueError(f"{len(samples)} training samples are fewer than one batch of "
+                         f"{batch_size} x {world} process(es)")
+
+
+def phase_epochs(phases: list[Phase]) -> list[tuple[int, int]]:
+    """Each phase's epochs as ``(first, last)``: epochs ``first`` to ``last - 1``, from 0."""
+    ends = [sum(p.epochs for p in phases[:i + 1]) for i in range(len(phases))]
+    return list(zip([0] + ends[:-1], ends))
+
+
+def start_phase(model: nn.Module, phase: Phase, optimizer: str, trainable: dict[nn.Parameter, bool]
+                ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Let only the phase's parameters get gradients (of those ``trainable`` at the start);
+    the phase's ``optimizer`` over them and its learning-rate schedule."""
+    groups = phase.groups(model)
+    members = {p for group in groups for p in group["params"]}
+    for p, was in trainable.items():
+        p.requires_grad_(was and p in members)
+    made = make_optimizer(optimizer, groups, phase)
+    return made, torch.optim.lr_scheduler.MultiStepLR(made, phase.lr_steps, phase.lr_gamma)
+
+
+def distributed_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` under DDP when there are several processes, else itself."""
+    if distributed()[1] == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def train_step(model: nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator,
+               epoch: int, optimizer: torch.optim.Optimizer, precision: Precision,
+               clip: float | None) -> dict[str, torch.Tensor]:
+    """One optimiser step on ``batch``, the gradients' norm clipped to ``clip`` when given;
+    the step's named losses."""
+    with precision.autocast():
+        losses = model(batch, generator, epoch)
+    optimizer.zero_grad(set_to_none=True)
+    precision.scaler.scale(losses["loss"].float()).backward()
+    if clip:
+        precision.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                       clip)
+    precision.scaler.step(optimizer)
+    precision.scaler.update()
+    return losses
+
+
+def mean_over_ranks(row: dict[str, float], names: list[str],
+                    device: torch.device) -> dict[str, float]:
+    """``row`` with its ``names`` averaged over the processes, so every rank logs the same."""
+    world = distributed()[1]
+    if world > 1:
+        values = torch.tensor([row[k] for k in names], device=device, dtype=torch.float64)
+        torch.distributed.all_reduce(values)
+        row.update({k: float(v) / world for k, v in zip(names, values)})
+    return row
+
+
+def train_epoch(model: nn.Module, samples: Samples, epoch: int,
+                optimizer: torch.optim.Optimizer, precision: Precision, config: TrainConfig,
+                clip: float | None) -> dict[str, float]:
+    """Epoch ``epoch`` (from 0): a step a batch of this rank's share of the epoch's seeded
+    permutation. Its history row: ``epoch`` (from 1), ``lr`` (the rate it trained with) and each
+    loss averaged over the steps and the ranks."""
+    rank, world = distributed()
+    device = precision.device
+    model.train()
+    torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout: same draws on resume
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(
+        config.seed * 7919 + epoch)).to(device)
+    steps = steps_per_epoch(samples, config.batch_size, world)
+    totals: dict[str, float] = {}
+    for step in range(steps):
+        at = (step * world + rank) * config.batch_size
+        generator = step_generator(config.seed, epoch, step, rank, device)
+        losses = train_step(model, samples.batch(order[at:at + config.batch_size]), generator,
+                            epoch, optimizer, precision, clip)
+        for name, value in losses.items():
+            totals[name] = totals.get(name, 0.0) + float(value.detach())
+    row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+           **{name: total / steps for name, total in totals.items()}}
+    return mean_over_ranks(row, list(totals), device)
+
+
+def check_finite(row: dict[str, float]) -> None:
+    """Stop on a loss that is not finite: later epochs could only train on NaN."""
+    if not math.isfinite(row["loss"]):
+        raise FloatingPointError(
+            f"loss is {row['loss']} in epoch {row['epoch']} (lr {row['lr']:g}); lower the "
+            f"learning rate or clip the gradients (train: grad_clip)")
+
+
 def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainConfig,
         checkpoint: Path | None, device: torch.device, history_csv: Path | None = None,
         identity: dict[str, Any] | None = None, resume: bool = True,
         log: Callable[[str], None] = log_line,
         evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
         plots: HistoryPlots | None = None, desc: str | None = None,
-        ) -> list[dict[str, float]]:
+        recorder: Recorder | None = None) -> list[dict[str, float]]:
     """Train ``model`` (``model(batch, generator, epoch)`` returns named losses, ``"loss"`` the
     one to minimise) through ``phases``; returns the per-epoch history.
 
     ``evaluate(model, epoch)``, when given, runs after every epoch and its figures join that
-    epoch's row (e.g. test accuracy while fine-tuning). Rank 0 writes ``checkpoint`` and the
-    history ``history_csv``, and its plots labelled by ``plots``. ``identity`` (the model's and
-    data's settings) is stored in the checkpoint; a checkpoint made with different settings is
-    not resumed from. Progress (:class:`Progress`): a bar named ``desc`` (default ``train``),
-    and off a terminal a line an epoch, starting with ``desc`` when given.
+    epoch's row (e.g. test accuracy while fine-tuning). Rank 0 writes ``checkpoint`` and hands
+    the history to ``recorder`` (default: :class:`HistoryFiles` at ``history_csv``, its plots
+    labelled by ``plots``; none without ``history_csv``). ``identity`` (the model's and data's
+    settings) is stored in the checkpoint; a checkpoint made with different settings is not
+    resumed from. Progress (:class:`Progress`): a bar named ``desc`` (default ``train``), and
+    off a terminal a line an epoch, starting with ``desc`` when given.
     """
     rank, world = distributed()
+    say = log if rank == 0 else (lambda _: None)
     model.to(device)
-    epochs = sum(p.epochs for p in phases)
-    amp_dtype = amp_precision(device)
-    amp = config.amp and amp_available(device)
-    if config.amp and not amp and rank == 0:
-        log("amp: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 matrix products "
-            "fall back to a reference kernel tens of times slower; training in float32")
-    # loss scaling only for fp16, whose narrow exponent underflows small gradients
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
+    precision = Precision.of(config, device, say)
     trainable = {p: p.requires_grad for p in model.parameters()}
-    optimizers = [check_optimizer(p.optimizer or config.optimizer) for p in phases]
     identity = training_identity(identity or {}, config, phases)
-    history: list[dict[str, float]] = []
-    start, saved = 0, None
-    found = load_checkpoint(checkpoint, device, log if rank == 0 else (lambda _: None)) \
+    saved = resume_state(checkpoint, identity, model, precision.scaler, device, say) \
         if resume and checkpoint else None
-    if found is not None:
-        source, saved = found
-        if saved.get("identity") == identity:
-            model.load_state_dict(saved["model"])
-            scaler.load_state_dict(saved["scaler"])
-            history, start = saved["history"], saved["epoch"]
-            if rank == 0:
-                log(f"resuming from {source} after epoch {start}")
-        else:
-            saved = None
-            if rank == 0:
-                log(f"{source} was made with other settings; starting afresh")
-
+    start, history = (saved["epoch"], saved["history"]) if saved is not None else (0, [])
     samples = samples.to(device)
-    steps = len(samples) // (config.batch_size * world)
-    if steps == 0 and epochs > start:
-        raise ValueError(f"{len(samples)} training samples are fewer than one batch of "
-                         f"{config.batch_size} x {world} process(es)")
+    epochs = sum(p.epochs for p in phases)
+    if epochs > start:
+        check_one_batch(samples, config.batch_size, world)
+    if rank != 0:
+        recorder = Recorder()  # only rank 0 writes files
+    elif recorder is None:
+        recorder = HistoryFiles(history_csv, plots) if history_csv else Recorder()
+    # a checkpoint names its loss columns (an older one: every column, evaluation figures too)
+    losses = set(saved["losses"]) if saved and "losses" in saved else loss_columns(history)
     shown = Progress(epochs, desc or "train", "epoch", log, start, prefix=None if desc else "")
-    plots = plots or HistoryPlots(history_csv.stem if history_csv else "training")
-    loss_names: set[str] = {k for row in history for k in row
-                            if k not in ("epoch", "lr", "phase")}
-    trained = 0
     try:
-        first = 0
-        for index, phase in enumerate(phases):
-            last = first + phase.epochs
+        for index, (phase, (first, last)) in enumerate(zip(phases, phase_epochs(phases))):
             if last <= start:
-                first = last
                 continue
-            groups = phase.groups(model)
-            members = {p for group in groups for p in group["params"]}
-            for p, was in trainable.items():  # only this phase's parameters get gradients
-                p.requires_grad_(was and p in members)
-            optimizer = make_optimizer(optimizers[index], groups, phase)
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, phase.lr_steps,
-                                                             phase.lr_gamma)
+            optimizer, scheduler = start_phase(model, phase, phase.optimizer or config.optimizer,
+                                               trainable)
             if saved is not None and start > first:  # resuming inside this phase
                 optimizer.load_state_dict(saved["optimizer"])
                 scheduler.load_state_dict(saved["scheduler"])
-            wrapped = model
-            if world > 1:
-                wrapped = nn.parallel.DistributedDataParallel(
-                    model, device_ids=[device.index] if device.type == "cuda" else None)
-
-            def save(epoch: int) -> None:
-                if rank == 0 and checkpoint:
-                    save_checkpoint({"epoch": epoch, "phase": index, "identity": identity,
-                                 "model": model.state_dict(),
-                                 "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(),
-                                 "scaler": scaler.state_dict(), "history": history}, checkpoint)
-                if rank == 0 and history_csv:
-                    write_history(history, history_csv)
-                    save_history_plots(history, loss_names, history_csv, plots)
-
+            wrapped = distributed_model(model, device)
+            clip = config.grad_clip if phase.clip else None
             for epoch in range(max(start, first), last):
-                wrapped.train()
-                torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout: same draws on resume
-                order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(
-                    config.seed * 7919 + epoch)).to(device)
-                totals: dict[str, float] = {}
-                for step in range(steps):
-                    chunk = order[(step * world + rank) * config.batch_size:
-                                  (step * world + rank + 1) * config.batch_size]
-                    generator = step_generator(config.seed, epoch, step, rank, device)
-                    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp \
-                        else contextlib.nullcontext()
-                    with autocast:
-                        losses = wrapped(samples.batch(chunk), generator, epoch)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(losses["loss"].float()).backward()
-                    if config.grad_clip and phase.clip:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(
-                            [p for g in optimizer.param_groups for p in g["params"]],
-                            config.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    for name, value in losses.items():
-                        totals[name] = totals.get(name, 0.0) + float(value.detach())
-                lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+                row = train_epoch(wrapped, samples, epoch, optimizer, precision, config, clip)
                 scheduler.step()
-                row = {"epoch": epoch + 1, "lr": lr,
-                       **{name: total / steps for name, total in totals.items()}}
-                if world > 1:  # the mean over ranks, so every rank logs the same numbers
-                    values = torch.tensor([row[k] for k in totals], device=device,
-                                          dtype=torch.float64)
-                    torch.distributed.all_reduce(values)
-                    row.update({k: float(v) / world for k, v in zip(totals, values)})
                 if len(phases) > 1:
                     row["phase"] = index
-                if not math.isfinite(row["loss"]):  # later epochs could only train on NaN
-                    raise FloatingPointError(
-                        f"loss is {row['loss']} in epoch {epoch + 1} (lr {lr:g}); lower the "
-                        f"learning rate or clip the gradients (train: grad_clip)")
-                loss_names.update(totals)
+                check_finite(row)
+                losses |= loss_columns([row])
                 if evaluate is not None:
                     row.update(evaluate(model, epoch + 1))
                 history.append(row)
-                trained += 1
                 shown.step(row=row, postfix={"loss": f"{row['loss']:.4f}"})
                 if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == last:
-                    save(epoch + 1)
-                elif rank == 0 and history_csv:
-                    write_history(history, history_csv)
-            first = last
-        if rank == 0 and history_csv and history and trained == 0:
-            # a finished run resumed: its history and plots again, in case a kill came between
-            # the last checkpoint's rename and theirs
-            write_history(history, history_csv)
-            save_history_plots(history, loss_names, history_csv, plots)
+                    if rank == 0 and checkpoint:
+                        save_state(checkpoint, epoch=epoch + 1, phase=index, identity=identity,
+                                   model=model, optimizer=optimizer, scheduler=scheduler,
+                                   scaler=precision.scaler, history=history, losses=losses)
+                    recorder.checkpoint(history, losses)
+                else:
+                    recorder.epoch(history, losses)
+        recorder.finished(history, losses)
     finally:  # the caller's trainable flags come back, however training stopped
         for p, was in trainable.items():
             p.requires_grad_(was)

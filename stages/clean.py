@@ -16,8 +16,8 @@ from skelctl.data.clean import lengths_of, valid_frames
 from skelctl.data.joint_order import check_joint_order, sample_rows
 from skelctl.data.store import Store, StoreWriter, to_ragged
 from skelctl.parallel import chunks, map_chunks, progress
-from stages import paths
-from stages.common import (Result, StageError, check_dataset, read_store, source_of,
+from skelctl.stages import paths
+from skelctl.stages.common import (Result, StageError, check_dataset, read_store, source_of,
                            write_json_atomic)
 
 SAMPLES_PER_TASK = 64

@@ -13,7 +13,7 @@ from typing import Any, ContextManager
 from skelctl.atomic import write_text
 from skelctl.keys import closest, unknown_name
 from skelctl.lock import exclusive
-from stages import paths
+from skelctl.stages import paths
 
 ON_ERROR = ("skip", "fail")
 

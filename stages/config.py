@@ -31,7 +31,6 @@ other run's folder as the continued run's dependency: ``dvc repro`` trains ``cml
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import re
@@ -40,18 +39,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from skelctl.data.clean import parse_variant
 from skelctl.data.views import VIEWS
 from skelctl.keys import closest, unknown_keys, unknown_name
 from skelctl.methods import (ALIASES, METHODS, Method, OptionsError, build_method,
                              check_encoder_options, encoder_kinds, make_options, method_name)
 from skelctl.methods.base import encoder_names
 from skelctl.options import check_mapping, check_value, describe, field_types
-from skelctl.skeletons import Layout, syntax_error_message
+from skelctl.skeletons import Layout
 from skelctl.train import TrainConfig
-from stages.common import ParamsError, StageError
-from stages.sections import check_sections, section_defaults
+from skelctl.stages.common import ParamsError, StageError
+from skelctl.stages.params import parse_params, read_params
+from skelctl.stages.sections import check_sections, section_defaults
 
 # The settings every run starts from: CrosSCLR's (Sec. 4.2); params.yaml repeats them so that DVC
 # tracks them.
@@ -72,39 +72,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     for name in ("linear", "knn", "ensemble", "finetune", "semi", "occlusion", "transfer")}
 
 
-def read_params(params: Path | None) -> dict[str, Any]:
-    """The params file as a mapping of sections (a fresh copy: callers may change it)."""
-    if params is None:
-        return {}
-    params = Path(params)
-    if not params.is_file():
-        raise ParamsError(f"{params}: params file does not exist (--params names another)")
-    raw = params.read_bytes()
-    return copy.deepcopy(parse_params(str(params), raw))
-
-
 @functools.lru_cache(maxsize=16)
-def parse_params(name: str, raw: bytes) -> dict[str, Any]:
-    """``raw`` parsed, once per content: the tables stage reads a run's entry for every row,
-    and PyYAML takes a fifth of a second for the project's params."""
-    try:
-        text = raw.decode("utf-8-sig")
-        document = yaml.safe_load(text) or {}
-    except UnicodeDecodeError as err:
-        raise ParamsError(syntax_error_message(name, err, raw, "not a readable params file: "))\
-            from None
-    except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: "!!int abc"
-        raise ParamsError(syntax_error_message(name, err, text, "not a readable params file: "))\
-            from None
-    if not isinstance(document, dict):
-        raise ParamsError(f"{name}: not a mapping of sections")
-    check_document(document, name)
-    return document
+def check_runs(name: str, raw: bytes) -> None:
+    """The runs of a params file's content (read by :func:`read_params`) checked, once per
+    content: see :func:`check_document`."""
+    check_document(parse_params(name, raw), name)
 
 
 def check_document(document: dict[str, Any], name: str) -> None:
-    """Every value of a params file by type and range, every run resolved and every name that
-    refers to a run, split or view checked, before any work starts: ParamsError in one line."""
+    """Every value of a params file by type and range, every run resolved (its method's and
+    encoder's options, its training settings) and every name that refers to a run, split or view
+    checked, before any work starts: ParamsError in one line."""
     try:
         check_sections(document, name)
         entries = run_entries(document, name)
@@ -348,11 +326,9 @@ def resolve_run(document: dict[str, Any], params: str, name: str,
 def check_variant(variant: str, where: str) -> None:
     """A variant's form (``[upto|stride]FRAMES-NORMALISATION``), the normalisation's steps
     checked against the known ones with the closest offered."""
-    from stages.views import parse_variant
-
     try:
         parse_variant(variant)
-    except StageError as err:
+    except ValueError as err:
         raise OptionsError(f"{where}: {err}") from None
 
 

@@ -15,8 +15,8 @@ import yaml
 
 import skelctl
 from skelctl.data.store import Store
-from stages import paths
-from stages.common import StageError
+from skelctl.stages import paths
+from skelctl.stages.common import StageError
 
 PROJECT = Path(skelctl.__file__).resolve().parent.parent
 CODE = ("skelctl", "stages")
@@ -85,8 +85,10 @@ def create_workspace(workdir: Path | None, profile: str = "demo",
 
 
 def dvc(workdir: Path, *args: str) -> None:
-    # stage commands call `python`: make it this interpreter, whose environment has skelctl's deps
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+    # stage commands call `python`: make it this interpreter, whose environment has skelctl's deps;
+    # `python -m skelctl` runs the installed package (PYTHONSAFEPATH: not the workspace's copy of
+    # the code, which is there for DVC to hash as the stages' dependencies)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONSAFEPATH": "1",
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=env)
     if result.returncode != 0:

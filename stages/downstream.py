@@ -22,12 +22,12 @@ from skelctl.evaluate.occlusion import OCCLUSIONS, occlude
 from skelctl.evaluate.subsets import sample_per_class
 from skelctl.models import load_encoder
 from skelctl.train import TrainConfig, remove_checkpoints, resolve_device
-from stages.common import StageError, write_json_atomic
-from stages.config import load_section
-from stages.evaluate import (Encoder, crop_linear, evaluate_each, evaluate_linear, features,
+from skelctl.stages.common import StageError, write_json_atomic
+from skelctl.stages.config import load_section
+from skelctl.stages.evaluate import (Encoder, crop_linear, evaluate_each, evaluate_linear, features,
                              linear_config, linear_label, linear_protocols, part_features,
                              protocol_settings, run_encoders, sequence_samples, write_curve)
-from stages.pretrain import training_samples
+from skelctl.train import training_samples
 
 
 def finetune_settings(params: Path | None, overrides: dict[str, Any], run_name: str | None = None

@@ -29,12 +29,11 @@ from skelctl.evaluate.probe import cross_validated_probe, net_displacement, spec
 from skelctl.keys import unknown_keys
 from skelctl.methods import METHODS
 from skelctl.models import load_encoder
-from skelctl.train import OPTIMIZERS, Samples, resolve_device
-from stages import paths
-from stages.common import (Result, StageError, by_kind, file_states, store_of, write_json_atomic,
+from skelctl.train import OPTIMIZERS, Samples, resolve_device, training_samples
+from skelctl.stages import paths
+from skelctl.stages.common import (Result, StageError, by_kind, file_states, store_of, write_json_atomic,
                            writing, written_since)
-from stages.config import ensemble_runs, load_run, load_section
-from stages.pretrain import training_samples
+from skelctl.stages.config import ensemble_runs, load_run, load_section
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 
 from skelctl.data.formats import crossclr, isc, pyskl
 from skelctl.lock import exclusive
-from stages.common import StageError
+from skelctl.stages.common import StageError
 
 TARGETS = ("crossclr", "isc", "pyskl")
 BLOCK = 256  # samples read from the store at a time: memory is a block, not the dataset

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.common import StageError
+from skelctl.stages.common import StageError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

@@ -6,18 +6,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from skelctl.data.formats import DATASETS, FORMATS, ImportOptions, get_format
-from skelctl.data.formats.base import META_INT_FIELDS, DatasetError, DatasetFormat, SampleError
-from skelctl.data.store import SPLIT_PREFIX, StoreWriter, to_ragged
+from skelctl.data.formats.base import DatasetError, read_items
+from skelctl.data.store import SPLIT_PREFIX, StoreWriter
 from skelctl.keys import closest, unknown_name
 from skelctl.parallel import chunks, map_chunks, progress
 from skelctl.skeletons import layout_from_spec
-from stages import paths
+from skelctl.stages import paths
 from skelctl.atomic import write_text
-from stages.common import ParamsError, Result, StageError, check_on_error, write_json_atomic
-from stages.config import read_params
+from skelctl.stages.common import ParamsError, Result, StageError, check_on_error, write_json_atomic
+from skelctl.stages.params import read_params
 
 FILES_PER_TASK = 32
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -32,11 +30,11 @@ def import_settings(dataset: str, params: Path | None, name: str | None = None,
     """``(format, dataset name, options)`` for ``dataset``: a format's name, or a dataset that
     the params' ``datasets`` section lists (``format``, ``layout``, ``protocols``,
     ``labels_from``); the arguments given override the entry."""
-    entry = (read_params(params).get("datasets") or {}).get(dataset) if params else None
+    entry = (read_params(params, runs=False).get("datasets") or {}).get(dataset) if params else None
     where = f"{params}: datasets.{dataset}" if entry is not None else dataset
     if entry is None:
         if dataset not in DATASETS:
-            listed = list((read_params(params).get("datasets") or {}) if params else [])
+            listed = list((read_params(params, runs=False).get("datasets") or {}) if params else [])
             raise ParamsError(f"unknown dataset {dataset!r}{closest(dataset, [*DATASETS, *listed])}"
                               f": not a format ({', '.join(DATASETS)})"
                               + (f" nor listed in the 'datasets' of {params}" if params else
@@ -69,33 +67,6 @@ def describe(report: dict[str, Any]) -> str:
     return (f"layout {report['layout']} ({report['joints']} joints, {report['dims']}D), "
             f"{report['classes']} classes"
             + (f" of which {len(empty)} empty (no sample): {listed}" if empty else ""))
-
-
-def read_items(fmt: DatasetFormat, items: list[Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Parse a chunk of raw items (runs in a worker): samples as store columns, plus rejections."""
-    samples, rejected = [], []
-    for item in items:
-        try:
-            samples.extend(fmt.read(item))
-        except SampleError as err:
-            rejected.append((err.path, err.problem))
-        except OSError as err:
-            rejected.append((str(err.filename or item), f"cannot read: {err.strerror or err}"))
-    meta = {"name": np.array([s.name for s in samples], dtype=object),
-            "source": np.array([s.source for s in samples], dtype=object),
-            **{f: np.array([getattr(s, f) for s in samples], dtype=np.int64)
-               for f in META_INT_FIELDS},
-            "n_tracks": np.array([s.bodies.shape[0] for s in samples], dtype=np.int64),
-            "n_frames": np.array([s.bodies.shape[1] for s in samples], dtype=np.int64)}
-    # a sample's tracks are stored as (K * T, V, 3) rows; n_tracks and n_frames reshape them
-    sequences = to_ragged([s.bodies.reshape(-1, *s.bodies.shape[2:]) for s in samples])
-    # per-joint scores, where the format has them, as (K * T, V) rows beside the tracks' rows
-    scored = [s.scores is not None for s in samples]
-    if any(scored) and not all(scored):
-        raise ValueError(f"{fmt.name}: the reader gave scores for some samples but not others")
-    scores = (np.concatenate([s.scores.reshape(-1, s.scores.shape[-1]) for s in samples])
-              if samples and all(scored) else None)
-    return {"meta": meta, "sequences": sequences, "scores": scores}, rejected
 
 
 def run(dataset: str, raw_dir: Path, data_dir: Path, jobs: int = 1, on_error: str = "skip",

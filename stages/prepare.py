@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from skelctl.data.bodies import Denoising
+from skelctl.data.clean import parse_variant
 from skelctl.data.formats import ImportOptions
 from skelctl.data.store import Store
 from skelctl.data.views import VIEWS
-from stages import clean, parse, paths, views
-from stages.common import Result
+from skelctl.stages import clean, parse, paths, views
+from skelctl.stages.common import ParamsError, Result
 
 
 def run(format_name: str, raw_dir: Path, data_dir: Path, variants: tuple[str, ...] = ("50-shoulder",),
@@ -20,7 +21,10 @@ def run(format_name: str, raw_dir: Path, data_dir: Path, variants: tuple[str, ..
     """Prepare the raw folder of format ``format_name`` as the dataset ``name`` (by default the
     format's name; ``options`` apply to the generic format)."""
     for variant in variants:
-        views.parse_variant(variant)  # fail before hours of parsing, not after
+        try:
+            parse_variant(variant)  # fail before hours of parsing, not after
+        except ValueError as err:
+            raise ParamsError(str(err)) from None
     dataset = name or format_name
     parsed = parse.run(dataset, raw_dir, data_dir, jobs=jobs, on_error=on_error,
                        format_name=format_name, options=options)

@@ -5,44 +5,23 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 
 from skelctl import __version__
-from skelctl.data.store import Store
-from skelctl.evaluate.features import accuracy, extract_features
-from skelctl.evaluate.knn import knn_classify
+from skelctl.evaluate.knn import knn_monitor
 from skelctl.methods.moco import MomentumContrast
 from skelctl.methods import OptionsError
 from skelctl.methods.base import stream_of
 from skelctl.models import load_encoder, save_encoder
 from skelctl.keys import differences
-from skelctl.train import (HistoryPlots, Samples, distributed, fit, init_distributed,
-                           load_checkpoint, log_line, resolve_device, training_identity,
+from skelctl.train import (HistoryPlots, distributed, fit, init_distributed, load_checkpoint,
+                           log_line, resolve_device, training_identity, training_samples,
                            training_settings, write_history)
-from stages import paths
-from stages.common import ParamsError, Result, StageError, file_digest, store_of, writing
-from stages.config import Run, load_run, read_params, run_names
-
-
-def training_samples(store: Store, indices: np.ndarray, inputs: tuple[str, ...],
-                     sequences: bool = False) -> Samples:
-    """The named views, labels and store indices of ``indices`` (and, when asked, the real
-    variable-length frames) as tensors, for the training loop."""
-    arrays = {name: torch.from_numpy(store.take(name, indices)) for name in inputs}
-    arrays["label"] = torch.from_numpy(store.meta(["label"])["label"][indices]).long()
-    arrays["index"] = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-    if not sequences:
-        return Samples(arrays)
-    # one read of the range the indices span, then one gather of their frames
-    low = int(indices.min())
-    data, offsets = store.sequences(low, int(indices.max()) + 1)
-    first, lengths = offsets[indices - low], offsets[indices - low + 1] - offsets[indices - low]
-    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    rows = np.arange(starts[-1]) + np.repeat(first - starts[:-1], lengths)
-    return Samples(arrays, torch.from_numpy(data[rows]), torch.from_numpy(starts))
+from skelctl.stages import paths
+from skelctl.stages.common import ParamsError, Result, StageError, file_digest, store_of, writing
+from skelctl.stages.config import Run, load_run, read_params, run_names
 
 
 def untrained_baselines(params: Path | None, models_dir: Path, split: str, spec: Run,
@@ -89,47 +68,6 @@ def run_outputs(out: Path, history_csv: Path, encoders: list[Path]) -> dict[str,
             "loss history": [history_csv],
             "plots": [p for p in (history_csv.with_suffix(".png"),
                                   history_csv.with_suffix(".eval.png")) if p.is_file()]}
-
-
-def knn_monitor(store: Store, protocol: str, training: Samples, names: list[str], every: int,
-                device: torch.device,
-                baselines: dict[str, tuple[str, torch.nn.Module]] | None = None
-                ) -> Callable[[Any, int], dict[str, float]]:
-    """``evaluate(method, epoch)`` for :func:`fit`: every ``every`` epochs, the KNN top-1
-    accuracy (k = 1, cosine) of each encoder on the split's test part against its training
-    samples (those already in memory for training), named ``knn_<encoder name>``, so the
-    history and its plot show whether pretraining is helping. The ``baselines`` (an untrained
-    run's encoders, by encoder name) are measured once, now, the same way, and join those rows
-    as ``knn_<encoder name>_untrained``."""
-    test_rows = store.split(f"{protocol}/val")
-    classes = int(store.attr("num_classes"))
-    # a stream the method derives while training (CrosSCLR's motion) is read from the store
-    streams = list(dict.fromkeys(stream_of(name) for name in names))
-    train_x = {stream: training.arrays[stream] if stream in training.arrays
-               else store.take(stream, training.arrays["index"].numpy()) for stream in streams}
-    test_x = {stream: store.take(stream, test_rows) for stream in streams}
-    train_y = training.arrays["label"]
-    test_y = torch.from_numpy(store.meta(["label"])["label"][test_rows]).long()
-
-    def knn(encoder: torch.nn.Module, name: str) -> float:
-        train = extract_features(encoder, train_x[stream_of(name)], device)
-        test = extract_features(encoder, test_x[stream_of(name)], device)
-        return accuracy(knn_classify(train, train_y, test, classes)[2], test_y)
-
-    reference = {}
-    for name, (run, encoder) in (baselines or {}).items():
-        reference[f"knn_{name}_untrained"] = knn(encoder, name)
-        if distributed()[0] == 0:
-            log_line(f"KNN top-1 of the untrained encoder ({run}) {name}: "
-                     f"{reference[f'knn_{name}_untrained']:.1f}")
-
-    def evaluate(method: Any, epoch: int) -> dict[str, float]:
-        if epoch % every:
-            return {}
-        figures = {f"knn_{name}": knn(encoder, name)
-                   for name, encoder in method.encoders().items()}
-        return {**figures, **reference}
-    return evaluate
 
 
 def queue_warning(method: torch.nn.Module, num_samples: int) -> str | None:

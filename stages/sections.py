@@ -19,18 +19,32 @@ import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from skelctl.augment import AugmentChain
 from skelctl.data.views import VIEWS
 from skelctl.keys import unknown_keys, unknown_name
-from skelctl.evaluate.crops import Crop
 from skelctl.options import (Check, NonNegativeFloat, NonNegativeInt, OptionsError, PositiveFloat,
                              PositiveInt, Range, check_mapping, check_value,
                              field_types, make_options)
 
 Device = str  # auto, cpu, cuda, cuda:1 ... (resolved by torch when the stage runs)
+
+
+def check_crop(value: dict[str, Any] | None, path: str) -> None:
+    from skelctl.evaluate.crops import Crop  # torch: imported when a section sets crops
+
+    if value is not None:
+        make_options(Crop, value, path)
+
+
+def check_augmentations(value: dict[str, Any], path: str) -> None:
+    from skelctl.augment import check_chain  # torch: imported when a section sets a chain
+
+    check_chain(value, path)
+
+
 # ISC's crop protocol (skelctl.evaluate.crops.Crop), or null: the fixed-length view
-CropSettings = Annotated[dict[str, Any] | None, Check(
-    lambda value, path: value is None or make_options(Crop, value, path))]
+CropSettings = Annotated[dict[str, Any] | None, Check(check_crop)]
+# an augmentation chain (skelctl.augment.AugmentChain), checked without importing torch first
+AugmentSettings = Annotated[dict[str, Any], Check(check_augmentations)]
 Percent = Annotated[float, Range(0, 100, low_open=True)]
 Ratio = Annotated[float, Range(0, 1)]
 
@@ -96,7 +110,7 @@ class FinetuneSection:
     device: Device = "auto"
     checkpoint_every: PositiveInt = 10
     eval_every: PositiveInt = 1
-    augment: AugmentChain = default(
+    augment: AugmentSettings = default(
         {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}})
     optimizer: Literal["sgd", "adam"] = "sgd"
     crop: CropSettings = None
@@ -224,14 +238,22 @@ def section_defaults(section: str) -> dict[str, Any]:
     return dataclasses.asdict(SECTIONS[section]())
 
 
-def check_sections(document: dict[str, Any], name: str) -> None:
-    """Every section's values by type and range, and the names they refer to; raises
-    OptionsError in one line naming ``name`` (the file) and the key path."""
+# the sections the data stages read (parse, clean, views): checked without importing torch
+DATA_SECTIONS = ("synth", "raw", "datasets", "parse", "clean", "views", "profile", "splits")
+
+
+def check_sections(document: dict[str, Any], name: str, only: tuple[str, ...] | None = None
+                   ) -> None:
+    """Every section's values by type and range (``only``: just these sections', after the
+    sections' names), and the names they refer to; raises OptionsError in one line naming
+    ``name`` (the file) and the key path."""
     given = {k: v for k, v in document.items() if v is not None}
     types = field_types(ParamsFile)
     problem = unknown_keys(given, types, "section(s)")
     if problem:
         raise OptionsError(f"{name}: {problem}")
+    if only is not None:
+        given = {k: v for k, v in given.items() if k in only}
     for section, value in given.items():
         check_value(value, types[section], f"{name}: {section}")
     for section, kind in SECTIONS.items():  # a protocol's per-run settings: its own keys' types

@@ -32,9 +32,9 @@ from skelctl.atomic import write_text
 from skelctl.methods import method_class
 from skelctl.methods.base import stream_of
 from skelctl.report import PaperValue, fmt, markdown_table, paper_results, paper_value
-from stages import paths
-from stages.common import Result, StageError
-from stages.config import Run, load_run, read_params, run_names
+from skelctl.stages import paths
+from skelctl.stages.common import Result, StageError
+from skelctl.stages.config import Run, load_run, read_params, run_names
 
 GROUPS_PROTOCOLS = ("joint", "posthoc")
 

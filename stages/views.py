@@ -17,73 +17,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from skelctl.data.clean import NORMALISATIONS, normalisation_steps, normalise, resample, subsample
-from skelctl.data.store import Store, StoreWriter
+from skelctl.data.clean import parse_variant, views_range
+from skelctl.data.store import StoreWriter
 from skelctl.data.views import VIEWS, compute_view
-from skelctl.keys import closest
 from skelctl.parallel import chunks, map_chunks, progress
-from stages import paths
-from stages.common import ParamsError, Result, StageError, check_dataset, read_store
+from skelctl.stages import paths
+from skelctl.stages.common import ParamsError, Result, StageError, check_dataset, read_store
 
 SAMPLES_PER_TASK = 32
 
 
-SAMPLINGS = ("", "upto", "stride")  # interpolate to F frames; at most F, evenly; P&C's stride
-
-
-def parse_variant(variant: str) -> tuple[int, str, str]:
-    """``"50-shoulder"`` to ``(50, "shoulder", "")``; ``"upto50-bodyframe+minmax"`` to
-    ``(50, "bodyframe+minmax", "upto")`` (variable length, at most 50 frames)."""
-    frames, _, normalisation = variant.partition("-")
-    sampling = next((p for p in SAMPLINGS[1:] if frames.startswith(p)), "")
-    frames = frames.removeprefix(sampling)
-    valid = frames.isdigit() and int(frames) >= 2
-    try:
-        normalisation_steps(normalisation)
-    except ValueError:
-        valid = False
-    if not valid:
-        unknown = [s for s in normalisation.split("+") if s not in NORMALISATIONS]
-        hint = closest(unknown[0], NORMALISATIONS) if unknown else ""
-        hint = f" ({hint[2:]})" if hint else ""
-        raise ParamsError(f"variant {variant!r}{hint} must be [upto|stride]<frames>-<normalisation> "
-                         f"with frames >= 2 and normalisation one of {', '.join(NORMALISATIONS)}, "
-                         f"or several joined by '+' (e.g. upto50-bodyframe+minmax)")
-    return int(frames), normalisation, sampling
-
-
-def views_range(cleaned: Store, start: int, stop: int, frames: int,
-                normalisation: str, sampling: str = "") -> dict[str, Any]:
-    """Normalised sequences and resampled joints of samples ``start..stop-1`` (in a worker).
-
-    The other views are cheap whole-chunk array operations, done by the caller: returning only
-    the joints keeps what crosses the process boundary small.
-    """
-    layout = cleaned.layout()
-    data, offsets = cleaned.sequences(start, stop)  # (F, C, V, M)
-    data = normalise(data, offsets, layout, normalisation)
-
-    def to_frames(x: np.ndarray) -> np.ndarray:  # (F, ...) to (n, frames, ...)
-        return (subsample(x, offsets, frames, stride=sampling == "stride") if sampling
-                else resample(x, offsets, frames))
-
-    joint = to_frames(data).transpose(0, 2, 1, 3, 4)  # (n, C, T, V, M)
-    result = {"sequences": (data, offsets), "joint": np.ascontiguousarray(joint),
-              "sequence_scores": None, "score": None}
-    if cleaned.has_scores:
-        # confidences are not coordinates: not normalised, but taken to T frames exactly as
-        # the joints are (the same positions and weights: the same function on the same offsets)
-        scores = cleaned.sequence_scores(start, stop)  # (F, V, M)
-        result["sequence_scores"] = scores
-        result["score"] = np.ascontiguousarray(to_frames(scores)[:, None])  # (n, 1, T, V, M)
-    return result
-
-
 def run(dataset: str, variant: str, data_dir: Path, views: tuple[str, ...] = VIEWS,
         jobs: int = 1) -> dict[str, Any]:
-    frames, normalisation, sampling = parse_variant(variant)
+    """Write the views of the variant ``variant`` of ``dataset``'s cleaned store; a malformed
+    variant is a ParamsError."""
+    try:
+        frames, normalisation, sampling = parse_variant(variant)
+    except ValueError as err:
+        raise ParamsError(str(err)) from None
     variable = bool(sampling)
     unknown = set(views) - set(VIEWS)
     if unknown:

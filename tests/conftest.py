@@ -56,7 +56,7 @@ def synth_pku1(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared_ntu60(tmp_path_factory, synth_ntu60) -> Path:
     """The synthetic NTU-60 corpus prepared with both variants; returns the data folder."""
-    from stages import prepare
+    from skelctl.stages import prepare
 
     data = tmp_path_factory.mktemp("data")
     prepare.run("ntu60", synth_ntu60, data, variants=("50-shoulder", "64-spine"))
@@ -68,7 +68,7 @@ def prepared_nw_ucla(tmp_path_factory) -> Path:
     """The real NW-UCLA recordings prepared once for every slow test that learns on them: one
     body, 25 frames for the suite's ST-GCN runs and the CRRL line's variable length; returns
     the data folder (read only: runs write to their own models and results folders)."""
-    from stages import prepare
+    from skelctl.stages import prepare
 
     raw = need(NW_UCLA)
     data = tmp_path_factory.mktemp("nw-ucla") / "data"

@@ -12,7 +12,7 @@ from torch import nn
 from skelctl.methods import build_method
 from skelctl.methods.base import Phase
 from skelctl.skeletons import NTU25
-from skelctl.train import Samples, TrainConfig, fit, step_generator
+from skelctl.train import Recorder, Samples, TrainConfig, fit, step_generator
 
 from conftest import CPU, gen
 
@@ -303,3 +303,39 @@ def test_same_seed_same_numbers(tmp_path):
         runs.append((history, method.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1].values(), runs[1][1].values()))
+
+
+class Recorded(Recorder):
+    """The hooks' calls: (hook, epochs in the history, loss columns)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def epoch(self, history, losses):
+        self.calls.append(("epoch", len(history), sorted(losses)))
+
+    def checkpoint(self, history, losses):
+        self.calls.append(("checkpoint", len(history), sorted(losses)))
+
+    def finished(self, history, losses):
+        self.calls.append(("finished", len(history), sorted(losses)))
+
+
+def test_a_recorder_gets_its_hooks_in_order_and_a_resumed_run_keeps_evaluation_apart(tmp_path):
+    """The history goes to the caller's recorder: every epoch, at each checkpoint, at the end;
+    the loss columns exclude what ``evaluate`` adds, after a resume too (the checkpoint names
+    them), so the KNN curve stays on its own plot."""
+    config = TrainConfig(epochs=3, batch_size=4, lr_steps=[], checkpoint_every=2)
+    recorder = Recorded()
+    fit(Toy(), toy_samples(), [Phase(2, 0.1)], config, tmp_path / "c.pt", CPU,
+        log=lambda _: None, evaluate=lambda model, epoch: {"top1": 50.0}, recorder=recorder)
+    assert recorder.calls == [("epoch", 1, ["loss", "mse"]), ("checkpoint", 2, ["loss", "mse"]),
+                              ("finished", 2, ["loss", "mse"])]
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["losses"] == ["loss", "mse"]
+    recorder = Recorded()
+    fit(Toy(), toy_samples(), [Phase(3, 0.1)], config, tmp_path / "d.pt", CPU,
+        log=lambda _: None, evaluate=lambda model, epoch: {"top1": 50.0})
+    resumed = fit(Toy(), toy_samples(), [Phase(3, 0.1)], config, tmp_path / "d.pt", CPU,
+                  log=lambda _: None, evaluate=lambda model, epoch: {"top1": 50.0},
+                  recorder=recorder)
+    assert len(resumed) == 3 and recorder.calls[-1] == ("finished", 3, ["loss", "mse"])

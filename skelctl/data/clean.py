@@ -31,16 +31,26 @@ body's frame, then scales each axis (P&C's and CRRL's input). A chain names each
 ``none`` stands alone.
 
 Joints of an absent body stay exactly zero in every convention.
+
+A variant (:func:`parse_variant`: ``[upto|stride]<frames>-<normalisation>``) names the frames,
+the sampling and the normalisation of a processed store; :func:`views_range` applies one to a
+range of samples of a cleaned store.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from skelctl.keys import closest
 from skelctl.skeletons import Layout
 
+if TYPE_CHECKING:
+    from skelctl.data.store import Store
+
 NORMALISATIONS = ("shoulder", "spine", "bodyframe", "minmax", "none")
+SAMPLINGS = ("", "upto", "stride")  # interpolate to F frames; at most F, evenly; P&C's stride
 
 
 def lengths_of(offsets: np.ndarray) -> np.ndarray:
@@ -261,3 +271,52 @@ def resample(frames: np.ndarray, offsets: np.ndarray, length: int) -> np.ndarray
     weight = (pos - lo).astype(np.float32).reshape(*pos.shape, *[1] * (frames.ndim - 1))
     start = np.asarray(offsets[:-1], dtype=np.int64)[:, None]
     return (frames[start + lo] * (1 - weight) + frames[start + hi] * weight).astype(np.float32)
+
+
+def parse_variant(variant: str) -> tuple[int, str, str]:
+    """``"50-shoulder"`` to ``(50, "shoulder", "")``; ``"upto50-bodyframe+minmax"`` to
+    ``(50, "bodyframe+minmax", "upto")`` (variable length, at most 50 frames). A malformed
+    variant is a ValueError naming it."""
+    frames, _, normalisation = variant.partition("-")
+    sampling = next((p for p in SAMPLINGS[1:] if frames.startswith(p)), "")
+    frames = frames.removeprefix(sampling)
+    valid = frames.isdigit() and int(frames) >= 2
+    try:
+        normalisation_steps(normalisation)
+    except ValueError:
+        valid = False
+    if not valid:
+        unknown = [s for s in normalisation.split("+") if s not in NORMALISATIONS]
+        hint = closest(unknown[0], NORMALISATIONS) if unknown else ""
+        hint = f" ({hint[2:]})" if hint else ""
+        raise ValueError(f"variant {variant!r}{hint} must be [upto|stride]<frames>-<normalisation> "
+                         f"with frames >= 2 and normalisation one of {', '.join(NORMALISATIONS)}, "
+                         f"or several joined by '+' (e.g. upto50-bodyframe+minmax)")
+    return int(frames), normalisation, sampling
+
+
+def views_range(cleaned: Store, start: int, stop: int, frames: int,
+                normalisation: str, sampling: str = "") -> dict[str, Any]:
+    """Normalised sequences and resampled joints of samples ``start..stop-1`` (in a worker).
+
+    The other views are cheap whole-chunk array operations, done by the caller: returning only
+    the joints keeps what crosses the process boundary small.
+    """
+    layout = cleaned.layout()
+    data, offsets = cleaned.sequences(start, stop)  # (F, C, V, M)
+    data = normalise(data, offsets, layout, normalisation)
+
+    def to_frames(x: np.ndarray) -> np.ndarray:  # (F, ...) to (n, frames, ...)
+        return (subsample(x, offsets, frames, stride=sampling == "stride") if sampling
+                else resample(x, offsets, frames))
+
+    joint = to_frames(data).transpose(0, 2, 1, 3, 4)  # (n, C, T, V, M)
+    result = {"sequences": (data, offsets), "joint": np.ascontiguousarray(joint),
+              "sequence_scores": None, "score": None}
+    if cleaned.has_scores:
+        # confidences are not coordinates: not normalised, but taken to T frames exactly as
+        # the joints are (the same positions and weights: the same function on the same offsets)
+        scores = cleaned.sequence_scores(start, stop)  # (F, V, M)
+        result["sequence_scores"] = scores
+        result["score"] = np.ascontiguousarray(to_frames(scores)[:, None])  # (n, 1, T, V, M)
+    return result

@@ -1,6 +1,7 @@
 """The command line, and the synthetic corpus it writes."""
 
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -24,6 +25,27 @@ def test_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "prepare" in result.stdout and "synth" in result.stdout
+
+
+def test_the_data_commands_and_info_do_not_import_torch(tmp_path):
+    """parse (with a params file: its sections are checked, its runs are not read), clean,
+    views and info run without torch, as the command line runs them."""
+    project = Path(__file__).resolve().parents[2]
+    data, raw = tmp_path / "data", tmp_path / "raw"
+    assert run("synth", "ntu60", "--out", raw, "--subjects", 1, "--replications", 1).exit_code == 0
+    store = data / "processed" / "ntu60" / "50-shoulder.h5"
+    for args in (["parse", "ntu60", "--raw", raw, "--params", project / "params.demo.yaml"],
+                 ["clean", "ntu60"], ["views", "ntu60"], ["info", store]):
+        code = ("import runpy, sys\n"
+                f"sys.argv = ['skelctl', *{[str(a) for a in args]!r}, "
+                + ("'--data-dir', " + repr(str(data)) if args[0] != "info" else "") + "]\n"
+                "try:\n    runpy.run_module('skelctl', run_name='__main__')\n"
+                "except SystemExit as end:\n    assert not end.code, end.code\n"
+                "assert 'torch' not in sys.modules, 'torch imported'")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+    assert store.is_file()
 
 
 def test_python_dash_m():

@@ -210,7 +210,7 @@ def test_errors_name_the_file(project):
 
 def test_transfer_to_another_dataset(project, synth_pku1, tmp_path_factory):
     """Pretrained on the NTU-60 corpus, linear-evaluated and fine-tuned on PKU-MMD I."""
-    from stages import prepare
+    from skelctl.stages import prepare
 
     root, data = project
     prepare.run("pku1", synth_pku1, data[1], variants=("50-shoulder",))

@@ -26,8 +26,8 @@ from skelctl.data.formats.isc import loop_pad
 from skelctl.data.formats.pickles import PickleRefused, dump_pickle, load_pickle
 from skelctl.data.store import Store
 from skelctl.data.synth import write_ntu
-from stages import export, info, parse, prepare
-from stages.common import StageError
+from skelctl.stages import export, info, parse, prepare
+from skelctl.stages.common import StageError
 
 # 3 performers x 3 cameras x 2 actions; performer 3 and camera 1 test, as in NTU's benchmarks
 NAMES = [f"S001C{c:03d}P{p:03d}R001A{a:03d}" for p in (1, 2, 3) for c in (1, 2, 3) for a in (1, 2)]

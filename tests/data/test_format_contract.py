@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 
 from skelctl.data.formats import DATASETS, FORMATS, get_format
-from skelctl.data.formats.base import META_INT_FIELDS, TRAIN, UNUSED, VAL, RawSample
+from skelctl.data.formats.base import META_INT_FIELDS, TRAIN, UNUSED, VAL, RawSample, read_items
 from skelctl.data.formats.generic import write_samples
 from skelctl.data.synth import write_ntu, write_pku
 from skelctl.skeletons import KINECT20
-from stages.parse import read_items
 
 
 def write_ucla(out: Path) -> None:

@@ -17,7 +17,7 @@ from skelctl.data.formats.generic import ImportOptions, write_samples
 from skelctl.data.formats.ucla import NW_UCLA as UCLA_FORMAT
 from skelctl.data.store import Store
 from skelctl.skeletons import KINECT20, LAYOUTS
-from stages import paths, prepare
+from skelctl.stages import paths, prepare
 
 XVIEW = {"xview": {"train": {"view": [1, 2]}}}
 # Kinect v1 joint -> the COCO keypoint at its place (the face keypoints all at the head)
@@ -239,7 +239,7 @@ def test_2d_keypoints_end_to_end(ucla_samples, tmp_path):
 def test_two_own_datasets_in_one_dvc_pipeline(ucla_samples, tmp_path):
     """The parse, clean and views stages of dvc.yaml take each dataset's settings (format,
     layout, protocols, first label) from the params' `datasets` section."""
-    from stages.demo import create_workspace, dvc
+    from skelctl.stages.demo import create_workspace, dvc
 
     workdir = create_workspace(tmp_path / "ws", "demo")
     keypoints = [type(s)(**{**s.__dict__, "bodies": s.bodies[:, :, COCO_FROM_KINECT20, :2]})
@@ -275,8 +275,8 @@ def test_two_own_datasets_in_one_dvc_pipeline(ucla_samples, tmp_path):
 def test_every_profile_resolves_its_datasets_runs_and_stages(profile, tmp_path, monkeypatch):
     from dvc.repo import Repo
 
-    from stages.config import load_run
-    from stages.parse import import_settings
+    from skelctl.stages.config import load_run
+    from skelctl.stages.parse import import_settings
 
     project = PROJECT
     params = project / profile
@@ -322,7 +322,7 @@ def test_augmentations_keep_2d_keypoints_2d():
 @pytest.mark.slow
 def test_the_small_data_profile_runs_through_dvc(ucla_samples, tmp_path):
     """params.small-data.yaml as a user runs it (`dvc repro`), on a cut-down copy: 2 epochs."""
-    from stages.demo import create_workspace, dvc
+    from skelctl.stages.demo import create_workspace, dvc
 
     workdir = create_workspace(tmp_path / "ws", "demo")
     params = yaml.safe_load((PROJECT / "params.small-data.yaml")

@@ -9,7 +9,7 @@ from conftest import NW_UCLA, PKU_SAMPLE, copy_of, need
 from skelctl.data.formats import get_format
 from skelctl.data.formats.base import TRAIN, UNUSED, VAL, DatasetError, SampleError
 from skelctl.data.formats.pku import read_label_file, read_skeleton_file, read_split_file
-from stages import prepare
+from skelctl.stages import prepare
 
 
 # --- PKU-MMD ----------------------------------------------------------------------------------

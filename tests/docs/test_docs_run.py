@@ -199,7 +199,7 @@ def test_the_datasets_walkthrough_runs_as_written(tmp_path, monkeypatch):
                        " ".join(section(page, WALKTHROUGH).split()))
     assert quoted, "the walkthrough no longer quotes the missing-store error"
     from skelctl.data.store import StoreError
-    from stages.common import StageError, store_of
+    from skelctl.stages.common import StageError, store_of
 
     monkeypatch.chdir(root)  # paths relative to the project root, as the reader's commands give
     with pytest.raises((StageError, StoreError)) as raised:

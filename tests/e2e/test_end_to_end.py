@@ -9,7 +9,7 @@ import pytest
 
 from conftest import NTU_SAMPLES, NW_UCLA_VARIANTS, need
 from skelctl.data.store import Store
-from stages import paths, prepare
+from skelctl.stages import paths, prepare
 
 
 def test_prepare_real_ntu_samples(tmp_path):

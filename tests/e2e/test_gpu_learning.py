@@ -21,7 +21,7 @@ SPLIT = "nw-ucla-xview"
 @pytest.fixture(scope="module")
 def nw_ucla_64(tmp_path_factory) -> Path:
     """NW-UCLA in the body's frame, 64 frames and the real sequences (ISC's and PCM3's input)."""
-    from stages import prepare
+    from skelctl.stages import prepare
 
     data = tmp_path_factory.mktemp("nw-ucla") / "data"
     prepare.run("nw-ucla", need(NW_UCLA), data, variants=("64-bodyframe",), jobs=8,
@@ -43,7 +43,7 @@ def profile_params(folder: Path) -> Path:
 ])
 def test_beats_the_untrained_sequence_encoder_under_knn(nw_ucla_64, tmp_path, run, untrained,
                                                         encoder):
-    from stages import evaluate, pretrain
+    from skelctl.stages import evaluate, pretrain
 
     params = profile_params(tmp_path)
     models, results = tmp_path / "models", tmp_path / "results"

@@ -15,7 +15,7 @@ from skelctl.evaluate.linear import LinearConfig, train_linear, train_linear_on_
 from skelctl.methods.base import Phase
 from skelctl.skeletons import NTU25
 from skelctl.train import Samples, TrainConfig, fit
-from stages.common import StageError
+from skelctl.stages.common import StageError
 
 from conftest import CPU, gen, tiny_gru, write_params
 
@@ -287,8 +287,8 @@ CRRL_LINEAR = {"lr": 0.1, "nesterov": True, "batch_size": 16, "epochs": 85,
 
 
 def test_per_run_settings_override_and_unknown_keys_name_the_file(tmp_path):
-    from stages.downstream import finetune_settings
-    from stages.evaluate import linear_config, linear_label, protocol_settings
+    from skelctl.stages.downstream import finetune_settings
+    from skelctl.stages.evaluate import linear_config, linear_label, protocol_settings
 
     params = write_params(tmp_path, {
         "linear": {"runs": {"isc": {"crop": ISC_CROP, "lr": 0.1, "epochs": 80,
@@ -350,7 +350,7 @@ def test_per_run_settings_override_and_unknown_keys_name_the_file(tmp_path):
 @pytest.fixture(scope="module")
 def untrained(prepared_ntu60, tmp_path_factory):
     """An untrained tiny GRU run's encoder file, and params selecting ISC's protocol for it."""
-    from stages import pretrain
+    from skelctl.stages import pretrain
 
     folder = tmp_path_factory.mktemp("isc")
     short = {"epochs": 3, "lr": 0.1, "lr_steps": [2], "batch_size": 16, "init_std": 0.01}
@@ -372,7 +372,7 @@ def untrained(prepared_ntu60, tmp_path_factory):
 
 
 def test_linear_and_knn_stages_label_the_protocol(untrained):
-    from stages.evaluate import (features, linear_config, linear_protocols, open_encoder,
+    from skelctl.stages.evaluate import (features, linear_config, linear_protocols, open_encoder,
                                  run_knn, run_linear)
 
     params, data, folder = untrained
@@ -399,7 +399,7 @@ def test_linear_and_knn_stages_label_the_protocol(untrained):
 
 
 def test_semi_and_finetune_stages_on_crops_with_adam(untrained):
-    from stages.downstream import run_finetune, run_semi
+    from skelctl.stages.downstream import run_finetune, run_semi
 
     params, data, folder = untrained
     where = (data, folder / "models", folder / "results", params, {})

@@ -8,8 +8,8 @@ from skelctl.evaluate.ensemble import fuse
 from skelctl.evaluate.features import accuracy
 from skelctl.evaluate.knn import knn_scores, nearest_neighbours
 from skelctl.evaluate.linear import LinearConfig, train_linear
-from stages.common import StageError
-from stages.config import ensemble_runs
+from skelctl.stages.common import StageError
+from skelctl.stages.config import ensemble_runs
 
 from conftest import gen
 

@@ -277,7 +277,7 @@ def nw_ucla_workspace(tmp_path_factory, prepared_nw_ucla):
     figures."""
     import yaml
 
-    from stages import evaluate, pretrain
+    from skelctl.stages import evaluate, pretrain
 
     root = tmp_path_factory.mktemp("nw-ucla-runs")
     (root / "data").symlink_to(prepared_nw_ucla, target_is_directory=True)
@@ -312,7 +312,7 @@ def test_each_new_method_beats_the_untrained_encoder_on_nw_ucla(name, nw_ucla_wo
     """KNN (k = 1, cosine) and the paper's linear protocol, against the untrained ST-GCN. The
     demo corpus needs about 80 epochs before AimCLR pulls ahead under KNN (docs/demo.md),
     too long for the suite; on real recordings 4 epochs show it."""
-    from stages import evaluate, pretrain
+    from skelctl.stages import evaluate, pretrain
 
     root, params, untrained = nw_ucla_workspace
     trained = figures(root, params, f"{name}-joint", pretrain, evaluate)

@@ -10,15 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from skelctl.data.clean import min_max, subsample
+from skelctl.data.clean import min_max, parse_variant, subsample
 from skelctl.methods import build_method
 from skelctl.methods.crrl import reconstruction_loss, reverse_within, velocity
 from skelctl.models import build_encoder
 from skelctl.models.rnn import sequence_lengths
 from skelctl.skeletons import get_layout
 from skelctl.train import Samples, TrainConfig, fit
-from stages.common import StageError
-from stages.views import parse_variant
+from skelctl.stages.common import StageError
 
 LAYOUT = get_layout("kinect20")
 CPU = torch.device("cpu")
@@ -334,7 +333,7 @@ def test_option_errors_name_the_option():
 def test_crrl_beats_the_random_encoder_on_nw_ucla_under_knn(prepared_nw_ucla, tmp_path):
     """A cut-down NW-UCLA profile: CML 3 epochs, then SER with distillation 12 epochs (SER's KNN
     figure dips in its first epochs and passes the untrained encoder's from about the tenth)."""
-    from stages import evaluate, pretrain
+    from skelctl.stages import evaluate, pretrain
 
     data, models, results = prepared_nw_ucla, tmp_path / "models", tmp_path / "results"
     split = "nw-ucla-xview"
@@ -365,7 +364,7 @@ def test_reproduce_sets_up_the_nw_ucla_profile_with_the_raw_folder(tmp_path):
     from click.testing import CliRunner
 
     from skelctl.cli import main
-    from stages import demo
+    from skelctl.stages import demo
 
     empty = tmp_path / "empty"
     empty.mkdir()

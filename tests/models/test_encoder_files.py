@@ -15,7 +15,7 @@ from skelctl.cli import main
 from skelctl.data.store import Store
 from skelctl.models import ENCODERS, build_encoder, load_encoder, save_encoder
 from skelctl.skeletons import KINECT20, NTU25, get_layout
-from stages.config import load_run
+from skelctl.stages.config import load_run
 
 from conftest import gen, tiny_gru, write_params
 

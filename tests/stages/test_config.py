@@ -12,8 +12,8 @@ import yaml
 from skelctl.methods.crossclr import CrosSCLROptions
 from skelctl.skeletons import NTU25
 from skelctl.train import TrainConfig
-from stages.common import StageError
-from stages.config import RUN_DEFAULTS, Run, load_run, read_params, run_names
+from skelctl.stages.common import StageError
+from skelctl.stages.config import RUN_DEFAULTS, Run, load_run, read_params, run_names
 
 from conftest import PROJECT, write_params
 
@@ -86,7 +86,7 @@ def test_adhoc_runs_need_no_params(tmp_path):
 def test_a_run_may_have_its_own_linear_protocol(tmp_path):
     """linear.runs.<run> overrides the linear section for that run only (CrosNNCLR's lr 0.3 in
     params.yaml); the command line's overrides still win; an unknown key is named."""
-    from stages.evaluate import linear_config
+    from skelctl.stages.evaluate import linear_config
 
     params = write_params(tmp_path, {**BASE, "linear": {
         "lr": 3.0, "lr_steps": [80], "runs": {"crosnnclr-joint": {"lr": 0.3, "epochs": 90}}}})
@@ -121,7 +121,7 @@ NW_UCLA_SEEDS = {"untrained-seed1": ("untrained", 1, None),
 def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
     """Every CRRL run (Tables VIII to X) is probed as CRRL's evaluation code probes (the paper
     gives no settings); the ST-GCN runs keep the section's lr 3.0."""
-    from stages.evaluate import linear_config
+    from skelctl.stages.evaluate import linear_config
 
     runs = ["untrained", "cml", "ser", "cml-ser-joint", "cml-pretrain-ser", "ser-pretrain-cml",
             "crrl", "ser-distill-cml", "ser-forward", "ser-reverse", "cml-coordinate-rotation",
@@ -140,7 +140,7 @@ def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
 def test_small_data_recipe_is_probed_as_crrl_probes():
     """The small-data recipe is CRRL's SER: it and its untrained baseline take the NW-UCLA
     profile's protocol for CRRL's runs, key for key."""
-    from stages.evaluate import linear_config
+    from skelctl.stages.evaluate import linear_config
 
     crrl, _ = linear_config(PROJECT / "params.nw-ucla.yaml", {}, "ser")
     for run in ("untrained", "ser-joint"):

@@ -5,8 +5,8 @@ from click.testing import CliRunner
 
 from skelctl.cli import main
 from skelctl.data.store import StoreError
-from stages import clean, views
-from stages.common import store_of
+from skelctl.stages import clean, views
+from skelctl.stages.common import store_of
 
 
 def test_a_missing_views_store_names_views_or_prepare(prepared_ntu60, tmp_path):

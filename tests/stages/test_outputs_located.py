@@ -113,7 +113,7 @@ def test_the_knn_plot_draws_the_baseline_with_its_label_and_axes(tmp_path, monke
 
 
 def test_outputs_text_lists_few_paths_and_counts_many():
-    from stages.common import outputs_text
+    from skelctl.stages.common import outputs_text
 
     text = outputs_text({"summary": ["r/linear/run.json"],
                          "figures": [f"r/linear/run/{s}/{n}.png" for s in ("joint", "motion")

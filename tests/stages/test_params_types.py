@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from skelctl.cli import main
-from stages.common import ParamsError
-from stages.config import check_document
+from skelctl.stages.common import ParamsError
+from skelctl.stages.config import check_document
 
 PROJECT = Path(__file__).resolve().parents[2]
 PROFILES = sorted(PROJECT.glob("params*.yaml"))

@@ -12,7 +12,7 @@ from skelctl.skeletons import NTU25
 
 
 def test_a_queue_as_large_as_the_training_set_is_warned_about():
-    from stages.pretrain import queue_warning
+    from skelctl.stages.pretrain import queue_warning
 
     def crosclr(queue_size):
         return build_method("crosclr", ("joint", "motion"), NTU25, 2, encoder="gru",
@@ -32,7 +32,7 @@ def test_a_queue_as_large_as_the_training_set_is_warned_about():
 
 
 def test_training_samples_carry_the_stores_real_sequences(prepared_ntu60):
-    from stages.pretrain import training_samples
+    from skelctl.train import training_samples
 
     store = Store(prepared_ntu60 / "processed" / "ntu60" / "50-shoulder.h5")
     indices = store.split("xsub/train")[:6]

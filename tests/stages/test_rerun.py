@@ -122,7 +122,7 @@ def test_a_restart_interrupted_and_rerun_the_same_way_resumes(finished):
 
 
 def test_a_kill_between_the_two_renames_is_recovered(tmp_path):
-    from stages.pretrain import recover_replacement
+    from skelctl.stages.pretrain import recover_replacement
 
     out = tmp_path / "run"
     old = tmp_path / "run.replaced"
@@ -136,7 +136,7 @@ def test_a_kill_between_the_two_renames_is_recovered(tmp_path):
 
 
 def test_settings_changes_name_keys_and_both_values():
-    from stages.pretrain import settings_changes
+    from skelctl.stages.pretrain import settings_changes
 
     old = {"method": "ser", "train": {"lr": 0.1, "epochs": 60}, "phases": [{"epochs": 60}]}
     new = {"method": "ser", "train": {"lr": 0.1, "epochs": 3}, "phases": [{"epochs": 3}]}

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from skelctl.atomic import partial_path, replacing
-from skelctl.data.clean import normalise, resample
+from skelctl.data.clean import normalise, parse_variant, resample
 from skelctl.data.dataset import SkeletonDataset
 from skelctl.data.store import Store, StoreError, StoreWriter
 from skelctl.data.views import compute_view
 from skelctl.skeletons import NTU25
-from stages import clean, parse, paths, prepare, views
-from stages.common import StageError
+from skelctl.stages import clean, parse, paths, prepare, views
+from skelctl.stages.common import ParamsError, StageError
 
 
 def test_prepared_store_layout(prepared_ntu60):
@@ -159,11 +159,15 @@ def test_on_error_fail_names_the_file(synth_ntu60, tmp_path):
 
 
 def test_stage_errors(tmp_path, prepared_ntu60):
-    with pytest.raises(StageError, match=r"variant .50. must be \[upto\|stride\]<frames>-<norm"):
-        views.parse_variant("50")
+    with pytest.raises(ValueError, match=r"variant .50. must be \[upto\|stride\]<frames>-<norm"):
+        parse_variant("50")
     for bad in ("50-minmax+minmax", "50-none+minmax", "50-bodyframe+scale"):
-        with pytest.raises(StageError, match=re.escape(f"variant '{bad}' must be")):
-            views.parse_variant(bad)
+        with pytest.raises(ValueError, match=re.escape(f"variant '{bad}' must be")):
+            parse_variant(bad)
+    with pytest.raises(ParamsError, match=re.escape("variant '50' must be")):  # exit 2 in the CLI
+        views.run("ntu60", "50", prepared_ntu60)
+    with pytest.raises(ParamsError, match=re.escape("variant '50' must be")):
+        prepare.run("ntu60", tmp_path / "raw", tmp_path, variants=("50",))
     with pytest.raises(StoreError, match="clean.h5: store file does not exist"):
         views.run("ntu120", "50-shoulder", tmp_path)
     with pytest.raises(StageError, match="unknown view"):

@@ -1,4 +1,5 @@
-"""What every dataset format provides: an inventory of raw items, a reader, and split membership."""
+"""What every dataset format provides: an inventory of raw items, a reader, and split membership;
+and :func:`read_items`, which reads a chunk of items with a format into a store's columns."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from skelctl.data.store import to_ragged
 from skelctl.skeletons import Layout
 
 # Per-sample metadata columns shared by all formats (-1 where a dataset does not define one).
@@ -89,6 +91,34 @@ class DatasetFormat(ABC):
     @abstractmethod
     def splits(self, meta: dict[str, np.ndarray], raw_dir: Path) -> dict[str, np.ndarray]:
         """Per protocol, an int8 array of TRAIN / VAL / UNUSED for every sample in ``meta``."""
+
+
+def read_items(fmt: DatasetFormat, items: list[Any]
+               ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Parse a chunk of raw items (runs in a worker): samples as store columns, plus rejections."""
+    samples, rejected = [], []
+    for item in items:
+        try:
+            samples.extend(fmt.read(item))
+        except SampleError as err:
+            rejected.append((err.path, err.problem))
+        except OSError as err:
+            rejected.append((str(err.filename or item), f"cannot read: {err.strerror or err}"))
+    meta = {"name": np.array([s.name for s in samples], dtype=object),
+            "source": np.array([s.source for s in samples], dtype=object),
+            **{f: np.array([getattr(s, f) for s in samples], dtype=np.int64)
+               for f in META_INT_FIELDS},
+            "n_tracks": np.array([s.bodies.shape[0] for s in samples], dtype=np.int64),
+            "n_frames": np.array([s.bodies.shape[1] for s in samples], dtype=np.int64)}
+    # a sample's tracks are stored as (K * T, V, 3) rows; n_tracks and n_frames reshape them
+    sequences = to_ragged([s.bodies.reshape(-1, *s.bodies.shape[2:]) for s in samples])
+    # per-joint scores, where the format has them, as (K * T, V) rows beside the tracks' rows
+    scored = [s.scores is not None for s in samples]
+    if any(scored) and not all(scored):
+        raise ValueError(f"{fmt.name}: the reader gave scores for some samples but not others")
+    scores = (np.concatenate([s.scores.reshape(-1, s.scores.shape[-1]) for s in samples])
+              if samples and all(scored) else None)
+    return {"meta": meta, "sequences": sequences, "scores": scores}, rejected
 
 
 def check_raw_dir(raw_dir: Path) -> Path:
