@@ -54,6 +54,39 @@ def exclusive(output: Path, warn: Callable[[str], None] = print_warning) -> Iter
     :class:`LockError` naming the holder when another process holds it."""
     path = lock_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd = None
+    try:
+        # SIGINT and SIGTERM wait while the lock is taken: an interrupt between creating the
+        # file and holding it would leave a lock file behind; one that arrives meanwhile is
+        # raised at the end of this block, where the finally below releases the lock
+        with signals_blocked():
+            fd = acquire(path, output, warn)
+        yield
+    finally:
+        if fd is not None:
+            path.unlink(missing_ok=True)  # before the unlock: a waiter then finds a new file
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (delivered when the block ends), in the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def acquire(path: Path, output: Path, warn: Callable[[str], None]) -> int:
+    """Open and lock ``path`` (the lock file of ``output``), recording this process as its
+    holder; the open descriptor."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -71,16 +104,12 @@ def exclusive(output: Path, warn: Callable[[str], None] = print_warning) -> Iter
         if same:
             break
         os.close(fd)
-    try:
-        stale = read_holder(fd)
-        if stale:
-            warn(f"{output}: taking over the lock of {describe(stale)}, which ended without "
-                 f"releasing it")
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.time()}).encode())
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # before the unlock: a waiter then finds a new file
-        os.close(fd)
+    stale = read_holder(fd)
+    if stale:
+        warn(f"{output}: taking over the lock of {describe(stale)}, which ended without "
+             f"releasing it")
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "started": time.time()}).encode())
+    return fd

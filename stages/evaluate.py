@@ -19,7 +19,7 @@ from torch import nn
 
 from skelctl.atomic import replacing, write_text
 from skelctl.data.store import Store
-from skelctl.evaluate.ensemble import fuse
+from skelctl.evaluate.ensemble import joint_ensembles, posthoc_ensembles
 from skelctl.evaluate.features import accuracy, extract_features
 from skelctl.plots import confusion_matrix, save_confusion, save_curves, save_embedding
 from skelctl.evaluate.crops import Crop, crop_features
@@ -352,15 +352,6 @@ def run_knn(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                                       params), split, "knn", results_dir, evaluate)
 
 
-def ensemble_groups(streams: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """Each stream alone, the first two (2s) and, with three or more, all of them (3s)."""
-    groups = {s: (s,) for s in streams}
-    groups["2s"] = streams[:2]
-    if len(streams) >= 3:
-        groups[f"{len(streams)}s"] = streams
-    return groups
-
-
 def run_ensemble(split: str, name: str, streams: tuple[str, ...] | None, data_dir: Path,
                  models_dir: Path, results_dir: Path, params: Path | None,
                  weights: tuple[float, ...] | None = None) -> dict[str, Any]:
@@ -406,23 +397,13 @@ def run_ensemble(split: str, name: str, streams: tuple[str, ...] | None, data_di
                  if runs.get(e.view) == run}
     feats = {s: (features(by_stream[s], "train", device), features(by_stream[s], "val", device))
              for s in streams}
-    metrics: dict[str, Any] = {"ensemble": name, "weights": dict(zip(streams, weights)),
-                               "runs": runs, "posthoc": {}, "joint": {}}
-    for group, members in ensemble_groups(streams).items():
-        metrics["posthoc"][group] = {}
-        for which in ("last", "best"):
-            fused = fuse([logits[s][which] for s in members],
-                         [weights[streams.index(s)] for s in members])
-            metrics["posthoc"][group][f"top1_{which}"] = accuracy(fused, target, 1)
-            metrics["posthoc"][group][f"top5_{which}"] = accuracy(fused, target, 5)
-        if len(members) > 1:
-            train_x = [feats[s][0][0] for s in members]
-            test_x = [feats[s][1][0] for s in members]
-            joint = train_linear(train_x, feats[members[0]][0][1], test_x, target,
-                                 by_stream[members[0]].num_classes, config, device,
-                                 f"{name} {group} joint linear")
-            metrics["joint"][group] = {k: joint["metrics"][k] for k in (
-                "top1_last", "top5_last", "top1_best", "top5_best", "best_epoch")}
+    by_weight = dict(zip(streams, weights))
+    metrics: dict[str, Any] = {
+        "ensemble": name, "weights": by_weight, "runs": runs,
+        "posthoc": posthoc_ensembles(logits, by_weight, target),
+        "joint": joint_ensembles({s: feats[s][0][0] for s in streams}, feats[streams[0]][0][1],
+                                 {s: feats[s][1][0] for s in streams}, target,
+                                 by_stream[streams[0]].num_classes, config, device, name)}
     out = paths.ensemble_dir(results_dir, split, name) / "metrics.json"
     write_json_atomic(out, metrics)
     return Result(metrics, {"metrics": [out]})

@@ -58,3 +58,19 @@ def test_ensemble_runs():
         ("joint", "motion", "bone"), "crosclr-joint-motion-bone")
     with pytest.raises(StageError, match="did not learn velocity"):
         ensemble_runs("crosclr-joint-motion", ("joint", "velocity"), None)
+
+
+def test_posthoc_ensembles_weigh_each_group_s_logits():
+    """Known logits: joint alone gets sample 1 wrong, motion alone sample 0; their weighted sum
+    (0.6, 0.4) gets both right; the groups are each stream and the first two."""
+    from skelctl.evaluate.ensemble import ensemble_groups, posthoc_ensembles
+
+    joint = torch.tensor([[2.0, 0.0], [1.0, 0.0]])    # says 0, 0
+    motion = torch.tensor([[0.0, 1.0], [0.0, 3.0]])   # says 1, 1
+    logits = {"joint": {"last": joint, "best": joint}, "motion": {"last": motion, "best": joint}}
+    results = posthoc_ensembles(logits, {"joint": 0.6, "motion": 0.4}, torch.tensor([0, 1]))
+    assert list(results) == ["joint", "motion", "2s"]
+    assert results["joint"]["top1_last"] == 50.0 and results["motion"]["top1_last"] == 50.0
+    assert results["2s"]["top1_last"] == 100.0  # 0.6 * 2 > 0.4 * 1; 0.6 * 1 < 0.4 * 3
+    assert results["2s"]["top1_best"] == 50.0   # the best epoch's logits: joint's twice
+    assert ensemble_groups(("joint", "motion", "bone"))["3s"] == ("joint", "motion", "bone")
