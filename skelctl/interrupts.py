@@ -22,11 +22,13 @@ it imports anything else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 from types import FrameType
+from typing import Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RETRY_S = 0.02  # how often a signal that has to wait looks again
@@ -42,6 +44,20 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back in this thread for the block; one that arrives meanwhile is
+    delivered when it ends. Around work an exception must not split: taking a lock (its file
+    created but not yet held), starting worker processes (a worker inherits the block, so that
+    a signal to the process group during its start-up waits and is then dropped, see
+    :func:`skelctl.parallel.leave_signals_to_parent`)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def install() -> None:

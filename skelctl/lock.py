@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from skelctl.interrupts import signals_held
+
 
 class LockError(RuntimeError):
     """Another process is writing the same output; the message names it."""
@@ -59,29 +61,13 @@ def exclusive(output: Path, warn: Callable[[str], None] = print_warning) -> Iter
         # SIGINT and SIGTERM wait while the lock is taken: an interrupt between creating the
         # file and holding it would leave a lock file behind; one that arrives meanwhile is
         # raised at the end of this block, where the finally below releases the lock
-        with signals_blocked():
+        with signals_held():
             fd = acquire(path, output, warn)
         yield
     finally:
         if fd is not None:
             path.unlink(missing_ok=True)  # before the unlock: a waiter then finds a new file
             os.close(fd)
-
-
-@contextlib.contextmanager
-def signals_blocked() -> Iterator[None]:
-    """SIGINT and SIGTERM held back (delivered when the block ends), in the main thread."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def acquire(path: Path, output: Path, warn: Callable[[str], None]) -> int:

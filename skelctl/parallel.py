@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 from collections import deque
@@ -11,6 +10,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
+
+from skelctl.interrupts import SIGNALS, signals_held
 
 
 def progress(total: int, desc: str, unit: str = "it") -> tqdm:
@@ -22,9 +23,6 @@ def chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
 def leave_signals_to_parent() -> None:
     """In a worker: ignore SIGINT and SIGTERM, which Ctrl-C (and a scheduler signalling the
     process group) sends to the workers too; the parent unwinds and ends them (loky kills its
@@ -32,19 +30,6 @@ def leave_signals_to_parent() -> None:
     traceback or a broken pool."""
     for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back in this thread while it may start workers. A worker process
-    inherits the block, so that a signal to the process group during its start-up (before
-    :func:`leave_signals_to_parent` runs) waits and is then dropped, instead of ending it with
-    Python's ``KeyboardInterrupt`` traceback; here the signal is delivered when the block ends."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def map_chunks(fn: Callable[..., Any], tasks: Sequence[tuple], jobs: int) -> Iterator[Any]:

@@ -29,7 +29,7 @@ from skelctl.evaluate.probe import cross_validated_probe, net_displacement, spec
 from skelctl.keys import unknown_keys
 from skelctl.methods import METHODS
 from skelctl.models import load_encoder
-from skelctl.train import OPTIMIZERS, Samples, resolve_device, training_samples
+from skelctl.train import Samples, resolve_device, training_samples
 from skelctl.stages import paths
 from skelctl.stages.common import (Result, StageError, by_kind, file_states, store_of, write_json_atomic,
                            writing, written_since)
@@ -196,28 +196,12 @@ def protocol_settings(params: Path | None, section: str, run_name: str | None,
     """A protocol's settings for a run: the params' ``section``, then the run's own entry under
     its ``runs`` (a paper's own protocol for that run: the section's keys that differ), then the
     command line's overrides; ``crop`` as a :class:`Crop` or None."""
-    config = load_section(params, section, {})
-    per_run = config.pop("runs") or {}
-    if not isinstance(per_run, dict):
-        raise StageError(f"{params}: {section}.runs must map run names to their own settings")
-    own = per_run.get(run_name) or {}
-    where = f"{params}: {section}.runs.{run_name}"
-    if not isinstance(own, dict):
-        raise StageError(f"{where} must map keys of '{section}' to values, not {own!r}")
-    unknown = sorted(set(own) - set(config))
-    if unknown:
-        raise StageError(f"{where} must map keys of '{section}' to values; unknown: "
-                         f"{', '.join(map(str, unknown))}")
+    config = load_section(params, section, {})  # keys and types checked as the file was read
+    own = (config.pop("runs") or {}).get(run_name) or {}
     config.update(own)
     config.update({k: v for k, v in overrides.items() if v is not None})
-
-    def place(key: str) -> str:
-        return f"{where}.{key}" if key in own else f"{params}: {section}.{key}"
-
-    config["crop"] = parse_crop(config["crop"], place("crop"), section)
-    if config.get("optimizer", "sgd") not in OPTIMIZERS:
-        raise StageError(f"{place('optimizer')}: unknown optimizer {config['optimizer']!r}; "
-                         f"known: {', '.join(OPTIMIZERS)}")
+    where = f"{params}: {section}.runs.{run_name}" if "crop" in own else f"{params}: {section}"
+    config["crop"] = parse_crop(config["crop"], f"{where}.crop", section)
     return config
 
 

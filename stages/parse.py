@@ -21,29 +21,24 @@ FILES_PER_TASK = 32
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-IMPORT_KEYS = ("format", "layout", "protocols", "labels_from")
-
-
 def import_settings(dataset: str, params: Path | None, name: str | None = None,
                     layout: str | None = None, protocols: dict[str, Any] | None = None,
                     labels_from: int | None = None) -> tuple[str, str, ImportOptions]:
     """``(format, dataset name, options)`` for ``dataset``: a format's name, or a dataset that
     the params' ``datasets`` section lists (``format``, ``layout``, ``protocols``,
     ``labels_from``); the arguments given override the entry."""
-    entry = (read_params(params, runs=False).get("datasets") or {}).get(dataset) if params else None
+    # the entries' keys and types are checked as the file is read (stages/sections.py)
+    listed = read_params(params, runs=False).get("datasets") or {}
+    entry = listed.get(dataset)
     where = f"{params}: datasets.{dataset}" if entry is not None else dataset
     if entry is None:
         if dataset not in DATASETS:
-            listed = list((read_params(params, runs=False).get("datasets") or {}) if params else [])
             raise ParamsError(f"unknown dataset {dataset!r}{closest(dataset, [*DATASETS, *listed])}"
                               f": not a format ({', '.join(DATASETS)})"
                               + (f" nor listed in the 'datasets' of {params}" if params else
                                  " (a dataset of your own is listed in a params file's 'datasets'"
                                  ": --params FILE)"))
         entry = {"format": dataset}
-    if not isinstance(entry, dict) or set(entry) - set(IMPORT_KEYS):
-        raise StageError(f"{where}: an entry maps some of "
-                         f"{', '.join(IMPORT_KEYS)}, not {entry!r}")
     format_name = entry.get("format", "generic")
     if format_name not in DATASETS:
         raise ParamsError(unknown_name("format", format_name, DATASETS, f"{where}.format"))

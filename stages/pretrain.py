@@ -17,8 +17,8 @@ from skelctl.methods.base import stream_of
 from skelctl.models import load_encoder, save_encoder
 from skelctl.keys import differences
 from skelctl.train import (HistoryPlots, distributed, fit, init_distributed, load_checkpoint,
-                           log_line, resolve_device, training_identity, training_samples,
-                           training_settings, write_history)
+                           log_line, previous_checkpoint, resolve_device, training_identity,
+                           training_samples, training_settings, write_history)
 from skelctl.stages import paths
 from skelctl.stages.common import ParamsError, Result, StageError, file_digest, store_of, writing
 from skelctl.stages.config import Run, load_run, read_params, run_names
@@ -33,11 +33,8 @@ def untrained_baselines(params: Path | None, models_dir: Path, split: str, spec:
     if not spec.trained or params is None:
         return {}
     found: dict[str, tuple[str, torch.nn.Module]] = {}
-    for name in run_names(read_params(params)):
-        try:
-            other = load_run(params, name)
-        except StageError:
-            continue
+    for name in run_names(read_params(params)):  # every run was checked as the file was read
+        other = load_run(params, name)
         if other.trained or (other.encoder, other.encoder_options, other.variant) != (
                 spec.encoder, spec.encoder_options, spec.variant):
             continue
@@ -63,8 +60,8 @@ def history_plots(split: str, run_name: str,
 def run_outputs(out: Path, history_csv: Path, encoders: list[Path]) -> dict[str, list[Path]]:
     """Where a run's outputs are: its encoder files, checkpoints, loss history and plots."""
     return {"encoders": encoders,
-            "checkpoints": [p for p in (out / "checkpoint.pt", out / "checkpoint.previous.pt")
-                            if p.is_file()],
+            "checkpoints": [p for p in (out / "checkpoint.pt",
+                                        previous_checkpoint(out / "checkpoint.pt")) if p.is_file()],
             "loss history": [history_csv],
             "plots": [p for p in (history_csv.with_suffix(".png"),
                                   history_csv.with_suffix(".eval.png")) if p.is_file()]}

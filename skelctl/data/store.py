@@ -35,6 +35,7 @@ import numpy as np
 
 from skelctl import __version__
 from skelctl.atomic import disk_full, partial_path
+from skelctl.interrupts import signals_held
 from skelctl.lock import exclusive
 from skelctl.skeletons import Layout, get_layout
 
@@ -61,9 +62,12 @@ class StoreWriter:
         self.num_rows = num_rows
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = contextlib.ExitStack()  # one writer per store, held until close or abort
-        self.lock.enter_context(exclusive(self.path))
         self.tmp = partial_path(self.path)
+        locked = False
         try:  # an interrupt here, before the with block is entered, cleans up all the same
+            with signals_held():  # locked, and known to be, at once: an interrupt comes after
+                self.lock.enter_context(exclusive(self.path))
+                locked = True
             self.tmp.unlink(missing_ok=True)
             self.file = h5py.File(self.tmp, "w")
             for key, value in {"format_version": FORMAT_VERSION, "skelctl_version": __version__,
@@ -73,7 +77,8 @@ class StoreWriter:
         except BaseException:
             if hasattr(self, "file"):
                 self.file.close()
-            self.tmp.unlink(missing_ok=True)
+            if locked:  # else the partial file is another writer's
+                self.tmp.unlink(missing_ok=True)
             self.lock.close()
             raise
         self.count = 0
