@@ -17,6 +17,8 @@ Prints, from one run on one machine:
   comparison to take about a minute (then 1024 is timed once);
 - ISC's step (sequence + graph from crops of the real frames, fp32 and bf16) beside SkeletonCLR's,
   at the NW-UCLA profile's widths and once at the paper's, and PCM3's on the narrow GRU;
+- MAMP's and STARS' steps on the skeleton transformer (crops of the real frames to 120) at the
+  NW-UCLA profile's width and at the paper's;
 - KNN retrieval (k = 1, cosine) in test samples/s.
 
     python benchmarks/bench_train.py                 # CPU (or --device cuda)
@@ -256,6 +258,27 @@ def main() -> None:
         print(f"pcm3 step ({label_pcm3}): fp32 {batch / times[False]:.1f} samples/s "
               f"({fp32 / times[False]:.2f}x SkeletonCLR's), {label} {batch / times[True]:.1f} "
               f"samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
+
+    # MAMP (90 % of the tokens masked, the decoder over all of them) and STARS (NNCLR on the mean
+    # feature, the second half of the blocks tuned) on the skeleton transformer, from crops of
+    # the real frames to 120: at the NW-UCLA profile's width and at the paper's (256 wide, 8
+    # blocks; on a CPU one fp32 step each, about half a minute)
+    cuda = device.type == "cuda"
+    for label_t, options, repeats, precisions in (
+            ("transformer 128 wide, 4 blocks", {"dim": 128, "depth": 4, "heads": 4},
+             args.repeats, (False, True)),
+            ("the paper's transformer 256 wide, 8 blocks", {}, args.repeats if cuda else 1,
+             (False, True) if cuda else (False,))):
+        for name in ("mamp", "stars"):
+            times = {amp: timed(method_step(name, device, batch, amp, "transformer", options),
+                                device, repeats, warmup=0 if repeats == 1 else 1)
+                     for amp in precisions}
+            line = (f"{name} step ({label_t}): fp32 {batch / times[False]:.1f} samples/s "
+                    f"({fp32 / times[False]:.2f}x SkeletonCLR's)")
+            if True in times:
+                line += (f", {label} {batch / times[True]:.1f} samples/s "
+                         f"({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
+            print(line)
 
     gru_comparisons(device, args.gru_batch, 64, args.repeats)
 

@@ -4,19 +4,23 @@ Every function takes a batch ``(N, C, T, V, M)`` and a ``torch.Generator`` on th
 draws its randomness per sample in one call, and returns a new batch of the same shape. Methods name
 the augmentations they use, with parameters, in an ordered mapping (see :func:`compose`), so a new
 method never needs a new augmentation file.
+
+The last section holds PCM3's masking and mixing by body part. They return what the loss reads
+besides the batch (the mask, each sample's partner, the partner's share), so a method calls them
+directly rather than through a chain.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping, get_args
 
 import torch
 
 from skelctl.keys import unknown_name
 from skelctl.options import (Check, Fraction, OptionsError, check_mapping, check_value,
                              keyword_types)
-from skelctl.skeletons import Layout
+from skelctl.skeletons import PART_NAMES, Layout
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -323,3 +327,113 @@ def _either(x: torch.Tensor, generator: torch.Generator, p: float, first: Augmen
     the draws do not depend on which samples take which)."""
     chosen = _chance(p, x, generator)
     return torch.where(chosen, first(x, generator), second(x, generator))
+
+
+# --- masking and mixing by body part (PCM3) --------------------------------------------------
+
+Mix = Literal["cutmix", "resizemix", "mixup"]
+MIXES: tuple[str, ...] = get_args(Mix)
+
+
+def body_part_matrix(layout: Layout) -> torch.Tensor:
+    """``(5, V)`` boolean: which joints each of the layout's five body parts holds (trunk, left
+    arm, right arm, left leg, right leg), the parts :func:`body_part_mask` and
+    :func:`mix_with_rolled_batch` draw from."""
+    missing = [p for p in PART_NAMES if p not in layout.parts]
+    if missing:
+        raise OptionsError(f"masking and mixing by body part need the five body parts; layout "
+                           f"{layout.name!r} does not name {', '.join(missing)}: give its layout "
+                           f"file a 'parts' entry listing each part's joints")
+    matrix = torch.zeros(len(PART_NAMES), layout.num_joints, dtype=torch.bool)
+    for row, part in enumerate(PART_NAMES):
+        matrix[row, list(layout.parts[part])] = True
+    return matrix
+
+
+def body_part_mask(parts: torch.Tensor, samples: int, frames: int, per_chunk: int,
+                   chunk_frames: int, generator: torch.Generator) -> torch.Tensor:
+    """Topology-based masking (PCM3 Sec. 3.2): ``(samples, frames, V)``, true where masked. The
+    frames fall into chunks of ``chunk_frames`` (the last may be shorter); in each chunk
+    ``per_chunk`` of the parts (rows of ``parts``, ``(P, V)``) are drawn without replacement, and
+    all their joints are masked in all the chunk's frames. PCM3 draws one mask (``samples=1``)
+    for the whole batch."""
+    count, device = parts.shape[0], parts.device
+    chunks = -(-frames // chunk_frames)
+    order = torch.rand((samples, chunks, count), generator=generator, device=device).argsort(-1)
+    chosen = torch.zeros((samples, chunks, count), device=device).scatter_(
+        2, order[..., :per_chunk], 1.0)
+    cells = (chosen @ parts.to(chosen.dtype)) > 0  # (samples, chunks, V)
+    return cells[:, torch.arange(frames, device=device) // chunk_frames]
+
+
+def random_cell_mask(samples: int, frames: int, joints: int, ratio: float,
+                     generator: torch.Generator, device: torch.device | str = "cpu"
+                     ) -> torch.Tensor:
+    """Random masking (the baseline of PCM3's Table 10): ``(samples, frames, V)``, true at
+    ``round(ratio * frames * V)`` (frame, joint) cells drawn uniformly without replacement."""
+    cells = frames * joints
+    order = torch.rand((samples, cells), generator=generator, device=device).argsort(-1)
+    mask = torch.zeros((samples, cells), dtype=torch.bool, device=device)
+    mask.scatter_(1, order[:, :round(ratio * cells)], True)
+    return mask.view(samples, frames, joints)
+
+
+def mask_first_body(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` ``(N, C, T, V, M)`` zeroed where the ``(N or 1, T, V)`` mask is true, in the first
+    body only (PCM3's code: a second body stays visible), and that mask as ``(N, C, T, V, M)``."""
+    full = torch.zeros_like(x, dtype=torch.bool)
+    full[..., 0] = mask[:, None]
+    return x.masked_fill(full, 0.0), full
+
+
+def mix_with_rolled_batch(x: torch.Tensor, generator: torch.Generator, parts: torch.Tensor,
+                          part_range: tuple[int, int] = (2, 3),
+                          chunk_range: tuple[int, int] = (7, 11), chunk_frames: int = 4,
+                          chances: Mapping[str, float] | None = None, kind: Mix | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PCM3's mix (Sec. 3.1): the batch mixed with itself rolled by a random offset in
+    ``[1, N - 2]`` (each sample's partner), one draw for the whole batch. Returns the mixed
+    batch, the partner of each sample ``(N,)`` and lambda, the partner's share (a 0-d tensor).
+
+    - ``cutmix``: a region of ``part_range`` parts (rows of ``parts``; all their joints, every
+      body) x ``chunk_range`` consecutive chunks of ``chunk_frames`` frames is the partner's;
+      lambda is the fraction of (frame x joint) cells swapped.
+    - ``resizemix``: the same region, holding the partner's first ``2 x`` region-length frames
+      (at most all of them) nearest-resized to the region's length.
+    - ``mixup``: ``(1 - lambda) x + lambda x_partner``, lambda from U(0, 1).
+
+    ``kind`` forces one; otherwise it is drawn with ``chances`` (CutMix 0.5, ResizeMix 0.25,
+    Mixup 0.25 by default)."""
+    n, _, t, v, _ = x.shape
+    device = x.device
+    chances = chances or {"cutmix": 0.5, "resizemix": 0.25, "mixup": 0.25}
+    if kind is None:
+        weights = torch.tensor([float(chances.get(k, 0.0)) for k in MIXES], device=device)
+        kind = MIXES[int(torch.multinomial(weights, 1, generator=generator).item())]
+    shift = int(torch.randint(1, max(n - 1, 2), (1,), generator=generator, device=device).item())
+    partner = (torch.arange(n, device=device) + shift) % n
+    if kind == "mixup":
+        lam = torch.rand((), generator=generator, device=device, dtype=x.dtype)
+        return (1 - lam) * x + lam * x[partner], partner, lam
+    low, high = part_range
+    count = int(torch.randint(low, high + 1, (1,), generator=generator, device=device).item())
+    chosen = torch.randperm(parts.shape[0], generator=generator, device=device)[:count]
+    joints = parts.to(device)[chosen].any(dim=0)  # (V,)
+    chunks = t // chunk_frames
+    length = min(int(torch.randint(chunk_range[0], chunk_range[1] + 1, (1,),
+                                   generator=generator, device=device).item()), chunks)
+    start = int(torch.randint(0, chunks - length + 1, (1,), generator=generator,
+                              device=device).item()) * chunk_frames
+    frames = length * chunk_frames
+    source = x[partner]
+    if kind == "resizemix":
+        # the partner's first 2 x frames, nearest-resized (floor(i * in / out)) to the region
+        taken = min(2 * frames, t)
+        index = torch.arange(frames, device=device) * taken // frames
+        source = torch.zeros_like(x).index_copy_(2, torch.arange(start, start + frames,
+                                                                 device=device),
+                                                 source[:, :, index])
+    region = torch.zeros((t, v), dtype=torch.bool, device=device)
+    region[start:start + frames] = joints
+    mixed = torch.where(region[None, None, :, :, None], source, x)
+    return mixed, partner, region.to(x.dtype).mean()

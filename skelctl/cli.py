@@ -121,12 +121,14 @@ def parse_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True,
                      help="Skip bad files and report them, or stop at the first one."),
         click.option("--name", default=None,
-                     help="generic, crossclr, isc, pyskl: the dataset's name (stores under "
-                     "DATA_DIR/<stage>/NAME, splits NAME-<protocol>); default: the format's name."),
+                     help="generic, crossclr, isc, pyskl, ctrgcn: the dataset's name (stores "
+                     "under DATA_DIR/<stage>/NAME, splits NAME-<protocol>); default: the format's "
+                     "name."),
         click.option("--layout", default=None,
-                     help="generic, crossclr, isc, pyskl: joint layout, a built-in (skelctl "
-                     "layouts), joints<N>[-2d] or a layout file (.yaml/.json); default auto (the "
-                     "built-in of the joint and coordinate count most files have)."),
+                     help="generic, crossclr, isc, pyskl, ctrgcn: joint layout, a built-in "
+                     "(skelctl layouts), joints<N>[-2d] or a layout file (.yaml/.json); default "
+                     "auto (the built-in of the joint and coordinate count most files have; ntu25 "
+                     "for ctrgcn)."),
         click.option("--protocol", "protocol_rules", multiple=True,
                      metavar="NAME=COLUMN:V,V[;COLUMN:V,V]",
                      help="generic: a protocol whose training samples have these values in "
@@ -237,8 +239,8 @@ def parse(dataset: str, raw_dir: Path, on_error: str, name: str | None, layout: 
           protocol_rules: tuple[str, ...], labels_from: int | None, params: Path | None,
           data_dir: Path, jobs: int) -> None:
     """Parse a raw folder into DATA_DIR/interim/NAME/parsed.h5. FORMAT is one of ntu60, ntu120,
-    ntu61-120, pku1, pku2, nw-ucla, crossclr, isc, pyskl, generic, or a dataset the params'
-    `datasets` section lists."""
+    ntu61-120, pku1, pku2, nw-ucla, crossclr, isc, pyskl, ctrgcn, generic, or a dataset the
+    params' `datasets` section lists."""
     from skelctl.stages import parse as stage
 
     format_name, name, options = import_settings(dataset, params, name, layout, protocol_rules,
@@ -277,9 +279,9 @@ def clean(dataset: str, max_bodies: int, denoise: bool, length_threshold: int,
 @dataset_argument
 @click.option("--variant", default="50-shoulder", show_default=True,
               help="[upto|stride]FRAMES-NORMALISATION: normalisation one of shoulder, spine, "
-              "bodyframe, minmax, none, or steps joined by '+' (bodyframe+minmax); upto: at most "
-              "FRAMES evenly spaced frames, shorter sequences zero-padded; stride: P&C's "
-              "every floor(L/FRAMES)-th frame.")
+              "bodyframe, seqcentre, minmax, none, or steps joined by '+' (bodyframe+minmax); "
+              "upto: at most FRAMES evenly spaced frames, shorter sequences zero-padded; "
+              "stride: P&C's every floor(L/FRAMES)-th frame.")
 @views_options
 @data_dir_option
 @jobs_option
@@ -727,17 +729,20 @@ def info(file: Path, as_json: bool) -> None:
 
 @main.command()
 @click.argument("store", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--to", "target", required=True, type=click.Choice(["crossclr", "isc", "pyskl"]),
+@click.option("--to", "target", required=True,
+              type=click.Choice(["crossclr", "isc", "pyskl", "ctrgcn"]),
               help="crossclr: <protocol>/{train,val}_position.npy and _label.pkl (CrosSCLR, "
               "AimCLR); isc: <protocol>/{train,val}_data_joint.npy, _num_frame.npy and "
-              "_label.pkl (ISC, CMD, PCM3); pyskl: one annotation pickle.")
+              "_label.pkl (ISC, CMD, PCM3); pyskl: one annotation pickle; ctrgcn: one .npz per "
+              "protocol, NTU60_CS.npz... (CTR-GCN, MAMP).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write the files into.")
 @friendly_errors
 def export(store: Path, target: str, out_dir: Path) -> None:
-    """Write a store (processed/DATASET/VARIANT.h5; for isc and pyskl also interim/DATASET/clean.h5)
-    in a reference repository's layout, so that its authors' scripts run on exactly this data;
-    `skelctl prepare crossclr|isc|pyskl` reads such files back."""
+    """Write a store (processed/DATASET/VARIANT.h5; for isc, pyskl and ctrgcn also
+    interim/DATASET/clean.h5) in a reference repository's layout, so that its authors' scripts
+    run on exactly this data; `skelctl prepare crossclr|isc|pyskl|ctrgcn` reads such files
+    back."""
     from skelctl.stages import export as stage
 
     click.echo(stage.summary(stage.run(store, target, out_dir)))

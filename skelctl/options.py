@@ -31,16 +31,17 @@ class OptionsError(ValueError):
 @dataclass(frozen=True)
 class Range:
     """Bounds of a number: ``low <= value`` (``low < value`` when ``low_open``), and likewise
-    for ``high``; None: unbounded."""
+    ``value <= high`` (``value < high`` when ``high_open``); None: unbounded."""
 
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    high_open: bool = False
 
     def allows(self, value: float) -> bool:
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
-        return self.high is None or value <= self.high
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ NonNegativeInt = Annotated[int, Range(0)]
 PositiveFloat = Annotated[float, Range(0, low_open=True)]
 NonNegativeFloat = Annotated[float, Range(0)]
 Fraction = Annotated[float, Range(0, 1)]
+Beta = Annotated[float, Range(0, 1, high_open=True)]  # a decay of Adam's moment estimates
 
 FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -83,7 +85,8 @@ def expected(annotation: Any) -> str:
             if bounds.low is not None:
                 word += f" {'above' if bounds.low_open else 'at least'} {bounds.low:g}"
             if bounds.high is not None:
-                word += f"{' and' if bounds.low is not None else ''} at most {bounds.high:g}"
+                word += (f"{' and' if bounds.low is not None else ''} "
+                         f"{'below' if bounds.high_open else 'at most'} {bounds.high:g}")
             return word
         return expected(base)
     if annotation is Any:

@@ -4,11 +4,13 @@ Data: the samples of the training split held in memory (:class:`Samples`: the vi
 for, 1.2 GB for NTU-60 joints at 50 frames; labels; store indices; optionally the real
 variable-length frames as one ragged array) and fed in seeded random batches of dicts; models
 augment and derive their views on the device. Training runs in phases (:class:`Phase`), each with
-its own optimiser, schedule and trainable parameters. Checkpoints are written atomically
-(temporary file, then rename) every ``checkpoint_every`` epochs, at the end of each phase and at
-the end, and the one before is kept; ``resume`` continues from the newest readable one (read
-with ``weights_only=True``: no pickled objects) and, because every random draw is
-seeded from (seed, epoch, step, rank), gives the same weights as an uninterrupted run. Under
+its own optimiser, schedule and trainable parameters; the run's :class:`TrainConfig` chooses SGD,
+Adam or AdamW, the per-epoch step schedule or the per-step warmup and cosine, and layer-wise
+learning-rate decay. Checkpoints are written atomically (temporary file, then rename) every
+``checkpoint_every`` epochs, at the end of each phase and at the end, and the one before is
+kept; ``resume`` continues from the newest readable one (read with ``weights_only=True``: no
+pickled objects) and, because every random draw is seeded from (seed, epoch, step, rank), gives
+the same weights as an uninterrupted run. Under
 ``torchrun`` each rank trains on its shard of every epoch's permutation with DDP (gloo on CPU, nccl
 on CUDA); keys from all ranks enter the queues, and only rank 0 writes files. The per-epoch
 history goes to a :class:`Recorder` (by default :class:`HistoryFiles`: a CSV and its plots).
@@ -23,9 +25,9 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -33,45 +35,13 @@ from torch import nn
 
 from skelctl.atomic import write_text
 from skelctl.methods.base import Phase
+from skelctl.settings import TrainConfig, check_optimizer
 from skelctl.models import read_torch_file, write_torch_file
-from skelctl.options import (NonNegativeFloat, NonNegativeInt, PositiveFloat,
-                             PositiveInt)
 from skelctl.parallel import progress
 from skelctl.plots import save_curves
 
 if TYPE_CHECKING:
     from skelctl.data.store import Store
-
-
-@dataclass
-class TrainConfig:
-    """A run's training settings (``train`` in a run entry); a method turns the optimiser part
-    into its phases."""
-
-    epochs: PositiveInt = 300
-    batch_size: PositiveInt = 128
-    lr: PositiveFloat = 0.1
-    momentum: NonNegativeFloat = 0.9
-    weight_decay: NonNegativeFloat = 1e-4
-    lr_steps: list[PositiveInt] = field(default_factory=lambda: [250])
-    lr_gamma: PositiveFloat = 0.1
-    checkpoint_every: PositiveInt = 10
-    seed: int = 0
-    amp: bool = False  # bf16 autocast on CPU, fp16 autocast + loss scaling on CUDA
-    grad_clip: PositiveFloat | None = None  # the gradients' largest total norm (None: not clipped)
-    knn_every: NonNegativeInt = 0  # KNN on the split's test part every so many epochs (0: never)
-    device: str = "auto"
-    # sgd (momentum, weight decay) or adam (lr and weight decay only; ISC's fine-tuning); a
-    # phase may name its own
-    optimizer: Literal["sgd", "adam"] = "sgd"
-
-    def __post_init__(self) -> None:  # params are checked by type; this guards library callers
-        check_optimizer(self.optimizer)
-
-    def schedule(self) -> dict[str, Any]:
-        """The arguments of :meth:`Method.phases`."""
-        return {k: getattr(self, k) for k in ("epochs", "lr", "lr_steps", "lr_gamma", "momentum",
-                                              "weight_decay")}
 
 
 @dataclass
@@ -400,29 +370,91 @@ class Precision:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
 
-OPTIMIZERS = ("sgd", "adam")
+DEFAULT_BETAS = {"adam": (0.9, 0.999), "adamw": (0.9, 0.95)}  # torch's; MAMP's pretraining
 
 
-def check_optimizer(name: str) -> str:
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    return name
+def make_optimizer(name: str, groups: list[dict[str, Any]], phase: Phase,
+                   betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
+    """The phase's optimiser over ``groups``: SGD with the phase's momentum, or Adam or AdamW
+    (whose moments, decaying by ``betas``, replace momentum; None: :data:`DEFAULT_BETAS`), each
+    with its learning rate and weight decay (where a group sets none of its own)."""
+    if check_optimizer(name) == "sgd":
+        return torch.optim.SGD(groups, lr=phase.lr, momentum=phase.momentum,
+                               weight_decay=phase.weight_decay)
+    kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return kind(groups, lr=phase.lr, betas=betas or DEFAULT_BETAS[name],
+                weight_decay=phase.weight_decay)
 
 
-def make_optimizer(name: str, groups: list[dict[str, Any]], phase: Phase
-                   ) -> torch.optim.Optimizer:
-    """The phase's optimiser over ``groups``: SGD with the phase's momentum, or Adam (whose
-    moments replace momentum), both with its learning rate and weight decay."""
-    if check_optimizer(name) == "adam":
-        return torch.optim.Adam(groups, lr=phase.lr, weight_decay=phase.weight_decay)
-    return torch.optim.SGD(groups, lr=phase.lr, momentum=phase.momentum,
-                           weight_decay=phase.weight_decay)
+def layer_scales(model: nn.Module, decay: float) -> dict[nn.Parameter, float]:
+    """Layer-wise learning-rate decay (mae's ``param_groups_lrd``): each parameter of a module
+    that numbers its layers (``num_layers``, and ``layer_of(name)``: 0 the embeddings, i + 1
+    block i, ``num_layers`` what follows the blocks) scaled by ``decay ** (num_layers -
+    layer)``; a parameter outside every such module (a classifier head) is absent (scale 1)."""
+    scales: dict[nn.Parameter, float] = {}
+    for _, module in model.named_modules():  # outer modules first: theirs is the numbering
+        if callable(getattr(module, "layer_of", None)):
+            for name, parameter in module.named_parameters():
+                scales.setdefault(parameter, decay ** (module.num_layers - module.layer_of(name)))
+    if not scales:
+        raise ValueError(f"layer_decay {decay:g} needs an encoder that numbers its layers "
+                         f"(num_layers and layer_of, as the transformer has); "
+                         f"{type(model).__name__} has none")
+    return scales
+
+
+def optimizer_groups(model: nn.Module, groups: list[dict[str, Any]], lr: float,
+                     decay_matrices_only: bool, layer_decay: float | None
+                     ) -> list[dict[str, Any]]:
+    """``groups`` (a phase's) split so that each part has one learning-rate scale and one
+    weight-decay rule: with ``decay_matrices_only``, parameters of fewer than 2 dimensions
+    (biases, norm weights) get no weight decay (timm's ``add_weight_decay``, as MAMP); with
+    ``layer_decay``, each part's ``lr`` is its group's (or ``lr``) times its layer's scale,
+    kept as ``lr_scale``. Neither: ``groups`` as they are."""
+    if not decay_matrices_only and layer_decay is None:
+        return groups
+    scales = {} if layer_decay is None else layer_scales(model, layer_decay)
+    parts: list[dict[str, Any]] = []
+    for group in groups:
+        split: dict[tuple[float, bool], dict[str, Any]] = {}
+        for parameter in group["params"]:
+            scale = scales.get(parameter, 1.0)
+            decayed = not decay_matrices_only or parameter.ndim >= 2
+            if (scale, decayed) not in split:
+                part = {**group, "params": []}
+                if scales:
+                    part.update(lr=group.get("lr", lr) * scale, lr_scale=scale)
+                if not decayed:
+                    part["weight_decay"] = 0.0
+                split[scale, decayed] = part
+            split[scale, decayed]["params"].append(parameter)
+        parts += split.values()
+    return parts
+
+
+def warmup_cosine(epoch: float, lr: float, min_lr: float, warmup_epochs: float,
+                  epochs: float) -> float:
+    """The learning rate at ``epoch`` (fractional: step / steps per epoch) of a phase of
+    ``epochs``: linear from 0 over the warmup, then half a cosine from ``lr`` to ``min_lr``
+    (mae's ``adjust_learning_rate``, MAMP's schedule)."""
+    if epoch < warmup_epochs:
+        return lr * epoch / warmup_epochs
+    done = (epoch - warmup_epochs) / (epochs - warmup_epochs)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+# the training settings added after checkpoints had been made (see training_settings)
+LATER_SETTINGS = ("betas", "lr_schedule", "warmup_epochs", "min_lr", "layer_decay")
 
 
 def training_settings(config: TrainConfig) -> dict[str, Any]:
     """The training settings that decide what is trained: monitoring (``knn_every``) is left out,
-    so a run resumes across a change of it."""
-    return {k: v for k, v in config.__dict__.items() if k not in ("knn_every", "optimizer")}
+    so a run resumes across a change of it; so are the optimiser (:func:`training_identity`
+    records it) and the keys added later while they hold their defaults, so that a run with
+    the defaults keeps the settings it had before they existed (older checkpoints resume)."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    return {k: v for k, v in config.__dict__.items() if k not in ("knn_every", "optimizer")
+            and not (k in LATER_SETTINGS and v == defaults[k])}
 
 
 def training_identity(identity: dict[str, Any], config: TrainConfig,
@@ -489,16 +521,32 @@ def phase_epochs(phases: list[Phase]) -> list[tuple[int, int]]:
     return list(zip([0] + ends[:-1], ends))
 
 
-def start_phase(model: nn.Module, phase: Phase, optimizer: str, trainable: dict[nn.Parameter, bool]
+def start_phase(model: nn.Module, phase: Phase, config: TrainConfig,
+                trainable: dict[nn.Parameter, bool], steps: int
                 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Let only the phase's parameters get gradients (of those ``trainable`` at the start);
-    the phase's ``optimizer`` over them and its learning-rate schedule."""
+    the phase's optimiser over them (its own or the run's, with the run's betas, layer-wise
+    decay and, for adamw, no weight decay on parameters of fewer than 2 dimensions) and its
+    learning-rate schedule: the step schedule, stepped once an epoch, or the cosine one, over
+    the phase's epochs of ``steps`` optimiser steps each, stepped once a step."""
     groups = phase.groups(model)
     members = {p for group in groups for p in group["params"]}
     for p, was in trainable.items():
         p.requires_grad_(was and p in members)
-    made = make_optimizer(optimizer, groups, phase)
-    return made, torch.optim.lr_scheduler.MultiStepLR(made, phase.lr_steps, phase.lr_gamma)
+    name = check_optimizer(phase.optimizer or config.optimizer)
+    groups = optimizer_groups(model, groups, phase.lr, name == "adamw", config.layer_decay)
+    made = make_optimizer(name, groups, phase, config.betas)
+    if config.lr_schedule == "step":
+        return made, torch.optim.lr_scheduler.MultiStepLR(made, phase.lr_steps, phase.lr_gamma)
+    if config.warmup_epochs >= phase.epochs:
+        raise ValueError(f"warmup_epochs {config.warmup_epochs} leaves none of phase "
+                         f"{phase.name!r}'s {phase.epochs} epochs to the cosine")
+
+    def factor(step: int) -> float:  # of each group's own lr (its layer's share of phase.lr)
+        return warmup_cosine(step / steps, phase.lr, config.min_lr, config.warmup_epochs,
+                             phase.epochs) / phase.lr
+
+    return made, torch.optim.lr_scheduler.LambdaLR(made, factor)
 
 
 def distributed_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -538,12 +586,21 @@ def mean_over_ranks(row: dict[str, float], names: list[str],
     return row
 
 
+def scheduled_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The rate the schedule sets now (the first group's, without its layer's scale)."""
+    group = optimizer.param_groups[0]
+    return group["lr"] / group.get("lr_scale", 1.0)
+
+
 def train_epoch(model: nn.Module, samples: Samples, epoch: int,
                 optimizer: torch.optim.Optimizer, precision: Precision, config: TrainConfig,
-                clip: float | None) -> dict[str, float]:
+                clip: float | None,
+                per_step: torch.optim.lr_scheduler.LRScheduler | None = None
+                ) -> dict[str, float]:
     """Epoch ``epoch`` (from 0): a step a batch of this rank's share of the epoch's seeded
-    permutation. Its history row: ``epoch`` (from 1), ``lr`` (the rate it trained with) and each
-    loss averaged over the steps and the ranks."""
+    permutation, ``per_step`` (a per-step schedule) stepped after each. Its history row:
+    ``epoch`` (from 1), ``lr`` (the rate of its first step) and each loss averaged over the
+    steps and the ranks."""
     rank, world = distributed()
     device = precision.device
     model.train()
@@ -552,15 +609,17 @@ def train_epoch(model: nn.Module, samples: Samples, epoch: int,
         config.seed * 7919 + epoch)).to(device)
     steps = steps_per_epoch(samples, config.batch_size, world)
     totals: dict[str, float] = {}
+    lr = scheduled_lr(optimizer)
     for step in range(steps):
         at = (step * world + rank) * config.batch_size
         generator = step_generator(config.seed, epoch, step, rank, device)
         losses = train_step(model, samples.batch(order[at:at + config.batch_size]), generator,
                             epoch, optimizer, precision, clip)
+        if per_step is not None:
+            per_step.step()
         for name, value in losses.items():
             totals[name] = totals.get(name, 0.0) + float(value.detach())
-    row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-           **{name: total / steps for name, total in totals.items()}}
+    row = {"epoch": epoch + 1, "lr": lr, **{name: total / steps for name, total in totals.items()}}
     return mean_over_ranks(row, list(totals), device)
 
 
@@ -614,16 +673,20 @@ def fit(model: nn.Module, samples: Samples, phases: list[Phase], config: TrainCo
         for index, (phase, (first, last)) in enumerate(zip(phases, phase_epochs(phases))):
             if last <= start:
                 continue
-            optimizer, scheduler = start_phase(model, phase, phase.optimizer or config.optimizer,
-                                               trainable)
+            optimizer, scheduler = start_phase(
+                model, phase, config, trainable,
+                steps_per_epoch(samples, config.batch_size, world))
+            per_step = scheduler if config.lr_schedule == "cosine" else None
             if saved is not None and start > first:  # resuming inside this phase
                 optimizer.load_state_dict(saved["optimizer"])
                 scheduler.load_state_dict(saved["scheduler"])
             wrapped = distributed_model(model, device)
             clip = config.grad_clip if phase.clip else None
             for epoch in range(max(start, first), last):
-                row = train_epoch(wrapped, samples, epoch, optimizer, precision, config, clip)
-                scheduler.step()
+                row = train_epoch(wrapped, samples, epoch, optimizer, precision, config, clip,
+                                  per_step)
+                if per_step is None:
+                    scheduler.step()
                 if len(phases) > 1:
                     row["phase"] = index
                 check_finite(row)

@@ -43,12 +43,12 @@ import torch
 from skelctl.data.clean import parse_variant
 from skelctl.data.views import VIEWS
 from skelctl.keys import closest, unknown_keys, unknown_name
-from skelctl.methods import (ALIASES, METHODS, Method, OptionsError, build_method,
-                             check_encoder_options, encoder_kinds, make_options, method_name)
+from skelctl.methods import (ALIASES, METHODS, Method, MethodSpec, OptionsError, check_method,
+                             encoder_kinds, make_options, method_class, method_name)
 from skelctl.methods.base import encoder_names
 from skelctl.options import check_mapping, check_value, describe, field_types
 from skelctl.skeletons import Layout
-from skelctl.train import TrainConfig
+from skelctl.settings import TrainConfig
 from skelctl.stages.common import ParamsError, StageError
 from skelctl.stages.params import parse_params, read_params
 from skelctl.stages.sections import check_sections, section_defaults
@@ -131,6 +131,7 @@ class Run:
     encoder_options: dict[str, Any]
     options: dict[str, Any]
     train: TrainConfig
+    spec: MethodSpec = dataclasses.field(repr=False, compare=False)  # checked: what build needs
     start: str | None = None  # the run whose exported encoders this run starts from
 
     def encoder_names(self) -> list[str]:
@@ -146,10 +147,9 @@ class Run:
         """A fresh method (fresh encoders for ``untrained``) seeded by the run's seed."""
         torch.manual_seed(self.train.seed)
         try:
-            return build_method(self.method, self.streams, layout, num_persons, self.encoder,
-                                self.encoder_options, self.options, where=f"runs.{self.name}")
-        except OptionsError as err:
-            raise StageError(str(err)) from None
+            return self.spec.build(layout, num_persons)
+        except OptionsError as err:  # a method's check of its options against its encoder
+            raise StageError(f"runs.{self.name}: {err}") from None
 
     def settings(self) -> dict[str, Any]:
         """What makes the run what it is (stored with its checkpoint and encoder files)."""
@@ -266,13 +266,7 @@ def resolve_run(document: dict[str, Any], params: str, name: str,
     if not streams:
         raise OptionsError(f"{where}.streams: expected at least one of {', '.join(VIEWS)}")
     method = method_name(check_value(entry["method"], str, f"{where}.method"), where)
-    if method not in METHODS:
-        raise OptionsError(unknown_name("method", method, METHODS, f"{where}.method"))
-    cls = METHODS[method]
-    if cls.multi_view is not None and (len(streams) > 1) != cls.multi_view:
-        raise OptionsError(f"{where}.streams: {entry['method']} learns "
-                           + ("two or more streams" if cls.multi_view else "one stream")
-                           + f", not {', '.join(streams)}")
+    cls = method_class(method, f"{where}.method")
     # each value is checked where it is written: the defaults, the entry or its per_split
     per_split = check_value(entry.get("per_split") or {}, dict[str, dict[str, Any]],
                             f"{where}.per_split")
@@ -309,18 +303,13 @@ def resolve_run(document: dict[str, Any], params: str, name: str,
              **{k: v for k, v in (overrides or {}).items() if v is not None}}
     check_variant(merged["variant"], f"{where}.variant" if "variant" in entry
                   else f"{head}defaults.variant")
-    # the method's and the encoder's own options, as a whole (the type of each was checked)
-    make_options(cls.Options, merged.get("options"),
-                 f"{where}.options" if "options" in entry else f"{head}defaults.options")
-    check_encoder_options(merged["encoder"], merged["encoder_options"] or {}, options_place)
-    kinds = encoder_kinds(merged["encoder"])
-    if len(kinds) > 1 and not cls.several_encoders:
-        raise OptionsError(f"{where}.encoder: {method} trains one encoder per stream, not "
-                           f"{', '.join(kinds)}")
-    return Run(name, method, tuple(streams), str(merged["variant"]),
-               kinds[0] if len(kinds) == 1 else kinds,
+    # the method, its streams, options and encoders as a whole (the type of each was checked)
+    spec = check_method(method, streams, merged["encoder"], merged["encoder_options"] or {},
+                        merged.get("options"), where, options_place)
+    return Run(name, spec.name, spec.streams, str(merged["variant"]),
+               spec.kinds[0] if len(spec.kinds) == 1 else spec.kinds,
                dict(merged["encoder_options"] or {}), dict(merged.get("options") or {}),
-               make_options(TrainConfig, train, f"{where}.train"), start)
+               make_options(TrainConfig, train, f"{where}.train"), spec, start)
 
 
 def check_variant(variant: str, where: str) -> None:

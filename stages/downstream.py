@@ -15,19 +15,21 @@ import torch
 
 from skelctl.data.views import compute_view
 from skelctl.evaluate.crops import centre_crops
-from skelctl.evaluate.finetune import finetune
-from skelctl.evaluate.linear import predict, train_linear
+from skelctl.evaluate.encoder import EvaluatedEncoder
 from skelctl.evaluate.features import accuracy, extract_features
+from skelctl.evaluate.finetune import finetune
+from skelctl.evaluate.linear import (crop_linear, evaluate_linear, linear_label,
+                                     linear_protocols, predict, train_linear)
 from skelctl.evaluate.occlusion import OCCLUSIONS, occlude
 from skelctl.evaluate.subsets import sample_per_class
 from skelctl.models import load_encoder
-from skelctl.train import TrainConfig, remove_checkpoints, resolve_device
-from skelctl.stages.common import StageError, write_json_atomic
+from skelctl.options import OptionsError, make_options
+from skelctl.stages.common import ParamsError, Result, StageError, write_json_atomic
 from skelctl.stages.config import load_section
-from skelctl.stages.evaluate import (Encoder, crop_linear, evaluate_each, evaluate_linear, features,
-                             linear_config, linear_label, linear_protocols, part_features,
-                             protocol_settings, run_encoders, sequence_samples, write_curve)
-from skelctl.train import training_samples
+from skelctl.stages.encoders import (evaluate_each, linear_config, protocol_settings,
+                                     run_encoders, write_curve)
+from skelctl.train import remove_checkpoints, resolve_device, training_samples
+from skelctl.settings import TrainConfig
 
 
 def finetune_settings(params: Path | None, overrides: dict[str, Any], run_name: str | None = None
@@ -37,18 +39,26 @@ def finetune_settings(params: Path | None, overrides: dict[str, Any], run_name: 
     words), the device."""
     section = protocol_settings(params, "finetune", run_name, overrides)
     settings = {key: section.pop(key) for key in ("augment", "eval_every", "crop")}
-    config = TrainConfig(**{k: v for k, v in section.items()
-                            if k in TrainConfig.__dataclass_fields__})
+    try:  # each value's type was checked as params were read; here their combination
+        config = make_options(TrainConfig, {k: v for k, v in section.items()
+                                            if k in TrainConfig.__dataclass_fields__},
+                              f"{params}: finetune" + (f".runs.{run_name}" if run_name else ""))
+    except OptionsError as err:
+        raise ParamsError(str(err)) from None
     augment = f", augment {', '.join(settings['augment'])}" if settings["augment"] else ""
-    schedule = (f"{config.optimizer} lr {config.lr} x{config.lr_gamma} at {config.lr_steps}, "
-                f"{config.epochs} epochs{augment}")
+    rate = (f"lr {config.lr} x{config.lr_gamma} at {config.lr_steps}"
+            if config.lr_schedule == "step" else
+            f"lr {config.lr} after {config.warmup_epochs} warmup epochs, cosine to "
+            f"{config.min_lr}")
+    decay = f", layer decay {config.layer_decay}" if config.layer_decay else ""
+    schedule = f"{config.optimizer} {rate}{decay}, {config.epochs} epochs{augment}"
     crop = settings["crop"]
     settings["protocol"] = (f"fixed view ({schedule})" if crop is None
                             else f"ISC ({crop.label()}, {schedule})")
     return config, settings, resolve_device(config.device)
 
 
-def finetune_encoder(encoder: Encoder, train_indices: np.ndarray, config: TrainConfig,
+def finetune_encoder(encoder: EvaluatedEncoder, train_indices: np.ndarray, config: TrainConfig,
                      settings: dict[str, Any], device: torch.device, out: Path,
                      desc: str | None = None) -> dict[str, Any]:
     """Fine-tune a fresh copy of the encoder file on ``train_indices``, test on the split's val
@@ -62,8 +72,8 @@ def finetune_encoder(encoder: Encoder, train_indices: np.ndarray, config: TrainC
         samples = training_samples(encoder.store, train_indices, ("joint",))
         test_joint = encoder.store.take("joint", test)
     else:
-        samples = sequence_samples(encoder, train_indices)
-        test_joint = centre_crops(sequence_samples(encoder, test), crop)
+        samples = encoder.sequences(train_indices)
+        test_joint = centre_crops(encoder.sequences(test), crop)
     out.mkdir(parents=True, exist_ok=True)
     result = finetune(module, encoder.view, encoder.info["layout"], samples, test_joint,
                       encoder.labels(test), encoder.num_classes, config, settings["augment"],
@@ -72,9 +82,9 @@ def finetune_encoder(encoder: Encoder, train_indices: np.ndarray, config: TrainC
                                 "labelled": train_indices.tolist()},
                       eval_every=settings["eval_every"], crop=crop,
                       desc=desc or f"{encoder.label} finetune")
-    write_curve(out / "curve.csv", result["curve"])
+    write_curve(out / "curve.csv", result.curve)
     remove_checkpoints(out / "checkpoint.pt")  # finished: the metrics stand for it
-    return {**result["metrics"], "protocol": settings["protocol"]}
+    return {**result.metrics, "protocol": settings["protocol"]}
 
 
 def mean(values: list[float]) -> float:
@@ -87,7 +97,7 @@ SEMI_PROTOCOLS = ("finetune", "linear")
 def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
              results_dir: Path, params: Path | None, overrides: dict[str, Any],
              percents: tuple[float, ...] | None = None, seeds: tuple[int, ...] | None = None,
-             encoder_file: Path | None = None) -> dict[str, Any]:
+             encoder_file: Path | None = None) -> Result:
     """Semi-supervised evaluation on p % of the training labels (sampled per class,
     round(p n_c / 100), at least one), for every percent and seed, seeds averaged, by the
     protocols params name: ``finetune`` (encoder + linear head fine-tuned, ISC Table 2) and
@@ -104,14 +114,14 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
     linear, _ = linear_config(params, {}, run_name)
     described = {"finetune": settings["protocol"], "linear": linear_label(linear)}
 
-    def evaluate(encoder: Encoder, view_out: Path) -> dict[str, Any]:
+    def evaluate(encoder: EvaluatedEncoder, view_out: Path) -> dict[str, Any]:
         train = encoder.part("train")
         labels = encoder.labels(train).numpy()
         frozen = test_crops = None
         if "linear" in protocols and linear.crop is None:
-            frozen = features(encoder, "train", device), features(encoder, "val", device)
+            frozen = encoder.features("train", device), encoder.features("val", device)
         elif "linear" in protocols:  # ISC's crops: the training features differ every epoch
-            test_crops = part_features(encoder, "val", device, linear.crop)
+            test_crops = encoder.features("val", device, linear.crop)
         per_view: dict[str, Any] = {}
         for percent in percents:
             results: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
@@ -131,15 +141,16 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                     write_json_atomic(out / "metrics.json", metrics)
                     results["finetune"].append(metrics)
                 if "linear" in protocols and linear.crop is None:
-                    (train_x, train_y, _), (test_x, test_y, _) = frozen
+                    frozen_train, frozen_test = frozen
                     results["linear"].append(train_linear(
-                        train_x[picked], train_y[picked], test_x, test_y, encoder.num_classes,
+                        frozen_train.x[picked], frozen_train.labels[picked], frozen_test.x,
+                        frozen_test.labels, encoder.num_classes,
                         dataclasses.replace(linear, seed=seed), device,
-                        f"{encoder.label} {percent:g} % seed {seed} linear")["metrics"])
+                        f"{encoder.label} {percent:g} % seed {seed} linear").metrics)
                 elif "linear" in protocols:
                     results["linear"].append(crop_linear(
                         encoder, chosen, test_crops, [dataclasses.replace(linear, seed=seed)],
-                        device)[0]["metrics"])
+                        device)[0].metrics)
             per_view[f"{percent:g}"] = {"percent": percent, "seeds": list(seeds),
                                         "labelled_samples": counts, **{
                 protocol: {"protocol": described[protocol],
@@ -156,7 +167,7 @@ def run_semi(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
 
 def run_finetune(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                  results_dir: Path, params: Path | None, overrides: dict[str, Any],
-                 encoder_file: Path | None = None) -> dict[str, Any]:
+                 encoder_file: Path | None = None) -> Result:
     """Fine-tune the whole network on all training labels of ``split``."""
     config, settings, device = finetune_settings(params, overrides, run_name)
     return evaluate_each(
@@ -167,7 +178,7 @@ def run_finetune(split: str, run_name: str | None, data_dir: Path, models_dir: P
 
 def run_transfer(split: str, run_name: str, source: str, data_dir: Path, models_dir: Path,
                  results_dir: Path, params: Path | None, overrides: dict[str, Any]
-                 ) -> dict[str, Any]:
+                 ) -> Result:
     """Transfer: a run pretrained on ``source`` is linear-evaluated and fine-tuned on ``split``
     (another dataset); results under ``results/<split>/transfer/<run>@<source>/``."""
     if source == split:
@@ -175,8 +186,8 @@ def run_transfer(split: str, run_name: str, source: str, data_dir: Path, models_
     linear, device = linear_config(params, {}, run_name)
     config, settings, _ = finetune_settings(params, overrides, run_name)
 
-    def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
-        _, metrics, _ = evaluate_linear(encoder, linear, device)
+    def evaluate(encoder: EvaluatedEncoder, out: Path) -> dict[str, Any]:
+        metrics = evaluate_linear(encoder, linear, device).metrics
         return {"source": source, "linear": metrics, "finetune": finetune_encoder(
             encoder, encoder.part("train"), config, settings, device, out)}
 
@@ -186,7 +197,7 @@ def run_transfer(split: str, run_name: str, source: str, data_dir: Path, models_
 
 def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: Path,
                   results_dir: Path, params: Path | None, encoder_file: Path | None = None
-                  ) -> dict[str, Any]:
+                  ) -> Result:
     """Occlusion robustness (PCM3 Sec. 4.3): the paper's linear protocol trained on clean
     features, tested on clean data and on test data with body parts masked (spatial) or a block
     of frames zeroed (temporal), masking ratio ~ U(ratio), seeded; the drop against clean."""
@@ -199,14 +210,14 @@ def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: 
     # PCM3's protocol: the head on fixed features, tested on occluded fixed-length views
     config = dataclasses.replace(config, crop=None)
 
-    def evaluate(encoder: Encoder, out: Path) -> dict[str, Any]:
-        train, test = features(encoder, "train", device), features(encoder, "val", device)
-        paper, _ = linear_protocols(train, test, encoder.num_classes, config, device,
-                                    encoder.label)
-        clean = {k: paper["metrics"][k] for k in ("top1_last", "top1_best", "best_epoch")}
+    def evaluate(encoder: EvaluatedEncoder, out: Path) -> dict[str, Any]:
+        train, test = encoder.features("train", device), encoder.features("val", device)
+        paper = linear_protocols(train, test, encoder.num_classes, config, device,
+                                 encoder.label).paper
+        clean = {k: paper.metrics[k] for k in ("top1_last", "top1_best", "best_epoch")}
         metrics: dict[str, Any] = {"clean": clean, "ratio": list(section["ratio"]),
                                    "seed": section["seed"]}
-        test_joint = torch.from_numpy(encoder.store.take("joint", test[2]))
+        test_joint = torch.from_numpy(encoder.store.take("joint", test.indices))
         layout = encoder.info["layout"]
         for kind in section["kinds"]:
             generator = torch.Generator().manual_seed(int(section["seed"]))
@@ -215,7 +226,7 @@ def run_occlusion(split: str, run_name: str | None, data_dir: Path, models_dir: 
                                  device, desc=f"{encoder.label} {kind}-occluded test features")
             metrics[kind] = {}
             for which in ("last", "best"):
-                top1 = accuracy(predict(paper[f"head_{which}"], x), test[1], 1)
+                top1 = accuracy(predict(getattr(paper, f"head_{which}"), x), test.labels, 1)
                 metrics[kind][f"top1_{which}"] = top1
                 metrics[kind][f"drop_{which}"] = clean[f"top1_{which}"] - top1
         return metrics

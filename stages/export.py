@@ -1,5 +1,5 @@
 """export: a store written in a reference repository's layout, so that the authors' scripts run on
-exactly our data (and ``skelctl prepare crossclr|isc|pyskl`` reads it back).
+exactly our data (and ``skelctl prepare crossclr|isc|pyskl|ctrgcn`` reads it back).
 
 ``--to crossclr``  OUT/<protocol>/{train,val}_position.npy: the store's joint view, (N, C, T, V, M)
                    float32, as CrosSCLR's and AimCLR's feeders read it; {train,val}_label.pkl:
@@ -13,28 +13,34 @@ exactly our data (and ``skelctl prepare crossclr|isc|pyskl`` reads it back).
                    (M, T, V, C) float32, 'total_frames'}]}`` from the variable-length sequences
                    (bodies absent throughout left out), and ``keypoint_score`` (M, T, V)
                    float32 when the store has per-joint scores.
+``--to ctrgcn``    OUT/<file>.npz, one per protocol, named as CTR-GCN names it (NTU60_CS.npz...,
+                   :func:`skelctl.data.formats.ctrgcn.file_name`): ``x_train``
+                   (N, 300, M V C) float32, the variable-length sequences zero-padded to 300
+                   frames (longer ones cut at 300), each frame body by body, joint by joint,
+                   x y z; ``y_train`` (N, classes) one-hot; ``x_test`` and ``y_test`` from val.
 
 A views store (``processed/<dataset>/<variant>.h5``) exports its variant: its normalisation and,
-for crossclr, its frame count; for isc and pyskl a cleaned store (``interim/<dataset>/clean.h5``,
-coordinates as recorded) serves too. Each protocol's train and val samples are written; a sample
-in no protocol has no place in the crossclr and isc layouts and is left out (counted). Every
-file is written under a partial name and all are renamed into place together at the end, so an
-interrupted export leaves the previous files (or none), never a mix.
+for crossclr, its frame count; for isc, pyskl and ctrgcn a cleaned store
+(``interim/<dataset>/clean.h5``, coordinates as recorded) serves too. Each protocol's train and val
+samples are written; a sample in no protocol has no place in the crossclr, isc and ctrgcn layouts
+and is left out (counted). Every file is written under a partial name and all are renamed into
+place together at the end, so an interrupted export leaves the previous files (or none), never a
+mix.
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from skelctl.data.formats import crossclr, isc, pyskl
+from skelctl.data.formats import crossclr, ctrgcn, isc, pyskl
 from skelctl.lock import exclusive
 from skelctl.stages.common import StageError
 
-TARGETS = ("crossclr", "isc", "pyskl")
+TARGETS = ("crossclr", "isc", "pyskl", "ctrgcn")
 BLOCK = 256  # samples read from the store at a time: memory is a block, not the dataset
 
 
@@ -47,8 +53,8 @@ def open_source(path: Path, target: str) -> Any:
     store = Store(path)
     if store.attr("format") is not None:
         raise StageError(f"{path}: a parsed store holds every raw track; export a views store "
-                         f"(processed/<dataset>/<variant>.h5) or, for isc and pyskl, a cleaned "
-                         f"one (interim/<dataset>/clean.h5)")
+                         f"(processed/<dataset>/<variant>.h5) or, for isc, pyskl and ctrgcn, a "
+                         f"cleaned one (interim/<dataset>/clean.h5)")
     if target == "crossclr" and "joint" not in store.views:
         raise StageError(f"{path}: no joint view: the crossclr layout holds fixed-length joint "
                          f"arrays; export a views store (processed/<dataset>/<variant>.h5) "
@@ -72,14 +78,17 @@ def joint_blocks(store: Any, indices: np.ndarray) -> Iterator[np.ndarray]:
             yield view[start:start + BLOCK][hit - start]
 
 
-def padded_blocks(store: Any, indices: np.ndarray, frames: int) -> Iterator[np.ndarray]:
-    """The sequences ``indices`` (ascending) loop-padded to ``frames``, a block at a time."""
+def padded_blocks(store: Any, indices: np.ndarray, frames: int,
+                  pad: Callable[..., np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """The sequences ``indices`` (ascending) loop-padded to ``frames`` (or padded by ``pad``,
+    which takes the arguments of :func:`isc.loop_pad`), a block at a time."""
     for start in range(0, len(store), BLOCK):
         hit = indices[(indices >= start) & (indices < start + BLOCK)]
         if hit.size:
             data, offsets = store.sequences(start, min(start + BLOCK, len(store)))
             local = hit - start
-            yield isc.loop_pad(data, offsets[local], offsets[local + 1] - offsets[local], frames)
+            yield (pad or isc.loop_pad)(data, offsets[local], offsets[local + 1] - offsets[local],
+                                        frames)
 
 
 def annotations(store: Any, names: np.ndarray, labels: np.ndarray) -> Iterator[dict[str, Any]]:
@@ -120,6 +129,21 @@ def run(store_path: Path, target: str, out_dir: Path) -> dict[str, Any]:
                      for part, i in parts.items()}
             path = out_dir / f"{store.attr('dataset')}_{store_path.stem}.pkl"
             files.append(pyskl.write_annotations(path, split, annotations(store, names, labels)))
+        elif target == "ctrgcn":
+            lengths = np.diff(store.offsets)
+            result["truncated"] = int((lengths[in_some] > ctrgcn.FRAMES).sum())
+            columns = int(np.prod(store.file["sequences/data"].shape[1:]))  # C x V x M
+            for p, parts in splits.items():
+                try:
+                    path = out_dir / ctrgcn.file_name(str(store.attr("dataset")), p)
+                except ValueError as err:
+                    raise StageError(f"{store_path}: {err}") from None
+                files.append(ctrgcn.write_file(
+                    stack, path, {ours: (labels[parts[part]], padded_blocks(
+                        store, parts[part], ctrgcn.FRAMES, ctrgcn.zero_pad))
+                        for part, ours in (("train", "train"), ("val", "test"))},
+                    int(store.attr("num_classes")), columns))
+            result["left_out"] = int((~in_some).sum())
         else:
             if target == "isc":
                 lengths = np.diff(store.offsets)
@@ -153,6 +177,7 @@ def summary(result: dict[str, Any]) -> str:
     if result.get("left_out"):
         lines.append(f"  left out (in no protocol): {result['left_out']}")
     if result.get("truncated"):
-        lines.append(f"  sequences longer than {isc.FRAMES} frames, cut to their first "
-                     f"{isc.FRAMES}: {result['truncated']}")
+        frames = ctrgcn.FRAMES if result["to"] == "ctrgcn" else isc.FRAMES
+        lines.append(f"  sequences longer than {frames} frames, cut to their first "
+                     f"{frames}: {result['truncated']}")
     return "\n".join(lines)

@@ -20,17 +20,16 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from skelctl.data.views import VIEWS
+from skelctl.settings import Crop, LinearConfig, TrainConfig
 from skelctl.keys import unknown_keys, unknown_name
-from skelctl.options import (Check, NonNegativeFloat, NonNegativeInt, OptionsError, PositiveFloat,
-                             PositiveInt, Range, check_mapping, check_value,
+from skelctl.options import (Check, NonNegativeFloat, NonNegativeInt, OptionsError,
+                             PositiveFloat, PositiveInt, Range, check_mapping, check_value,
                              field_types, make_options)
 
 Device = str  # auto, cpu, cuda, cuda:1 ... (resolved by torch when the stage runs)
 
 
 def check_crop(value: dict[str, Any] | None, path: str) -> None:
-    from skelctl.evaluate.crops import Crop  # torch: imported when a section sets crops
-
     if value is not None:
         make_options(Crop, value, path)
 
@@ -55,23 +54,14 @@ def default(value: Any) -> Any:
 
 
 @dataclass
-class LinearSection:
+class LinearSection(LinearConfig):
     """``linear``: the frozen-encoder linear protocol (CrosSCLR's; ``runs`` holds a run's own
-    protocol where its paper gives one)."""
+    protocol where its paper gives one): the library's :class:`LinearConfig` and the stage's
+    own keys."""
 
-    epochs: PositiveInt = 100
-    lr: PositiveFloat = 3.0
-    momentum: NonNegativeFloat = 0.9
-    nesterov: bool = False
-    weight_decay: NonNegativeFloat = 0.0
-    batch_size: PositiveInt = 128
-    lr_steps: list[PositiveInt] = default([80])
-    lr_gamma: PositiveFloat = 0.1
-    seed: int = 0
+    crop: CropSettings = None  # ISC's crops of the real sequences (a mapping here)
     device: Device = "auto"
     figures: bool = True  # each evaluation's confusion matrix (CSV, PNG) and t-SNE
-    init_std: PositiveFloat = 0.02  # the head's initial weights N(0, init_std) (ISC's: 0.01)
-    crop: CropSettings = None  # ISC's crops of the real sequences
     runs: dict[str, dict[str, Any]] = default({})  # run name -> the keys that differ for it
 
 
@@ -96,23 +86,17 @@ class EnsembleSection:
 
 
 @dataclass
-class FinetuneSection:
+class FinetuneSection(TrainConfig):
     """``finetune`` (semi-supervised, fine-tune, transfer): the whole network and a linear head,
-    AimCLR's fine-tune settings, the pretraining augmentations."""
+    AimCLR's fine-tune settings, the pretraining augmentations; the training keys are a run's
+    ``train`` keys (:class:`skelctl.settings.TrainConfig`: MAMP fine-tunes with adamw, cosine
+    after 5 warmup epochs and layer_decay 0.8)."""
 
     epochs: PositiveInt = 100
-    batch_size: PositiveInt = 128
-    lr: PositiveFloat = 0.1
-    momentum: NonNegativeFloat = 0.9
-    weight_decay: NonNegativeFloat = 1.0e-4
     lr_steps: list[PositiveInt] = default([80])
-    seed: int = 0
-    device: Device = "auto"
-    checkpoint_every: PositiveInt = 10
     eval_every: PositiveInt = 1
     augment: AugmentSettings = default(
         {"crop": {"padding_ratio": 6}, "shear": {"amplitude": 0.5}})
-    optimizer: Literal["sgd", "adam"] = "sgd"
     crop: CropSettings = None
     runs: dict[str, dict[str, Any]] = default({})
 

@@ -381,7 +381,7 @@ def downstream_tables(ctx: Context) -> dict[str, str]:
         rows += published_rows(papers, "finetune", splits)
         tables["finetune"] = markdown_table(
             "Fine-tuning on all labels", f"Top-1 %, last / best epoch. {ours}. Paper rows: "
-            f"CrosSCLR Table 8.", ["model", "source", *splits], rows)
+            f"the values the papers report for these splits.", ["model", "source", *splits], rows)
 
     # transfer (ISC Table 4, CRRL Table VII, CrosSCLR Table 8)
     transfer = document.get("transfer") or {}

@@ -1,6 +1,7 @@
 """skelctl/augment.py: every augmentation in AUGMENTATIONS on known inputs and by its invariants
 (shape and dtype kept, the same draws for the same seed, the identity at its zero setting),
-compose()'s order, layout, lengths and ``either`` branch, and check_chain's messages."""
+compose()'s order, layout, lengths and ``either`` branch, check_chain's messages, and PCM3's
+masking and mixing by body part."""
 
 import inspect
 import math
@@ -10,7 +11,7 @@ import torch
 
 from skelctl import augment
 from skelctl.options import OptionsError
-from skelctl.skeletons import KINECT20, LAYOUTS, NTU25
+from skelctl.skeletons import KINECT20, LAYOUTS, NTU25, PART_NAMES, graphless
 
 from conftest import gen
 
@@ -526,3 +527,145 @@ def test_compose_checks_the_chain_before_building_it():
                                            r"number, found 'x' \(text\)$"):
         augment.compose({"crop": {}, "shear": {"amplitude": "x"}}, NTU25)
     assert issubclass(OptionsError, ValueError)  # as the moved test's ValueError expects
+
+
+# --- masking and mixing by body part (PCM3) ----------------------------------------------------
+
+def test_body_part_matrix_is_the_layouts_five_parts():
+    parts = augment.body_part_matrix(NTU25)
+    assert parts.shape == (5, 25) and parts.dtype == torch.bool
+    assert parts.sum(dim=0).eq(1).all()  # every joint in exactly one part
+    for row, name in enumerate(PART_NAMES):
+        assert parts[row].nonzero().flatten().tolist() == sorted(NTU25.parts[name])
+    with pytest.raises(OptionsError, match="layout 'joints25' does not name trunk, left_arm, "
+                                           "right_arm, left_leg, right_leg"):
+        augment.body_part_matrix(graphless(25))
+
+
+def test_body_part_mask_masks_exactly_the_chosen_parts_of_each_chunk():
+    parts = augment.body_part_matrix(NTU25)
+    mask = augment.body_part_mask(parts, 50, 64, 3, 8, gen())  # PCM3's 3 of 5, chunks of 8
+    assert mask.shape == (50, 64, 25) and mask.dtype == torch.bool
+    chunks = mask.view(50, 8, 8, 25)
+    assert (chunks == chunks[:, :, :1]).all()  # the same joints in all of a chunk's frames
+    covered = (chunks[:, :, 0, :, None] & parts.T).any(dim=2)  # the parts a chunk touches
+    assert covered.sum(dim=-1).eq(3).all()
+    # a touched part is masked whole, and nothing outside the touched parts is masked
+    assert torch.equal(chunks[:, :, 0], (covered.float() @ parts.float()) > 0)
+    assert not torch.equal(chunks[:, 0], chunks[:, 1])  # drawn per chunk
+    assert not torch.equal(mask[0], mask[1])  # and per sample
+    assert torch.equal(augment.body_part_mask(parts, 50, 64, 3, 8, gen()), mask)  # seeded
+    short = augment.body_part_mask(parts, 4, 20, 2, 8, gen())  # 20 frames: chunks of 8, 8, 4
+    assert short.shape == (4, 20, 25)
+    assert (short[:, 16:] == short[:, 16:17]).all() and (short.sum(dim=-1) > 0).all()
+
+
+def test_body_part_mask_of_one_joint_parts_masks_the_exact_fraction():
+    parts = torch.eye(5, dtype=torch.bool)  # five parts of one joint each
+    for per_chunk in range(6):
+        mask = augment.body_part_mask(parts, 7, 12, per_chunk, 4, gen(per_chunk))
+        assert mask.sum(dim=-1).eq(per_chunk).all()  # per_chunk of 5 joints in every frame
+        assert mask.float().mean().item() == pytest.approx(per_chunk / 5)
+
+
+def test_random_cell_mask_draws_the_ratio_of_cells_anywhere():
+    mask = augment.random_cell_mask(200, 64, 25, 0.6, gen())
+    assert mask.shape == (200, 64, 25) and mask.dtype == torch.bool
+    assert mask.sum(dim=(1, 2)).eq(960).all()  # round(0.6 * 64 * 25)
+    assert augment.random_cell_mask(3, 7, 5, 0.2, gen()).sum(dim=(1, 2)).eq(7).all()  # 0.2 x 35
+    # unlike topology-based masking, cells are spread uniformly: each joint and each frame is
+    # masked about 60 % of the time
+    assert torch.allclose(mask.float().mean(dim=(0, 1)), torch.full((25,), 0.6), atol=0.03)
+    assert torch.allclose(mask.float().mean(dim=(0, 2)), torch.full((64,), 0.6), atol=0.03)
+    assert not torch.equal(mask[0], mask[1])
+    assert torch.equal(augment.random_cell_mask(200, 64, 25, 0.6, gen()), mask)  # seeded
+
+
+def test_mask_first_body_zeroes_the_mask_in_the_first_body_only():
+    x = torch.rand(6, 3, 16, 25, 2) + 1.0  # no zero coordinate
+    cells = augment.body_part_mask(augment.body_part_matrix(NTU25), 1, 16, 3, 8, gen())
+    masked, full = augment.mask_first_body(x, cells)  # one mask for the whole batch
+    assert masked.shape == full.shape == x.shape and full.dtype == torch.bool
+    assert torch.equal(masked[..., 1], x[..., 1]) and not full[..., 1].any()
+    assert torch.equal(full[..., 0], cells[:, None].expand(6, 3, -1, -1))
+    assert (masked[full] == 0).all() and torch.equal(masked[~full], x[~full])
+    assert int(full.sum()) == 6 * 3 * int(cells.sum())
+
+
+def distinct(n: int = 8, frames: int = 64) -> torch.Tensor:
+    """Sample i holds 100 (i + 1) + t at frame t: every value tells its sample and frame."""
+    ids = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1, 1) * 100
+    time = torch.arange(frames, dtype=torch.float32).view(1, 1, frames, 1, 1)
+    return (ids + time).expand(n, 3, frames, 25, 2).clone()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cutmix_takes_a_part_and_chunk_region_from_the_rolled_batch(seed):
+    x, parts = distinct(), augment.body_part_matrix(NTU25)
+    mixed, partner, lam = augment.mix_with_rolled_batch(x, gen(seed), parts, kind="cutmix")
+    assert mixed.shape == x.shape and partner.shape == (8,) and lam.shape == ()
+    assert 1 <= int((partner - torch.arange(8)).remainder(8)[0]) <= 6  # offset in [1, N - 2]
+    assert torch.equal(partner, (torch.arange(8) + partner[0]) % 8)  # the batch rolled
+    swapped = mixed != x  # taken from the partner
+    assert torch.equal(mixed[swapped], x[partner][swapped])
+    cells = swapped[0, 0, :, :, 0]  # the same region for every sample, coordinate and body
+    assert (swapped == cells[None, None, :, :, None]).all()
+    assert float(lam) == pytest.approx(cells.float().mean().item())  # the swapped fraction
+    frames, joints = cells.any(dim=1), cells.any(dim=0)
+    touched = (joints[:, None] & parts.T).any(dim=0)
+    assert 2 <= int(touched.sum()) <= 3  # 2-3 whole parts
+    assert torch.equal(joints, (touched.float() @ parts.float()) > 0)
+    run = frames.nonzero().flatten()  # 7-11 consecutive chunks of 4 frames
+    assert run[0] % 4 == 0 and len(run) % 4 == 0 and 28 <= len(run) <= 44
+    assert torch.equal(run, torch.arange(int(run[0]), int(run[0]) + len(run)))
+    assert float(lam) == pytest.approx(len(run) * int(joints.sum()) / (64 * 25))
+    same = augment.mix_with_rolled_batch(x, gen(seed), parts, kind="cutmix")
+    assert all(torch.equal(a, b) for a, b in zip(same, (mixed, partner, lam)))  # seeded
+
+
+def test_resizemix_pastes_the_partners_first_frames_nearest_resized():
+    x = distinct()
+    mixed, partner, lam = augment.mix_with_rolled_batch(x, gen(1), augment.body_part_matrix(NTU25),
+                                                        kind="resizemix")
+    cells = (mixed != x)[0, 0, :, :, 0]
+    assert float(lam) == pytest.approx(cells.float().mean().item())
+    frames = cells.any(dim=1).nonzero().flatten()
+    length, taken = len(frames), min(2 * len(frames), 64)
+    joint = int(cells[frames[0]].nonzero()[0])
+    # region frame i holds the partner's frame floor(i * taken / length)
+    expected = x[partner][:, 0, torch.arange(length) * taken // length, joint, 0]
+    assert torch.equal(mixed[:, 0, frames, joint, 0], expected)
+    assert torch.equal(expected - 100 * (partner[:, None] + 1),
+                       (torch.arange(length) * taken // length).float().expand(8, -1))
+
+
+def test_mixup_interpolates_every_cell_with_the_partner():
+    x = distinct()
+    mixed, partner, lam = augment.mix_with_rolled_batch(x, gen(2), augment.body_part_matrix(NTU25),
+                                                        kind="mixup")
+    assert 0 < float(lam) < 1
+    assert torch.allclose(mixed, (1 - lam) * x + lam * x[partner])
+    # sample i's share of its partner, read back from the values: lambda exactly
+    shares = (mixed - x) / (x[partner] - x)
+    assert torch.allclose(shares, lam.expand_as(shares), atol=1e-5)
+
+
+def mix_kind(x: torch.Tensor, mixed: torch.Tensor, partner: torch.Tensor) -> str:
+    swapped = mixed != x
+    if swapped.all():
+        return "mixup"
+    return "cutmix" if torch.equal(mixed[swapped], x[partner][swapped]) else "resizemix"
+
+
+def test_the_mix_kind_is_drawn_with_its_chances():
+    x, parts = distinct(6, 48), augment.body_part_matrix(NTU25)
+    kinds = [mix_kind(x, *augment.mix_with_rolled_batch(x, gen(seed), parts)[:2])
+             for seed in range(400)]
+    shares = {kind: kinds.count(kind) / len(kinds) for kind in augment.MIXES}
+    assert shares == pytest.approx({"cutmix": 0.5, "resizemix": 0.25, "mixup": 0.25}, abs=0.07)
+    only = augment.mix_with_rolled_batch(x, gen(0), parts, chances={"mixup": 1.0})
+    assert mix_kind(x, *only[:2]) == "mixup"
+    assert torch.allclose(only[0], (1 - only[2]) * x + only[2] * x[only[1]])
+    assert {mix_kind(x, *augment.mix_with_rolled_batch(x, gen(seed), parts,
+                                                       chances={"resizemix": 1.0})[:2])
+            for seed in range(5)} == {"resizemix"}

@@ -12,7 +12,8 @@ from torch import nn
 from skelctl.methods import build_method
 from skelctl.methods.base import Phase
 from skelctl.skeletons import NTU25
-from skelctl.train import Recorder, Samples, TrainConfig, fit, step_generator
+from skelctl.train import Recorder, Samples, fit, step_generator
+from skelctl.settings import TrainConfig
 
 from conftest import CPU, gen
 

@@ -21,6 +21,10 @@ Two normalisation conventions exist in the field (see the notes), and both are p
     takes y = x cross z, a mirror image of this frame; a proper rotation is used here, which
     carries the same information. Layouts without a hip centre use the hips' midpoint, and
     without a spine joint the spine shoulder (or the shoulders' midpoint).
+``seqcentre`` (CTR-GCN's ``seq_translation``, whose arrays MAMP takes): one translation per
+    sequence, no rotation and no scaling: every frame of every body minus body 0's spine-mid
+    joint in the first frame where body 0 is tracked. Layouts without a spine-mid joint use
+    their centre joint; a sequence in which body 0 is never tracked is left as it is.
 ``minmax`` (CRRL, Sec. IV-B): each dimension (axis) of each body of each sequence is scaled to
     [-1, 1] by its minimum and maximum over the sequence's frames and joints; a constant dimension
     becomes 0.
@@ -49,7 +53,7 @@ from skelctl.skeletons import Layout
 if TYPE_CHECKING:
     from skelctl.data.store import Store
 
-NORMALISATIONS = ("shoulder", "spine", "bodyframe", "minmax", "none")
+NORMALISATIONS = ("shoulder", "spine", "bodyframe", "seqcentre", "minmax", "none")
 SAMPLINGS = ("", "upto", "stride")  # interpolate to F frames; at most F, evenly; P&C's stride
 
 
@@ -95,6 +99,8 @@ def normalise(frames: np.ndarray, offsets: np.ndarray, layout: Layout,
     for step in normalisation_steps(convention):
         if step == "minmax":
             out = min_max(out, offsets)
+        elif step == "seqcentre":
+            out = sequence_centring(out, offsets, layout)
         elif step != "none":
             out = body_alignment(out, offsets, layout, step)
     return out
@@ -186,6 +192,27 @@ def body_frames(first: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarr
     degenerate = (z_norm[:, 0] <= 1e-8) | (x_norm[:, 0] <= 1e-8)
     rotation[degenerate] = np.eye(3)
     return origin, rotation
+
+
+def sequence_centring(frames: np.ndarray, offsets: np.ndarray, layout: Layout) -> np.ndarray:
+    """CTR-GCN's ``seq_translation``: each sequence, every frame and body, minus one point: the
+    spine-mid joint (else the layout's centre) of body 0 in the first frame where body 0 has a
+    non-zero coordinate. Absent joints stay zero; a sequence without body 0 is unchanged."""
+    joint = layout.spine_mid if layout.spine_mid is not None else layout.center
+    lengths = lengths_of(offsets)
+    nonempty = lengths > 0
+    tracked = frames[..., 0].reshape(len(frames), -1).any(axis=1)  # (F,): body 0 in frame f
+    position = np.where(tracked, np.arange(len(frames)), len(frames))
+    origin = np.zeros((len(lengths), frames.shape[1]), dtype=frames.dtype)  # (n, C)
+    if nonempty.any():
+        # over the non-empty sequences only, each reduction spans exactly one sequence's frames
+        first = np.minimum.reduceat(position, offsets[:-1][nonempty])
+        found = first < offsets[1:][nonempty]  # the first tracked frame is the sequence's own
+        rows = np.flatnonzero(nonempty)[found]
+        origin[rows] = frames[first[found], :, joint, 0]
+    present = frames.any(axis=1, keepdims=True)  # (F, 1, V, M): keeps absent joints at zero
+    out = frames - np.repeat(origin, lengths, axis=0)[:, :, None, None]
+    return (out * present).astype(np.float32, copy=False)
 
 
 def min_max(frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -14,67 +14,16 @@ both resized to ``frames`` by linear interpolation (``align_corners=False``), wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 
-from skelctl.augment import centre_crop_resize, crop_resize
 from skelctl.data.views import compute_view
 from skelctl.evaluate.features import FEATURE_LINES
+from skelctl.settings import Crop
 from skelctl.skeletons import Layout
 from skelctl.train import Progress, Samples, step_generator
-
-
-@dataclass(frozen=True)
-class Crop:
-    """The crop protocol's settings: ISC's are the defaults. ``train`` None: no random crops
-    (KNN, whose training features come from the centre crop too)."""
-
-    train: tuple[float, float] | None = (0.5, 1.0)
-    test: float = 0.95
-    frames: int = 64
-    min_frames: int = 64  # ISC's code: a training crop keeps at least 64 frames (or all)
-
-    def __post_init__(self) -> None:
-        if self.train is not None:
-            low, high = (self.train if isinstance(self.train, (list, tuple))
-                         and len(self.train) == 2 else (None, None))
-            if not (_number(low) and _number(high) and 0 < low <= high <= 1):
-                raise ValueError(f"train must be [low, high] with 0 < low <= high <= 1, not "
-                                 f"{self.train!r}")
-            object.__setattr__(self, "train", (float(low), float(high)))
-        if not (_number(self.test) and 0 < self.test <= 1):
-            raise ValueError(f"test must be a ratio in (0, 1], not {self.test!r}")
-        for name in ("frames", "min_frames"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive whole number, not {value!r}")
-
-    def label(self) -> str:
-        """The settings in words, for the metrics' ``protocol``."""
-        if self.train is None:
-            return f"centre {self.test:g} -> {self.frames} for train and test"
-        low, high = self.train
-        return f"crop [{low:g}, {high:g}] -> {self.frames}, centre {self.test:g} at test"
-
-    def random(self, sequence: torch.Tensor, length: torch.Tensor,
-               generator: torch.Generator) -> torch.Tensor:
-        """A random crop of each zero-padded sequence ``(N, C, L, V, M)`` (``length`` valid
-        frames each), resized to ``(N, C, frames, V, M)``."""
-        if self.train is None:
-            raise ValueError("these crop settings have no random training crop (train: null)")
-        low, high = self.train
-        return crop_resize(sequence, generator, low, high, self.frames, length, self.min_frames)
-
-    def centre(self, sequence: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        """The centre crop of each zero-padded sequence, resized to ``frames``."""
-        return centre_crop_resize(sequence, self.test, self.frames, length)
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def batches(samples: Samples, batch_size: int = 256

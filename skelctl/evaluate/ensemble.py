@@ -13,7 +13,8 @@ from typing import Any, Sequence
 import torch
 
 from skelctl.evaluate.features import accuracy
-from skelctl.evaluate.linear import LinearConfig, train_linear
+from skelctl.evaluate.linear import train_linear
+from skelctl.settings import LinearConfig
 
 JOINT_METRICS = ("top1_last", "top5_last", "top1_best", "top5_best", "best_epoch")
 
@@ -62,5 +63,5 @@ def joint_ensembles(train: dict[str, torch.Tensor], train_labels: torch.Tensor,
             joint = train_linear([train[s] for s in members], train_labels,
                                  [test[s] for s in members], target, num_classes, config, device,
                                  f"{name} {group} joint linear")
-            results[group] = {k: joint["metrics"][k] for k in JOINT_METRICS}
+            results[group] = {k: joint.metrics[k] for k in JOINT_METRICS}
     return results

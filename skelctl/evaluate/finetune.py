@@ -6,14 +6,17 @@ the joint sequences, augments them on the device as pretraining did, and derives
 after augmentation. Test accuracy is measured after every epoch (encoder in eval mode, no
 augmentation); the last epoch's is the headline, the best epoch's is given beside it, labelled.
 
-With ISC's crops (``crop``) the model sees each training sample's real sequence, randomly
-cropped and resized (then augmented), and the test samples' centre crops
-(:mod:`skelctl.evaluate.crops`); the optimiser (SGD or ISC's Adam) is the config's.
+The optimisation is the config's, as in pretraining: SGD, ISC's Adam or MAMP's AdamW, the step
+or the warmup-and-cosine schedule, and layer-wise learning-rate decay over an encoder that
+numbers its layers (the head, outside the encoder, keeps the full rate). With ISC's crops
+(``crop``) the model sees each training sample's real sequence, randomly cropped and resized
+(then augmented), and the test samples' centre crops (:mod:`skelctl.evaluate.crops`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,12 +26,12 @@ from torch import nn
 
 from skelctl.augment import compose
 from skelctl.data.views import compute_view
-from skelctl.evaluate.crops import Crop
 from skelctl.evaluate.features import accuracy
 from skelctl.methods.base import Phase
 from skelctl.models.stgcn import init_weights
 from skelctl.skeletons import Layout
-from skelctl.train import Samples, TrainConfig, fit, log_line
+from skelctl.train import Samples, fit, log_line
+from skelctl.settings import Crop, TrainConfig
 
 
 class Classifier(nn.Module):
@@ -59,6 +62,15 @@ class Classifier(nn.Module):
         return {"loss": loss}
 
 
+
+@dataclass
+class FinetuneResult:
+    """A fine-tuning's record: its metrics (the last and the best tested epoch, labelled) and
+    the per-epoch curve (loss, and top-1 and top-5 where tested)."""
+
+    metrics: dict[str, Any]
+    curve: list[dict[str, Any]]
+
 @torch.no_grad()
 def classify(model: Classifier, joint: torch.Tensor | np.ndarray, device: torch.device,
              batch_size: int = 256) -> torch.Tensor:
@@ -77,7 +89,7 @@ def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
              device: torch.device, checkpoint: Path | None = None,
              identity: dict[str, Any] | None = None, eval_every: int = 1,
              log: Callable[[str], None] = log_line, crop: Crop | None = None,
-             desc: str | None = None) -> dict[str, Any]:
+             desc: str | None = None) -> FinetuneResult:
     """Fine-tune ``encoder`` (changed in place) with a fresh head on ``train`` (``joint`` and
     ``label``; with ``crop``, the real sequences instead of ``joint``, and ``test_joint`` the
     test samples' centre crops); returns metrics (last and best tested epoch) and the curve.
@@ -105,9 +117,9 @@ def finetune(encoder: nn.Module, view: str, layout: Layout, train: Samples,
     tested = [row for row in history if "top1" in row]
     best = max(tested, key=lambda row: (row["top1"], -row["epoch"]))
     last = tested[-1]
-    return {"metrics": {"top1_last": last["top1"], "top5_last": last["top5"],
-                        "top1_best": best["top1"], "top5_best": best["top5"],
-                        "best_epoch": best["epoch"], "epochs": config.epochs,
-                        "train_samples": len(train), "test_samples": len(test_labels)},
-            "curve": [{k: row.get(k, "") for k in ("epoch", "loss", "top1", "top5")}
-                      for row in history]}
+    return FinetuneResult(
+        metrics={"top1_last": last["top1"], "top5_last": last["top5"],
+                 "top1_best": best["top1"], "top5_best": best["top5"],
+                 "best_epoch": best["epoch"], "epochs": config.epochs,
+                 "train_samples": len(train), "test_samples": len(test_labels)},
+        curve=[{k: row.get(k, "") for k in ("epoch", "loss", "top1", "top5")} for row in history])

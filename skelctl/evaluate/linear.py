@@ -19,32 +19,20 @@ epoch (:func:`train_linear_on_crops`, :mod:`skelctl.evaluate.crops`).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Callable
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from skelctl.evaluate.crops import Crop, crop_features
+from skelctl.evaluate.crops import crop_features
+from skelctl.evaluate.encoder import EvaluatedEncoder, Features
 from skelctl.evaluate.features import accuracy
+from skelctl.settings import LinearConfig
 from skelctl.skeletons import Layout
-from skelctl.train import Progress, Samples
-
-
-@dataclass
-class LinearConfig:
-    epochs: int = 100
-    lr: float = 3.0
-    momentum: float = 0.9
-    nesterov: bool = False  # CRRL's evaluation code uses Nesterov momentum
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    lr_steps: list[int] = field(default_factory=lambda: [80])
-    lr_gamma: float = 0.1
-    seed: int = 0
-    standardise: bool = False  # batch norm without affine parameters before the linear layer
-    init_std: float = 0.02  # the reference code initialises the head N(0, 0.02), bias 0
-    crop: Crop | None = None  # ISC's protocol: features of fresh random crops every epoch
+from skelctl.train import Progress, Samples, warmup_cosine
 
 
 class LinearHead(nn.Module):
@@ -82,6 +70,19 @@ class LinearHead(nn.Module):
         return torch.stack(logits).mean(0)
 
 
+@dataclass
+class LinearResult:
+    """A trained head's record: its metrics (last and best epoch, labelled), the per-epoch
+    curve, and the test logits and the head (CPU, eval mode) of the last and the best epoch."""
+
+    metrics: dict[str, Any]
+    curve: list[dict[str, float]]
+    logits_last: torch.Tensor
+    logits_best: torch.Tensor
+    head_last: LinearHead
+    head_best: LinearHead
+
+
 def _views(x: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
     return [x] if isinstance(x, torch.Tensor) else list(x)
 
@@ -101,7 +102,7 @@ def predict(head: LinearHead, features: torch.Tensor | list[torch.Tensor]) -> to
 def train_linear(train_x: torch.Tensor | list[torch.Tensor], train_y: torch.Tensor,
                  test_x: torch.Tensor | list[torch.Tensor], test_y: torch.Tensor,
                  num_classes: int, config: LinearConfig, device: torch.device,
-                 desc: str | None = None) -> dict:
+                 desc: str | None = None) -> LinearResult:
     """Train and evaluate every epoch; returns metrics, the accuracy curve, the test logits and
     the heads (CPU, eval mode) of the last and of the best epoch.
 
@@ -120,7 +121,7 @@ def train_linear(train_x: torch.Tensor | list[torch.Tensor], train_y: torch.Tens
 def train_linear_on_crops(encoder: nn.Module, view: str, layout: Layout, train: Samples,
                           test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int,
                           configs: list[LinearConfig], device: torch.device,
-                          desc: str | None = None) -> list[dict]:
+                          desc: str | None = None) -> list[LinearResult]:
     """ISC's linear protocol: every epoch, the training features are recomputed from a fresh
     random crop-resize (``config.crop``) of each training sample's real sequence (``train``:
     samples with frames, and ``label``), the encoder frozen in eval mode; ``test_x`` are the
@@ -154,8 +155,15 @@ class _Trainer:
                                          momentum=config.momentum,
                                          nesterov=config.nesterov,
                                          weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.lr_steps,
-                                                              config.lr_gamma)
+        if config.lr_schedule == "cosine":  # per step, from lr down to 0 (MAMP's probe)
+            steps = -(-len(train_x[0]) // config.batch_size)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: warmup_cosine(step / steps, 1.0, 0.0, 0.0,
+                                                           config.epochs))
+        else:
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer,
+                                                                  config.lr_steps,
+                                                                  config.lr_gamma)
         self.curve: list[dict[str, float]] = []
         self.best: tuple | None = None
         self.logits: torch.Tensor | None = None
@@ -173,7 +181,10 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        self.scheduler.step()
+            if self.config.lr_schedule == "cosine":
+                self.scheduler.step()
+        if self.config.lr_schedule == "step":
+            self.scheduler.step()
         self.logits = predict(head, test_x)
         top1, top5 = accuracy(self.logits, test_y, 1), accuracy(self.logits, test_y, 5)
         self.curve.append({"epoch": epoch + 1, "top1": top1, "top5": top5})
@@ -181,21 +192,21 @@ class _Trainer:
             self.best = (epoch + 1, top1, top5, self.logits.cpu(),
                          copy.deepcopy(head).cpu().eval())
 
-    def result(self, train_samples: int, test_samples: int) -> dict:
+    def result(self, train_samples: int, test_samples: int) -> LinearResult:
         last, best = self.curve[-1], self.best
-        return {
-            "metrics": {"top1_last": last["top1"], "top5_last": last["top5"],
-                        "top1_best": best[1], "top5_best": best[2], "best_epoch": best[0],
-                        "epochs": self.config.epochs, "train_samples": train_samples,
-                        "test_samples": test_samples},
-            "curve": self.curve, "logits_last": self.logits.cpu(), "logits_best": best[3],
-            "head_last": self.head.cpu().eval(), "head_best": best[4]}
+        return LinearResult(
+            metrics={"top1_last": last["top1"], "top5_last": last["top5"],
+                     "top1_best": best[1], "top5_best": best[2], "best_epoch": best[0],
+                     "epochs": self.config.epochs, "train_samples": train_samples,
+                     "test_samples": test_samples},
+            curve=self.curve, logits_last=self.logits.cpu(), logits_best=best[3],
+            head_last=self.head.cpu().eval(), head_best=best[4])
 
 
 def train_heads(train_x: Callable[[int], torch.Tensor | list[torch.Tensor]],
                 train_y: torch.Tensor, test_x: torch.Tensor | list[torch.Tensor],
                 test_y: torch.Tensor, num_classes: int, configs: list[LinearConfig],
-                device: torch.device, desc: str | None = None) -> list[dict]:
+                device: torch.device, desc: str | None = None) -> list[LinearResult]:
     """A head for each of ``configs``, each trained and evaluated every epoch as
     :func:`train_linear` describes, all on the training features ``train_x(epoch)`` of each
     epoch (fixed, or recomputed from fresh crops); the first epoch's set a standardised head's
@@ -227,3 +238,78 @@ def train_heads(train_x: Callable[[int], torch.Tensor | list[torch.Tensor]],
                 shown.step(row={"epoch": epoch + 1, "lr": lr, **top1},
                            postfix={k: f"{v:.1f}" for k, v in top1.items()})
     return [trainer.result(len(train_y), len(test_y)) for trainer in trainers]
+
+
+@dataclass
+class LinearEvaluation:
+    """The linear protocol's outcome for an encoder: the headline classifier's result, the
+    metrics to report (the headline's, the protocol in words, the standardised classifier's
+    figures beside) and the test features the classifiers were tested on."""
+
+    paper: LinearResult
+    metrics: dict[str, Any]
+    test: Features
+
+
+def linear_label(config: LinearConfig) -> str:
+    """The linear protocol in words, for the metrics' ``protocol``."""
+    schedule = (f"lr {config.lr} x{config.lr_gamma} at {config.lr_steps}, {config.epochs} epochs"
+                if config.lr_schedule == "step" else
+                f"lr {config.lr} cosine to 0 per step, {config.epochs} epochs")
+    if config.nesterov:
+        schedule = f"Nesterov {schedule}, batch {config.batch_size}"
+    if config.standardise:
+        schedule = f"standardised, {schedule}"
+    if config.crop is None:
+        return f"paper (frozen features, {schedule})"
+    return f"ISC ({config.crop.label()}, {schedule})"
+
+
+def _evaluation(results: list[LinearResult], config: LinearConfig, test: Features
+                ) -> LinearEvaluation:
+    """The headline (the first result) and, beside it, the standardised classifier's figures
+    (the second result; the headline itself when ``config`` is the standardised probe)."""
+    paper, standardised = results[0], results[-1]
+    return LinearEvaluation(paper, {**paper.metrics, "protocol": linear_label(config),
+                                    "standardised": standardised.metrics}, test)
+
+
+def _with_standardised(config: LinearConfig) -> list[LinearConfig]:
+    """``config`` and, unless it is already the standardised probe, its standardised twin."""
+    if config.standardise:
+        return [config]
+    return [config, dataclasses.replace(config, standardise=True)]
+
+
+def linear_protocols(train: Features, test: Features, num_classes: int, config: LinearConfig,
+                     device: torch.device, desc: str | None = None) -> LinearEvaluation:
+    """The paper's protocol (the headline) and, labelled beside it, the same classifier on
+    standardised features, on fixed features. With ``desc`` (the encoder), progress an
+    epoch."""
+    results = [train_linear(train.x, train.labels, test.x, test.labels, num_classes, c, device,
+                            desc and f"{desc} linear" + (", standardised" if i else ""))
+               for i, c in enumerate(_with_standardised(config))]
+    return _evaluation(results, config, test)
+
+
+def crop_linear(encoder: EvaluatedEncoder, indices: np.ndarray, test: Features,
+                configs: list[LinearConfig], device: torch.device) -> list[LinearResult]:
+    """ISC's linear protocol: heads of ``configs`` trained on fresh random crops of the store
+    ``indices``' sequences every epoch, tested on ``test`` (centre-crop features)."""
+    return train_linear_on_crops(encoder.module, encoder.view, encoder.info["layout"],
+                                 encoder.sequences(indices), test.x, test.labels,
+                                 encoder.num_classes, configs, device,
+                                 f"{encoder.label} linear (random crops)")
+
+
+def evaluate_linear(encoder: EvaluatedEncoder, config: LinearConfig, device: torch.device
+                    ) -> LinearEvaluation:
+    """The linear protocol of ``config`` on the encoder's split (fixed features, or ISC's crops
+    with ``config.crop``), the standardised classifier beside it."""
+    if config.crop is None:
+        return linear_protocols(encoder.features("train", device),
+                                encoder.features("val", device), encoder.num_classes, config,
+                                device, encoder.label)
+    test = encoder.features("val", device, config.crop)
+    return _evaluation(crop_linear(encoder, encoder.part("train"), test,
+                                   _with_standardised(config), device), config, test)

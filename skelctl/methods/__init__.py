@@ -5,6 +5,7 @@ see :mod:`skelctl.methods.base`."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from skelctl.keys import unknown_keys
@@ -14,8 +15,10 @@ from skelctl.methods.crossclr import CrosSCLR
 from skelctl.methods.crosnnclr import CrosNNCLR, CrosNNCLRStar
 from skelctl.methods.crrl import CRRL
 from skelctl.methods.isc import ISC
+from skelctl.methods.mamp import MAMP
 from skelctl.methods.pcm3 import PCM3
 from skelctl.methods.skeletonclr import SkeletonCLR
+from skelctl.methods.stars import STARS
 from skelctl.methods.untrained import Untrained
 from skelctl.models import build_encoder, encoder_option_types
 from skelctl.keys import unknown_name
@@ -25,7 +28,7 @@ from skelctl.skeletons import Layout
 METHODS: dict[str, type[Method]] = {
     "skeletonclr": SkeletonCLR, "crosclr": CrosSCLR, "crrl": CRRL, "aimclr": AimCLR,
     "crosnnclr": CrosNNCLR, "crosnnclr_star": CrosNNCLRStar, "isc": ISC, "pcm3": PCM3,
-    "untrained": Untrained,
+    "mamp": MAMP, "stars": STARS, "untrained": Untrained,
 }
 # another name a run entry may give -> the registered name: the spelling of CrosSCLR's module,
 # and (warned about) a method's name before it was renamed
@@ -42,10 +45,12 @@ def method_name(name: str, where: str = "") -> str:
     return ALIASES.get(name, name)
 
 
-def method_class(name: str) -> type[Method]:
+def method_class(name: str, where: str = "") -> type[Method]:
+    """The registered class of ``name`` (an alias resolved); an unknown name is an error
+    naming ``where`` (a key path) and the closest method."""
     name = method_name(name)
     if name not in METHODS:
-        raise OptionsError(unknown_name("method", name, METHODS))
+        raise OptionsError(unknown_name("method", name, METHODS, where))
     return METHODS[name]
 
 
@@ -87,20 +92,56 @@ def check_encoder_options(encoder: str | list[str] | tuple[str, ...],
                       + ("" if len(kinds) == 1 else f".{kind}"), f"{kind} option(s)")
 
 
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method, its streams, encoder kinds and options, checked by :func:`check_method`: what
+    :meth:`build` needs, with nothing left to check."""
+
+    name: str  # the registered name (an alias resolved)
+    cls: type[Method]
+    streams: tuple[str, ...]
+    kinds: tuple[str, ...]
+    encoder_options: dict[str, dict[str, Any]]  # each kind's options
+    options: Any  # the method's Options
+
+    def build(self, layout: Layout, num_persons: int) -> Method:
+        """The method with fresh encoders for ``layout`` and ``num_persons`` bodies."""
+        factory = EncoderFactory(self.kinds, lambda kind: build_encoder(
+            kind, layout, num_persons, **self.encoder_options[kind]))
+        return self.cls(self.streams, layout, factory, self.options)
+
+
+def check_method(name: str, streams: tuple[str, ...] | list[str],
+                 encoder: str | list[str] | tuple[str, ...] = "stgcn",
+                 encoder_options: dict[str, Any] | None = None,
+                 options: dict[str, Any] | None = None, where: str = "method",
+                 encoder_where: str | None = None) -> MethodSpec:
+    """The one check of a method's settings: the method's name, how many streams it learns, its
+    options against its ``Options``, the encoder kinds and each one's options; errors name
+    ``where`` (the run; ``encoder_where`` for the encoder options, when they were given
+    elsewhere) and the key."""
+    name = method_name(name, where)
+    cls, streams = method_class(name, f"{where}.method"), tuple(streams)
+    if not streams or (cls.multi_view is not None and (len(streams) > 1) != cls.multi_view):
+        raise OptionsError(f"{where}.streams: {name} learns "
+                           + ("two or more streams" if cls.multi_view else "one stream")
+                           + f", not {', '.join(streams) or 'none'}")
+    checked = make_options(cls.Options, options, f"{where}.options")
+    check_encoder_options(encoder, encoder_options, encoder_where or where)
+    kinds = encoder_kinds(encoder)
+    if len(kinds) > 1 and not cls.several_encoders:
+        raise OptionsError(f"{where}.encoder: {name} trains one encoder per stream, not "
+                           f"{', '.join(kinds)}")
+    return MethodSpec(name, cls, streams, kinds,
+                      options_by_kind(encoder, encoder_options, encoder_where or where),
+                      checked)
+
+
 def build_method(name: str, streams: tuple[str, ...], layout: Layout, num_persons: int,
                  encoder: str | list[str] | tuple[str, ...] = "stgcn",
                  encoder_options: dict[str, Any] | None = None,
                  options: dict[str, Any] | None = None, where: str = "method") -> Method:
-    """A method with fresh encoders of the named kind (or kinds) for the given streams;
-    ``options`` are checked against the method's own ``Options`` (errors name ``where``)."""
-    cls = method_class(name)
-    checked = make_options(cls.Options, options, f"{where}.options")
-    check_encoder_options(encoder, encoder_options, where)
-    kinds = encoder_kinds(encoder)
-    if len(kinds) > 1 and not cls.several_encoders:
-        raise OptionsError(f"{where}: {name} trains one encoder per stream, not "
-                           f"{', '.join(kinds)}")
-    by_kind = options_by_kind(encoder, encoder_options, where)
-    factory = EncoderFactory(kinds, lambda kind: build_encoder(kind, layout, num_persons,
-                                                               **by_kind[kind]))
-    return cls(tuple(streams), layout, factory, checked)
+    """A method with fresh encoders of the named kind (or kinds) for the given streams, its
+    settings checked by :func:`check_method`."""
+    return check_method(name, streams, encoder, encoder_options, options, where).build(
+        layout, num_persons)

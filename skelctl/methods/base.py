@@ -23,9 +23,11 @@ from skelctl.skeletons import Layout
 @dataclass
 class Phase:
     """A stretch of training with its own optimiser: epochs, learning-rate schedule (``lr`` times
-    ``lr_gamma`` at each of ``lr_steps``, counted from the phase's first epoch), whether the run's
-    gradient clipping applies, and the parameters it trains (``parameters(model)`` returns
-    optimiser parameter groups; None: every parameter that requires a gradient)."""
+    ``lr_gamma`` at each of ``lr_steps``, counted from the phase's first epoch; under the run's
+    cosine schedule, ``lr`` is the peak of the phase's own warmup and cosine and ``lr_steps``
+    is unused), whether the run's gradient clipping applies, and the parameters it trains
+    (``parameters(model)`` returns optimiser parameter groups; None: every parameter that
+    requires a gradient). The run's betas, schedule and layer-wise decay apply to every phase."""
 
     epochs: int
     lr: float
@@ -36,7 +38,7 @@ class Phase:
     name: str = "train"
     parameters: Callable[[nn.Module], list[dict[str, Any]]] | None = None
     clip: bool = True  # whether the run's grad_clip applies in this phase
-    optimizer: str | None = None  # sgd or adam; None: the run's (TrainConfig.optimizer)
+    optimizer: str | None = None  # sgd, adam or adamw; None: the run's (TrainConfig.optimizer)
 
     def groups(self, model: nn.Module) -> list[dict[str, Any]]:
         if self.parameters is not None:
@@ -88,12 +90,7 @@ class Method(nn.Module, metaclass=abc.ABCMeta):
 
     def __init__(self, streams: tuple[str, ...], layout: Layout,
                  build_encoder: Callable[[], nn.Module], options: Any):
-        super().__init__()
-        count = len(streams)
-        if count == 0 or (self.multi_view is not None and (count > 1) != self.multi_view):
-            raise OptionsError(f"{type(self).__name__} learns "
-                               + ("two or more streams" if self.multi_view else "one stream")
-                               + f", not {', '.join(streams) or 'none'}")
+        super().__init__()  # the settings were checked (skelctl.methods.check_method)
         self.streams = tuple(streams)
         self.layout = layout
         self.options = options

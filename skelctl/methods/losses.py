@@ -8,7 +8,9 @@ here.
 - :func:`divergence_loss` and :func:`mining_loss`: AimCLR's distribution divergence between the
   normal and the extreme copies, and its nearest-neighbour mining (CrosNNCLR paper Eqs. 2-5);
 - :func:`nearest_neighbours` and :func:`nearest_neighbour_loss`: CrosNNCLR's nearest-neighbour
-  loss between the query and the key copy (the paper's "cross-view" loss, Eqs. 6-8).
+  loss between the query and the key copy (the paper's "cross-view" loss, Eqs. 6-8);
+- :func:`nnclr_loss`: NNCLR's loss (STARS' tuning): each sample's nearest neighbour in the
+  support queue against the batch's predictions.
 """
 
 from __future__ import annotations
@@ -98,3 +100,13 @@ def nearest_neighbour_loss(query: torch.Tensor, key: torch.Tensor, support: torc
                                                  / temperature], dim=1), dim=1)
         losses.append((denominator - numerator).mean())
     return (losses[0] + losses[1]) / 2
+
+
+def nnclr_loss(neighbours: torch.Tensor, predictions: torch.Tensor,
+               temperature: float) -> torch.Tensor:
+    """NNCLR's loss for unit-length ``neighbours`` (each sample's nearest support entry, from
+    one copy) and ``predictions`` (the predictor's output for the other copy), both ``(N, D)``:
+    cross-entropy of each neighbour's similarities to every prediction of the batch, the
+    sample's own prediction being the target."""
+    logits = neighbours @ predictions.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))

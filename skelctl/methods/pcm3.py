@@ -15,6 +15,10 @@ relational distillation (Eq. 3):
   layout's five body parts of the first body zeroed);
 - *predict*: the masked view with the decoder's prediction written into the masked region.
 
+The masking and the mix are batch functions of :mod:`skelctl.augment` (``body_part_mask``,
+``random_cell_mask``, ``mask_first_body``, ``mix_with_rolled_batch``), which return the mask and
+the partners the losses read.
+
 The decoder reads the masked view's per-step features (an adapter Linear-BN-ReLU-Linear, a 2-layer
 GRU, a per-frame read-out of the frame's coordinates) and is trained by the masked-region MSE
 (Eq. 4, x40). Gradient paths as Sec. 3.3 states them: the MSE reaches the encoder through the
@@ -23,9 +27,10 @@ through the re-encoding of the predicted view), not the masked branch's features
 decoder reads detached for that pass (the authors' second, detached decoder pass).
 
 Prompts (Sec. 3.4) are parameters of this module, never of the exported encoder: domain prompts
-(one per view, the size of a flattened frame) added to the inputs, and task prompts (``cl``
-before the projector, ``mp`` before the decoder) added, as two halves, at a random offset to each
-half of the feature (the two directions of a bidirectional encoder). ``prompts: authors`` places
+(one per view, the size of a flattened frame) added to the inputs (the encoder's ``prompt``
+argument), and task prompts (``cl`` before the projector, ``mp`` before the decoder) added, as
+two halves, at a random offset to each half of the feature (the two directions of a
+bidirectional encoder). ``prompts: authors`` places
 them as the authors' code does: the domain prompts before the encoder's input batch norm and
 ``mp`` before the adapter's batch norm, where a batch norm in training mode removes a constant
 shift exactly, so those five prompts are inert (zero gradient) and only ``cl`` acts.
@@ -70,21 +75,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelctl.augment import AugmentChain, compose, isc_augmentations
+from skelctl.augment import (AugmentChain, Mix, body_part_mask, body_part_matrix, compose,
+                              isc_augmentations, mask_first_body, mix_with_rolled_batch,
+                              random_cell_mask)
 from skelctl.data.views import compute_view
 from skelctl.methods.base import EncoderFactory, Method, OptionsError
 from skelctl.methods.losses import divergence_loss, info_nce
 from skelctl.methods.moco import ContrastOptions, gather_from_all_ranks, momentum_contrast
-from skelctl.models.rnn import RecurrentEncoder, run_causal, run_recurrence
+from skelctl.models.rnn import RecurrentEncoder
 from skelctl.options import Check, NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from skelctl.skeletons import PART_NAMES, Layout
 
 PromptPlacement = Literal["authors", "active", "none"]
 MaskStrategy = Literal["topology", "random"]  # PCM3 Table 10
 PROMPT_PLACEMENTS, MASK_STRATEGIES = get_args(PromptPlacement), get_args(MaskStrategy)
-Mix = Literal["cutmix", "resizemix", "mixup"]
 Positive = Literal["intra", "mix", "mask", "predict"]
-MIXES, POSITIVES = get_args(Mix), get_args(Positive)
+POSITIVES = get_args(Positive)
 DOMAIN_PROMPTS = ("base", "mask", "predict", "mix")  # base: the query and the key
 
 
@@ -155,106 +161,6 @@ class PCM3Options(ContrastOptions):
             raise ValueError("woprompt runs without prompts: drop prompts: active")
 
 
-def part_matrix(layout: Layout) -> torch.Tensor:
-    """``(5, V)`` boolean: which joints each of the layout's five body parts holds (trunk, left
-    arm, right arm, left leg, right leg)."""
-    missing = [p for p in PART_NAMES if p not in layout.parts]
-    if missing:
-        raise OptionsError(f"PCM3 masks the five body parts; layout {layout.name!r} does not name "
-                           f"{', '.join(missing)}: give its layout file a 'parts' entry listing "
-                           f"each part's joints")
-    matrix = torch.zeros(len(PART_NAMES), layout.num_joints, dtype=torch.bool)
-    for row, part in enumerate(PART_NAMES):
-        matrix[row, list(layout.parts[part])] = True
-    return matrix
-
-
-def part_mask(parts: torch.Tensor, samples: int, frames: int, per_chunk: int, chunk_frames: int,
-              generator: torch.Generator) -> torch.Tensor:
-    """Topology-based masking: ``(samples, frames, V)`` true where masked. The frames fall into
-    chunks of ``chunk_frames`` (the last may be shorter); in each chunk ``per_chunk`` of the
-    parts (rows of ``parts``, ``(P, V)``) are drawn, without replacement, and all their joints
-    masked in all the chunk's frames."""
-    count, device = parts.shape[0], parts.device
-    chunks = -(-frames // chunk_frames)
-    order = torch.rand((samples, chunks, count), generator=generator, device=device).argsort(-1)
-    chosen = torch.zeros((samples, chunks, count), device=device).scatter_(
-        2, order[..., :per_chunk], 1.0)
-    cells = (chosen @ parts.to(chosen.dtype)) > 0  # (samples, chunks, V)
-    return cells[:, torch.arange(frames, device=device) // chunk_frames]
-
-
-def random_mask(samples: int, frames: int, joints: int, ratio: float,
-                generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Random masking (the baseline of PCM3's Table 10): ``(samples, frames, V)`` true at
-    ``round(ratio * frames * V)`` (frame, joint) cells drawn uniformly without replacement."""
-    cells = frames * joints
-    order = torch.rand((samples, cells), generator=generator, device=device).argsort(-1)
-    mask = torch.zeros((samples, cells), dtype=torch.bool, device=device)
-    mask.scatter_(1, order[:, :round(ratio * cells)], True)
-    return mask.view(samples, frames, joints)
-
-
-def mask_first_body(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` ``(N, C, T, V, M)`` with the ``(N or 1, T, V)`` mask applied to the first body only
-    (the authors' masking; the second body stays visible), and the mask as ``(N, C, T, V, M)``."""
-    full = torch.zeros_like(x, dtype=torch.bool)
-    full[..., 0] = mask[:, None]
-    return x.masked_fill(full, 0.0), full
-
-
-def mix_batch(x: torch.Tensor, generator: torch.Generator, parts: torch.Tensor,
-              part_range: tuple[int, int] = (2, 3), chunk_range: tuple[int, int] = (7, 11),
-              chunk_frames: int = 4, chances: dict[str, float] | None = None,
-              kind: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The mix positive's input: the batch mixed with itself rolled by a random offset in
-    ``[1, N - 2]`` (the partner), one draw for the whole batch. Returns the mixed batch, the
-    partner of each sample ``(N,)`` and lambda, the partner's share (a 0-d tensor).
-
-    - ``cutmix``: a region of ``part_range`` parts (all their joints, every body) x
-      ``chunk_range`` consecutive chunks of ``chunk_frames`` frames is the partner's; lambda is
-      the fraction of (frame x joint) cells swapped.
-    - ``resizemix``: the same, but the region holds the partner's first ``2 x`` region-length
-      frames (at most all of them) nearest-resized to the region's length.
-    - ``mixup``: ``(1 - lambda) x + lambda x_partner``, lambda from U(0, 1).
-
-    ``kind`` forces one; otherwise it is drawn with ``chances`` (CutMix 0.5, ResizeMix 0.25, Mixup
-    0.25 by default)."""
-    n, _, t, v, _ = x.shape
-    device = x.device
-    chances = chances or {"cutmix": 0.5, "resizemix": 0.25, "mixup": 0.25}
-    if kind is None:
-        weights = torch.tensor([float(chances.get(k, 0.0)) for k in MIXES], device=device)
-        kind = MIXES[int(torch.multinomial(weights, 1, generator=generator).item())]
-    shift = int(torch.randint(1, max(n - 1, 2), (1,), generator=generator, device=device).item())
-    partner = (torch.arange(n, device=device) + shift) % n
-    if kind == "mixup":
-        lam = torch.rand((), generator=generator, device=device, dtype=x.dtype)
-        return (1 - lam) * x + lam * x[partner], partner, lam
-    low, high = part_range
-    count = int(torch.randint(low, high + 1, (1,), generator=generator, device=device).item())
-    chosen = torch.randperm(parts.shape[0], generator=generator, device=device)[:count]
-    joints = parts.to(device)[chosen].any(dim=0)  # (V,)
-    chunks = t // chunk_frames
-    length = min(int(torch.randint(chunk_range[0], chunk_range[1] + 1, (1,),
-                                   generator=generator, device=device).item()), chunks)
-    start = int(torch.randint(0, chunks - length + 1, (1,), generator=generator,
-                              device=device).item()) * chunk_frames
-    frames = length * chunk_frames
-    source = x[partner]
-    if kind == "resizemix":
-        # the partner's first 2 x frames, nearest-resized (floor(i * in / out)) to the region
-        taken = min(2 * frames, t)
-        index = torch.arange(frames, device=device) * taken // frames
-        source = torch.zeros_like(x).index_copy_(2, torch.arange(start, start + frames,
-                                                                 device=device),
-                                                 source[:, :, index])
-    region = torch.zeros((t, v), dtype=torch.bool, device=device)
-    region[start:start + frames] = joints
-    mixed = torch.where(region[None, None, :, :, None], source, x)
-    return mixed, partner, region.to(x.dtype).mean()
-
-
 def add_task_prompt(features: torch.Tensor, prompt: torch.Tensor,
                     generator: torch.Generator) -> torch.Tensor:
     """Add ``prompt`` ``(1, r)`` to a random r/2-wide slice of each half of ``features``
@@ -306,11 +212,13 @@ class PCM3(Method):
                  options: PCM3Options):
         super().__init__(streams, layout, build_encoder, options)
         self.placement = "none" if options.woprompt else options.prompts
+        # where the encoder adds the domain prompts: after its input batch norm for "active"
+        self.prompt_after_norm = self.placement == "active"
         self.kl_weight = 0.0 if options.woprompt else options.kl_weight
         self.predict_gradient = options.predict_gradient and not options.woprompt
         self.augment = compose(options.augment, layout)
         self.mask_augment = compose(options.mask_augment, layout)
-        self.register_buffer("parts", part_matrix(layout), persistent=False)
+        self.register_buffer("parts", body_part_matrix(layout), persistent=False)
         encoder = build_encoder()
         if not isinstance(encoder, RecurrentEncoder):
             raise OptionsError("PCM3 needs a recurrent encoder (bigru, gru or lstm), not "
@@ -348,22 +256,6 @@ class PCM3(Method):
     def prompt(self, name: str) -> torch.Tensor | None:
         return self.prompts[name] if name in self.prompts else None
 
-    def steps(self, encoder: RecurrentEncoder, x: torch.Tensor, prompt: str | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The encoder's per-step features ``(N, T, D)`` of ``x`` and its lengths, with the domain
-        prompt ``prompt`` added before (``authors``) or after (``active``) the input batch
-        norm. Without a prompt this is ``encoder.features(x)``."""
-        seq, domain = encoder.flatten(x), self.prompt(prompt) if prompt else None
-        if domain is not None and self.placement == "authors":
-            seq = seq + domain
-        if encoder.input_norm is not None:
-            seq = encoder.input_norm(seq.transpose(1, 2)).transpose(1, 2)
-        if domain is not None and self.placement == "active":
-            seq = seq + domain
-        lengths = encoder.lengths(x)
-        run = run_causal if encoder.direction == "causal" else run_recurrence
-        return run(encoder.rnn, seq, lengths), lengths
-
     def project(self, feature: torch.Tensor, projector: nn.Module,
                 generator: torch.Generator) -> torch.Tensor:
         """The unit embedding of a pooled feature, with the ``cl`` task prompt."""
@@ -372,15 +264,16 @@ class PCM3(Method):
         return F.normalize(projector(feature), dim=1)
 
     def embed(self, x: torch.Tensor, prompt: str, generator: torch.Generator) -> torch.Tensor:
-        encoder = self.moco.encoder_q
-        return self.project(encoder.pool(*self.steps(encoder, x, prompt)),
-                            self.moco.projector_q, generator)
+        """The query side's unit embedding of ``x``, read with the domain prompt ``prompt``."""
+        feature = self.moco.encoder_q(x, prompt=self.prompt(prompt),
+                                      prompt_after_norm=self.prompt_after_norm)
+        return self.project(feature, self.moco.projector_q, generator)
 
     @torch.no_grad()
     def key(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        encoder = self.moco.encoder_k
-        return self.project(encoder.pool(*self.steps(encoder, x, "base")),
-                            self.moco.projector_k, generator)
+        feature = self.moco.encoder_k(x, prompt=self.prompt("base"),
+                                      prompt_after_norm=self.prompt_after_norm)
+        return self.project(feature, self.moco.projector_k, generator)
 
     def predict(self, steps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The decoder's prediction of every coordinate, ``(N, C, T, V, M)``, from per-step
@@ -416,15 +309,17 @@ class PCM3(Method):
         x_q = self.copy(batch, generator, self.augment)
         x_k = self.copy(batch, generator, self.augment)
         x_m = self.copy(batch, generator, self.mask_augment)
-        n, _, t = x_m.shape[:3]
+        t = x_m.shape[2]
         if o.mask_strategy == "random":
-            cells = random_mask(1, t, self.parts.shape[1], o.mask_ratio, generator, x_m.device)
+            cells = random_cell_mask(1, t, self.parts.shape[1], o.mask_ratio, generator,
+                                     x_m.device)
         else:
-            cells = part_mask(self.parts, 1, t, int(len(PART_NAMES) * o.mask_ratio),
-                              o.mask_chunk_frames, generator)
+            cells = body_part_mask(self.parts, 1, t, int(len(PART_NAMES) * o.mask_ratio),
+                                   o.mask_chunk_frames, generator)
         masked, mask = mask_first_body(x_m, cells)
-        x_mix, partner, lam = mix_batch(x_q, generator, self.parts, tuple(o.mix_parts),
-                                        tuple(o.mix_chunks), o.mix_chunk_frames, o.mix)
+        x_mix, partner, lam = mix_with_rolled_batch(x_q, generator, self.parts,
+                                                    tuple(o.mix_parts), tuple(o.mix_chunks),
+                                                    o.mix_chunk_frames, o.mix)
 
         # a positive of weight 0 (Table 8's ablations) is not computed, nor the masked
         # prediction when neither the MSE nor the predict positive needs it
@@ -433,7 +328,9 @@ class PCM3(Method):
         encoder = self.moco.encoder_q
         z = {"intra": self.embed(x_q, "base", generator)} if "intra" in used else {}
         if {"mask", "predict"} & set(used) or o.mse_weight:
-            steps, lengths = self.steps(encoder, masked, "mask")
+            lengths = encoder.lengths(masked)
+            steps = encoder.features(masked, lengths, prompt=self.prompt("mask"),
+                                     prompt_after_norm=self.prompt_after_norm)
             if "mask" in used:
                 z["mask"] = self.project(encoder.pool(steps, lengths), self.moco.projector_q,
                                          generator)

@@ -26,6 +26,7 @@ from skelctl.models.agcn import AGCN
 from skelctl.models.hcn import HCN
 from skelctl.models.rnn import RecurrentEncoder
 from skelctl.models.stgcn import STGCN
+from skelctl.models.transformer import SkeletonTransformer
 from skelctl.skeletons import Layout
 
 ENCODER_FILE_FORMAT = "skelctl-encoder"
@@ -83,6 +84,9 @@ ENCODERS: dict[str, EncoderKind] = {
     "lstm": EncoderKind(RecurrentEncoder, {
         "cell": "lstm", "hidden": 256, "layers": 2, "pooling": "mean", "dropout": 0.2},
         "the CRRL configuration with LSTM cells"),
+    "transformer": EncoderKind(SkeletonTransformer, {},
+                               "MAMP's skeleton transformer: a token per joint per 4 frames of "
+                               "120, 8 pre-norm blocks of 256, 8 heads, the mean token (256-d)"),
 }
 
 

@@ -41,6 +41,11 @@ class RecurrentEncoder(nn.Module):
     only (a packed sequence), so a sample's features do not depend on how much padding follows it.
     The causal form needs no packing for that (no step reads a later frame): it runs over the
     padding too and zeroes the steps past each sample's end.
+
+    ``prompt`` (``forward`` and ``features``) is an input added to every step of the flattened
+    sequence, before the input batch norm or, with ``prompt_after_norm``, after it: PCM3's domain
+    prompts. The prompt is the caller's parameter, never the encoder's, so an exported encoder
+    holds none.
     """
 
     def __init__(self, layout: Layout, in_channels: int | None = None, num_persons: int = 2,
@@ -77,9 +82,11 @@ class RecurrentEncoder(nn.Module):
             elif init == "xavier":
                 nn.init.zeros_(weight)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                prompt: torch.Tensor | None = None, prompt_after_norm: bool = False
+                ) -> torch.Tensor:
         lengths = self.lengths(x) if lengths is None else lengths
-        return self.pool(self.features(x, lengths), lengths)
+        return self.pool(self.features(x, lengths, prompt, prompt_after_norm), lengths)
 
     def lengths(self, x: torch.Tensor) -> torch.Tensor | None:
         """Each sample's frame count ``(N,)`` when ``packed`` (None otherwise)."""
@@ -92,13 +99,21 @@ class RecurrentEncoder(nn.Module):
             raise ValueError(f"encoder built for {self.num_persons} bodies, got {m}")
         return x.permute(0, 2, 3, 1, 4).reshape(n, t, v * c * m)
 
-    def features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                 prompt: torch.Tensor | None = None, prompt_after_norm: bool = False
+                 ) -> torch.Tensor:
         """The top layer's output at every step, ``(N, T, out_dim)``; packed to ``lengths``
-        (found from the padding when ``packed`` and not given), zero after each sample's last
-        frame."""
+        (found from the padding when ``packed`` and not given, from ``x`` without the prompt),
+        zero after each sample's last frame. ``prompt``, broadcast to the flattened input
+        ``(N, T, V * C * M)`` (PCM3's are ``(1, 1, V * C * M)``), is added to it before the input
+        batch norm, or after it with ``prompt_after_norm``."""
         seq = self.flatten(x)
+        if prompt is not None and not prompt_after_norm:
+            seq = seq + prompt
         if self.input_norm is not None:
             seq = self.input_norm(seq.transpose(1, 2)).transpose(1, 2)
+        if prompt is not None and prompt_after_norm:
+            seq = seq + prompt
         lengths = self.lengths(x) if lengths is None else lengths
         if self.direction == "causal":
             return run_causal(self.rnn, seq, lengths)

@@ -89,6 +89,21 @@ def write_pyskl(out: Path) -> None:
         pickle.dump({"split": split, "annotations": annotations}, f, protocol=2)
 
 
+def write_ctrgcn(out: Path) -> None:
+    """CTR-GCN's NTU60_CS.npz and NTU60_CV.npz of the same recordings, zero-padded to 300 frames
+    (np.savez: x (N, 300, 150), one-hot y); the files name no samples, so each row is one."""
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = np.zeros((len(ARRAY_NAMES), 300, 150), dtype=np.float32)
+    for i in range(len(ARRAY_NAMES)):
+        x[i, :10 + i, :75 * (1 + i % 2)] = rng.normal(size=(10 + i, 75 * (1 + i % 2)))
+    y = np.eye(60)[[int(n[-3:]) - 1 for n in ARRAY_NAMES]]
+    for file, (benchmark, trains) in zip(("NTU60_CS", "NTU60_CV"), ARRAY_BENCHMARKS.items()):
+        train = np.array([trains(n) for n in ARRAY_NAMES])
+        np.savez(out / f"{file}.npz", x_train=x[train], y_train=y[train], x_test=x[~train],
+                 y_test=y[~train])
+
+
 @dataclass(frozen=True)
 class Raw:
     """A synthetic raw folder and what parsing it must give."""
@@ -124,6 +139,7 @@ RAW = {  # 3 subjects x 3 cameras; subject 3 is a test subject of NTU and of PKU
     "isc": Raw(lambda out: write_benchmark_arrays(out, "data_joint", 300, counts=True),
                18, 0, {1, 2, 3}, {1, 2, 3}, {"xsub": (12, 6), "xview": (12, 6)}),
     "pyskl": Raw(write_pyskl, 18, 0, {1, 2, 3}, {1, 2, 3}, {"xsub": (12, 6), "xview": (12, 6)}),
+    "ctrgcn": Raw(write_ctrgcn, 36, 0, {-1}, {-1}, {"xsub": (12, 6), "xview": (12, 6)}),
 }
 
 

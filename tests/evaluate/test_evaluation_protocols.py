@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from skelctl.evaluate.linear import LinearConfig, LinearHead, predict, train_linear
+from skelctl.evaluate.linear import LinearHead, linear_label, predict, train_linear
+from skelctl.settings import LinearConfig
 from skelctl.evaluate.occlusion import OCCLUSIONS, occlude
 from skelctl.evaluate.subsets import sample_per_class
 from skelctl.skeletons import KINECT20, NTU25
@@ -71,16 +73,16 @@ def test_linear_learns_separable_features_and_returns_its_heads():
     train_x, train_y, test_x, test_y = blobs(0)
     config = LinearConfig(epochs=12, lr_steps=[10])
     result = train_linear(train_x, train_y, test_x, test_y, 6, config, CPU)
-    m = result["metrics"]
+    m = result.metrics
     assert m["top1_last"] > 95 and m["top5_last"] == 100.0
     assert (m["train_samples"], m["test_samples"], m["epochs"]) == (400, 200, 12)
-    top1 = [row["top1"] for row in result["curve"]]
+    top1 = [row["top1"] for row in result.curve]
     assert m["top1_best"] == max(top1) and m["best_epoch"] == top1.index(max(top1)) + 1
-    assert [row["epoch"] for row in result["curve"]] == list(range(1, 13))
+    assert [row["epoch"] for row in result.curve] == list(range(1, 13))
     for which in ("last", "best"):
-        head = result[f"head_{which}"]
+        head = getattr(result, f"head_{which}")
         assert not head.training and head.fcs[0].weight.device.type == "cpu"
-        assert torch.equal(predict(head, test_x), result[f"logits_{which}"])
+        assert torch.equal(predict(head, test_x), getattr(result, f"logits_{which}"))
 
 
 def test_same_seed_same_numbers():
@@ -88,10 +90,10 @@ def test_same_seed_same_numbers():
     config = LinearConfig(epochs=5, lr_steps=[4], seed=3)
     first = train_linear(*data, 6, config, CPU)
     second = train_linear(*data, 6, config, CPU)
-    assert first["metrics"] == second["metrics"] and first["curve"] == second["curve"]
-    assert torch.equal(first["logits_last"], second["logits_last"])
+    assert first.metrics == second.metrics and first.curve == second.curve
+    assert torch.equal(first.logits_last, second.logits_last)
     other = train_linear(*data, 6, LinearConfig(epochs=5, lr_steps=[4], seed=4), CPU)
-    assert not torch.equal(first["logits_last"], other["logits_last"])
+    assert not torch.equal(first.logits_last, other.logits_last)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1e-6])
@@ -105,8 +107,8 @@ def test_standardise_rescues_tiny_features(scale):
                          LinearConfig(epochs=20, lr_steps=[16]), CPU)
     standard = train_linear(train_x, train_y, test_x, test_y, 6,
                             LinearConfig(epochs=20, lr_steps=[16], standardise=True), CPU)
-    assert plain["metrics"]["top1_last"] < 30
-    assert standard["metrics"]["top1_last"] > 95
+    assert plain.metrics["top1_last"] < 30
+    assert standard.metrics["top1_last"] > 95
 
 
 def test_the_standardised_probe_is_blind_to_the_feature_scale():
@@ -116,18 +118,18 @@ def test_the_standardised_probe_is_blind_to_the_feature_scale():
     config = LinearConfig(epochs=5, lr_steps=[4], standardise=True)
     plain = train_linear(train_x, train_y, test_x, test_y, 6, config, CPU)
     tiny = train_linear(train_x * 1e-6, train_y, test_x * 1e-6, test_y, 6, config, CPU)
-    torch.testing.assert_close(tiny["logits_last"], plain["logits_last"], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(tiny.logits_last, plain.logits_last, rtol=1e-3, atol=1e-3)
     noise = torch.randn(len(train_x) + len(test_x), 1, generator=gen(3)) * 1e-7
     with_constant = train_linear(torch.cat([train_x, noise[:400]], 1), train_y,
                                  torch.cat([test_x, noise[400:]], 1), test_y, 6, config, CPU)
-    assert with_constant["metrics"]["top1_last"] >= plain["metrics"]["top1_last"] - 2
+    assert with_constant.metrics["top1_last"] >= plain.metrics["top1_last"] - 2
 
 
 def test_standardised_test_logits_use_running_statistics():
     train_x, train_y, test_x, test_y = blobs(2)
     result = train_linear(train_x, train_y, test_x, test_y, 6,
                           LinearConfig(epochs=10, lr_steps=[8], standardise=True), CPU)
-    head = result["head_last"]
+    head = result.head_last
     norm, fc = head.norms[0], head.fcs[0]
     assert isinstance(norm, nn.BatchNorm1d) and not norm.affine
     # the features are first divided by the training set's root mean square; the running
@@ -136,10 +138,10 @@ def test_standardised_test_logits_use_running_statistics():
     torch.testing.assert_close(head.scales, scale[None])
     assert torch.allclose(norm.running_mean, train_x.mean(0) / scale, atol=0.15)
     manual = (test_x / scale - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
-    assert torch.allclose(result["logits_last"], manual @ fc.weight.T + fc.bias, atol=1e-5)
+    assert torch.allclose(result.logits_last, manual @ fc.weight.T + fc.bias, atol=1e-5)
     scaled = test_x / scale
     batch = (scaled - scaled.mean(0)) / torch.sqrt(scaled.var(0, unbiased=False) + norm.eps)
-    assert not torch.allclose(result["logits_last"], batch @ fc.weight.T + fc.bias, atol=1e-3)
+    assert not torch.allclose(result.logits_last, batch @ fc.weight.T + fc.bias, atol=1e-3)
 
 
 def test_multi_view_ensemble_head():
@@ -148,12 +150,12 @@ def test_multi_view_ensemble_head():
     noise_test = torch.randn(200, 5, generator=gen(10))
     result = train_linear([train_x, noise_train], train_y, [test_x, noise_test], test_y, 6,
                           LinearConfig(epochs=12, lr_steps=[10]), CPU)
-    assert result["metrics"]["top1_last"] > 95
-    head = result["head_last"]
+    assert result.metrics["top1_last"] > 95
+    head = result.head_last
     assert [fc.in_features for fc in head.fcs] == [16, 5]
-    assert torch.equal(predict(head, [test_x, noise_test]), result["logits_last"])
+    assert torch.equal(predict(head, [test_x, noise_test]), result.logits_last)
     mean = (head.fcs[0](test_x) + head.fcs[1](noise_test)) / 2
-    assert torch.allclose(result["logits_last"], mean.detach(), atol=1e-5)
+    assert torch.allclose(result.logits_last, mean.detach(), atol=1e-5)
     with pytest.raises(ValueError, match="2 train views but 1 test views"):
         train_linear([train_x, noise_train], train_y, test_x, test_y, 6, LinearConfig(), CPU)
 
@@ -359,3 +361,25 @@ def test_whitening_lets_cosine_retrieval_see_a_direction_of_small_variance():
     expected = torch.diag(eigenvalues / (eigenvalues + 1e-3 * eigenvalues.mean()))
     torch.testing.assert_close(torch.cov(white_train.T.double()), expected, atol=1e-4, rtol=0)
     assert white_test.shape == test.shape
+
+
+def test_cosine_probe_schedule_falls_per_step_from_lr_to_zero():
+    """MAMP's probe: the rate follows half a cosine from lr to 0 over every step of every
+    epoch; the step schedule keeps its per-epoch drops."""
+    from skelctl.evaluate.linear import _Trainer
+
+    x, y = [torch.randn(40, 6)], torch.arange(40) % 4
+    config = LinearConfig(epochs=4, lr=0.5, batch_size=10, lr_schedule="cosine")
+    trainer = _Trainer(config, x, 4, CPU)
+    rates = []
+    for epoch in range(4):
+        trainer.epoch(epoch, x, y, x, y)
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    steps = [4 * (epoch + 1) for epoch in range(4)]  # four steps an epoch
+    expected = [0.5 * 0.5 * (1 + math.cos(math.pi * s / 16)) for s in steps]
+    assert rates == pytest.approx(expected) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    stepped = _Trainer(LinearConfig(epochs=4, lr=0.5, batch_size=10, lr_steps=[2]), x, 4, CPU)
+    for epoch in range(4):
+        stepped.epoch(epoch, x, y, x, y)
+    assert stepped.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert linear_label(config) == "paper (frozen features, lr 0.5 cosine to 0 per step, 4 epochs)"

@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from skelctl.evaluate.crops import Crop, centre_crops, crop_features
-from skelctl.evaluate.linear import LinearConfig, train_linear, train_linear_on_crops
+from skelctl.evaluate.crops import centre_crops, crop_features
+from skelctl.evaluate.linear import train_linear, train_linear_on_crops
 from skelctl.methods.base import Phase
 from skelctl.skeletons import NTU25
-from skelctl.train import Samples, TrainConfig, fit
+from skelctl.train import Samples, fit
+from skelctl.settings import Crop, LinearConfig, TrainConfig
 from skelctl.stages.common import StageError
 
 from conftest import CPU, gen, tiny_gru, write_params
@@ -148,11 +149,11 @@ def test_linear_heads_train_on_fresh_crops_every_epoch():
     assert len(encoder.seen) == 3 and all(x.shape == (6, 3, 64, 25, 2) for x in encoder.seen)
     assert not torch.equal(encoder.seen[0], encoder.seen[1])
     assert not torch.equal(encoder.seen[1], encoder.seen[2])
-    assert paper["metrics"]["epochs"] == 3 and len(paper["curve"]) == 3
-    assert not torch.equal(paper["logits_last"], standardised["logits_last"])
+    assert paper.metrics["epochs"] == 3 and len(paper.curve) == 3
+    assert not torch.equal(paper.logits_last, standardised.logits_last)
     again, (paper_again, _) = run(0)
     assert all(torch.equal(a, b) for a, b in zip(encoder.seen, again.seen))
-    assert torch.equal(paper["logits_last"], paper_again["logits_last"])
+    assert torch.equal(paper.logits_last, paper_again.logits_last)
     other, _ = run(1)
     assert not torch.equal(encoder.seen[0], other.seen[0])
     with pytest.raises(ValueError, match="use train_linear_on_crops"):
@@ -189,7 +190,7 @@ def test_fixed_features_train_exactly_as_before(nesterov, gamma):
             loss.backward()
             optimizer.step()
         scheduler.step()
-    assert torch.equal(result["logits_last"], head(test_x).detach())
+    assert torch.equal(result.logits_last, head(test_x).detach())
 
 
 # ---------------------------------------------------------------- fine-tuning with Adam
@@ -272,8 +273,8 @@ def test_sgd_is_the_default_and_a_phase_may_name_its_own(tmp_path):
     # SGD leaves the identity as it was before the choice existed: old checkpoints resume
     assert "optimizers" not in identity and "optimizer" not in identity["train"]
     assert all("optimizer" not in phase for phase in identity["phases"])
-    with pytest.raises(ValueError, match="unknown optimizer 'adamw'; known: sgd, adam"):
-        TrainConfig(optimizer="adamw")
+    with pytest.raises(ValueError, match="unknown optimizer 'adan'; known: sgd, adam, adamw"):
+        TrainConfig(optimizer="adan")
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
         fit(Toy(), toy_samples(), [Phase(1, 0.1, optimizer="lbfgs")],
             TrainConfig(epochs=1, batch_size=8), None, CPU, log=lambda _: None)
@@ -288,7 +289,8 @@ CRRL_LINEAR = {"lr": 0.1, "nesterov": True, "batch_size": 16, "epochs": 85,
 
 def test_per_run_settings_override_and_unknown_keys_name_the_file(tmp_path):
     from skelctl.stages.downstream import finetune_settings
-    from skelctl.stages.evaluate import linear_config, linear_label, protocol_settings
+    from skelctl.evaluate.linear import linear_label
+    from skelctl.stages.encoders import linear_config, protocol_settings
 
     params = write_params(tmp_path, {
         "linear": {"runs": {"isc": {"crop": ISC_CROP, "lr": 0.1, "epochs": 80,
@@ -334,8 +336,8 @@ def test_per_run_settings_override_and_unknown_keys_name_the_file(tmp_path):
     error({"knn": {"neighbours": 1}}, "knn", "knn: unknown key(s) neighbours")
     error({"knn": {"runs": {"isc": {"crop": ISC_CROP}}}}, "knn",
           "knn.runs.isc.crop: unknown key(s) train")
-    error({"finetune": {"runs": {"isc": {"optimizer": "adamw"}}}}, "finetune",
-          "finetune.runs.isc.optimizer: expected one of sgd, adam, found 'adamw' (text); "
+    error({"finetune": {"runs": {"isc": {"optimizer": "adan"}}}}, "finetune",
+          "finetune.runs.isc.optimizer: expected one of sgd, adam, adamw, found 'adan' (text); "
           "did you mean 'adam'?")
     error({"finetune": {"runs": {"isc": {"optimiser": "adam"}}}}, "finetune",
           "finetune.runs.isc: unknown key(s) optimiser (did you mean 'optimizer'?)")
@@ -372,8 +374,9 @@ def untrained(prepared_ntu60, tmp_path_factory):
 
 
 def test_linear_and_knn_stages_label_the_protocol(untrained):
-    from skelctl.stages.evaluate import (features, linear_config, linear_protocols, open_encoder,
-                                 run_knn, run_linear)
+    from skelctl.evaluate.linear import linear_protocols
+    from skelctl.stages.encoders import linear_config, open_encoder
+    from skelctl.stages.evaluate import run_knn, run_linear
 
     params, data, folder = untrained
     where = (data, folder / "models", folder / "results", params, {})
@@ -388,9 +391,9 @@ def test_linear_and_knn_stages_label_the_protocol(untrained):
     encoder = open_encoder(folder / "models" / "ntu60-xsub" / "rand" / "joint.encoder.pt",
                            "ntu60-xsub", data)
     config, _ = linear_config(params, {}, "rand")
-    _, direct = linear_protocols(features(encoder, "train", CPU), features(encoder, "val", CPU),
-                                 encoder.num_classes, config, CPU)
-    assert direct == plain
+    direct = linear_protocols(encoder.features("train", CPU), encoder.features("val", CPU),
+                              encoder.num_classes, config, CPU)
+    assert direct.metrics == plain
 
     knn = run_knn("ntu60-xsub", "isc", *where)["motion"]
     assert knn["protocol"] == "ISC (centre 0.95 -> 64 for train and test)" and knn["k"] == 1

@@ -7,7 +7,8 @@ import torch
 from skelctl.evaluate.ensemble import fuse
 from skelctl.evaluate.features import accuracy
 from skelctl.evaluate.knn import knn_scores, nearest_neighbours
-from skelctl.evaluate.linear import LinearConfig, train_linear
+from skelctl.evaluate.linear import train_linear
+from skelctl.settings import LinearConfig
 from skelctl.stages.common import StageError
 from skelctl.stages.config import ensemble_runs
 
@@ -46,9 +47,9 @@ def test_linear_evaluation_learns_separable_features():
     features = centres[labels] + torch.randn(200, 8, generator=gen(7)) * 0.3
     result = train_linear(features[:150], labels[:150], features[150:], labels[150:], 5,
                           LinearConfig(epochs=10, lr=0.5, lr_steps=[8]), torch.device("cpu"))
-    m = result["metrics"]
+    m = result.metrics
     assert m["top1_last"] == pytest.approx(100.0) and m["top1_best"] >= m["top1_last"]
-    assert len(result["curve"]) == 10 and result["logits_last"].shape == (50, 5)
+    assert len(result.curve) == 10 and result.logits_last.shape == (50, 5)
 
 
 def test_ensemble_runs():

@@ -16,7 +16,8 @@ from skelctl.methods.crrl import reconstruction_loss, reverse_within, velocity
 from skelctl.models import build_encoder
 from skelctl.models.rnn import sequence_lengths
 from skelctl.skeletons import get_layout
-from skelctl.train import Samples, TrainConfig, fit
+from skelctl.train import Samples, fit
+from skelctl.settings import TrainConfig
 from skelctl.stages.common import StageError
 
 LAYOUT = get_layout("kinect20")
@@ -381,7 +382,8 @@ def test_reproduce_sets_up_the_nw_ucla_profile_with_the_raw_folder(tmp_path):
               "ser-distill-cml", "crrl"}
     continued = {e["run"] for e in params["continued"]}
     assert table8 <= set(params["runs"]) | continued
-    assert continued - table8 == {"crrl-seed1", "crrl-seed2", "crrl-cml-seed1"}  # CRRL's seeds
+    # CRRL's seeds, and STARS from MAMP
+    assert continued - table8 == {"crrl-seed1", "crrl-seed2", "crrl-cml-seed1", "stars-joint"}
     assert (work / "dvc.yaml").read_text() == (demo.PROJECT / "dvc.yaml").read_text()
     assert (work / "skelctl" / "methods" / "crrl.py").is_file() and (work / ".dvc").is_dir()
     # within the hour (no --full): the profile's reproduce.runs and the runs they start from

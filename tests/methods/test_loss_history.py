@@ -32,6 +32,12 @@ SETTINGS = {
     # the authors' encoder (causal, input batch norm) with its prompts, mask, mix and decoder
     "pcm3": (("joint",), ("bigru", {"hidden": 8, "layers": 1, "input_norm": True}),
              {"queue_size": 16}),
+    # a narrow transformer (4 x 25 tokens), motion-aware masking, the motion target
+    "mamp": (("joint",), ("transformer", {"dim": 16, "depth": 1, "heads": 2, "frames": 16}),
+             {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}),
+    # the same transformer, its second half tuned by nearest-neighbour contrast
+    "stars": (("joint",), ("transformer", {"dim": 16, "depth": 2, "heads": 2, "frames": 16}),
+              {"queue_size": 16, "predictor_hidden": 32}),
 }
 
 

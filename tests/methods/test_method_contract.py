@@ -20,7 +20,8 @@ LAYOUT = KINECT20  # 20 joints: a graph that is not NTU's, kept small
 PERSONS, BATCH, FRAMES = 2, 6, 12
 TINY_ENCODERS = {"stgcn": {"hidden": 4, "out_dim": 16}, "bigru": {"hidden": 8, "layers": 1},
                  "gru": {"hidden": 8, "layers": 1}, "lstm": {"hidden": 8, "layers": 1},
-                 "agcn": {"hidden": 4}, "hcn": {"frames": 12, "channels": 8}}
+                 "agcn": {"hidden": 4}, "hcn": {"frames": 12, "channels": 8},
+                 "transformer": {"dim": 16, "depth": 1, "heads": 2, "frames": 12}}
 # the settings of a run (epochs, lr, lr_steps, lr_gamma, momentum, weight decay)
 RUN_SETTINGS = (4, 0.1, [3], 0.1, 0.9, 1e-4)
 

@@ -1,5 +1,7 @@
-"""PCM3: topology-based masks, the mix positive, the distillation, the predicted view, the
-prompts' gradients and placements, and the gradient paths the paper states."""
+"""PCM3: the distillation, the predicted view, the prompts' gradients and placements, and the
+gradient paths the paper states. Its masking and mixing are tested with the other augmentations
+(tests/test_augment.py), its domain prompts with the recurrent encoder
+(tests/models/test_rnn_prompts.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,12 @@ import math
 import pytest
 import torch
 
+from skelctl.augment import body_part_mask, mask_first_body
 from skelctl.methods import OptionsError, build_method
-from skelctl.methods.pcm3 import (add_task_prompt, mask_first_body, mix_batch, part_mask,
-                                  random_mask,
-                                  part_matrix)
+from skelctl.methods.pcm3 import add_task_prompt
 from skelctl.models import load_encoder, save_encoder
-from skelctl.skeletons import NTU25, PART_NAMES, graphless
+from skelctl.models.rnn import run_causal
+from skelctl.skeletons import NTU25, graphless
 
 from conftest import gen
 
@@ -31,102 +33,6 @@ def batch(n: int = 6, frames: int = 20) -> dict[str, torch.Tensor]:
     x = torch.randn(n, 3, frames, 25, 2, generator=gen(3))
     return {"sequence": x, "length": torch.full((n,), frames), "label": torch.zeros(n),
             "index": torch.arange(n)}
-
-
-# --- masking ----------------------------------------------------------------------------------
-
-def test_part_matrix_is_the_layouts_five_parts():
-    parts = part_matrix(NTU25)
-    assert parts.shape == (5, 25) and parts.sum(dim=0).eq(1).all()  # every joint in one part
-    for row, name in enumerate(PART_NAMES):
-        assert parts[row].nonzero().flatten().tolist() == sorted(NTU25.parts[name])
-    with pytest.raises(OptionsError, match="trunk, left_arm, right_arm, left_leg, right_leg"):
-        part_matrix(graphless(25))
-
-
-def test_mask_covers_exactly_the_chosen_parts_in_each_chunk_and_only_the_first_body():
-    parts = part_matrix(NTU25)
-    mask = part_mask(parts, 50, 64, 3, 8, gen())  # the authors' 3 of 5 parts, 8 chunks of 8
-    assert mask.shape == (50, 64, 25)
-    chunks = mask.view(50, 8, 8, 25)
-    assert (chunks == chunks[:, :, :1]).all()  # the same joints in all of a chunk's frames
-    per_part = chunks[:, :, 0, :, None] & parts.T  # (N, chunks, V, 5)
-    covered = per_part.any(dim=2)  # which parts the chunk's mask touches
-    assert covered.sum(dim=-1).eq(3).all()
-    # a touched part is masked whole, and nothing outside the touched parts is masked
-    assert torch.equal(chunks[:, :, 0], (covered.float() @ parts.float()) > 0)
-    assert not torch.equal(chunks[:, 0], chunks[:, 1])  # drawn per chunk
-    short = part_mask(parts, 4, 20, 2, 8, gen())  # 20 frames: chunks of 8, 8 and 4
-    assert short.shape == (4, 20, 25) and (short.sum(dim=-1) > 0).all()
-
-    x = torch.rand(50, 3, 64, 25, 2) + 1.0  # no zero coordinate
-    masked, full = mask_first_body(x, mask)
-    assert torch.equal(masked[..., 1], x[..., 1]) and not full[..., 1].any()
-    assert torch.equal(masked[..., 0] == 0, mask[:, None].expand(-1, 3, -1, -1))
-    assert torch.equal(masked[~full], x[~full]) and (masked[full] == 0).all()
-
-
-def test_random_mask_draws_the_ratio_of_cells_anywhere():
-    mask = random_mask(200, 64, 25, 0.6, gen())
-    assert mask.shape == (200, 64, 25)
-    assert mask.sum(dim=(1, 2)).eq(960).all()  # round(0.6 * 64 * 25)
-    assert random_mask(3, 7, 5, 0.2, gen()).sum(dim=(1, 2)).eq(7).all()  # 0.2 * 35
-    # unlike topology-based masking, not whole parts over whole chunks: cells are spread
-    # uniformly, so each joint and each frame is masked about 60 % of the time
-    assert torch.allclose(mask.float().mean(dim=(0, 1)), torch.full((25,), 0.6), atol=0.03)
-    assert torch.allclose(mask.float().mean(dim=(0, 2)), torch.full((64,), 0.6), atol=0.03)
-    assert not torch.equal(mask[0], mask[1])
-
-
-# --- the mix positive -------------------------------------------------------------------------
-
-def distinct(n: int = 8, frames: int = 64) -> torch.Tensor:
-    """Sample i holds i + 1 at frame t, joint v: every value tells its sample."""
-    ids = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1, 1)
-    return ids.expand(n, 3, frames, 25, 2).clone()
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_cutmix_lambda_is_the_swapped_fraction_of_part_and_chunk_cells(seed):
-    x, parts = distinct(), part_matrix(NTU25)
-    mixed, partner, lam = mix_batch(x, gen(seed), parts, kind="cutmix")
-    assert 1 <= int((partner - torch.arange(8)).remainder(8)[0]) <= 6
-    assert torch.equal(partner, (torch.arange(8) + partner[0]) % 8)  # the batch rolled
-    swapped = mixed != x  # (N, C, T, V, M): taken from the partner
-    assert torch.equal(mixed[swapped], x[partner][swapped])
-    cells = swapped[0, 0, :, :, 0]  # the same region for every sample, coordinate and body
-    assert (swapped == cells[None, None, :, :, None]).all()
-    assert float(lam) == pytest.approx(cells.float().mean().item())
-    frames, joints = cells.any(dim=1), cells.any(dim=0)
-    touched = (joints[:, None] & parts.T).any(dim=0)
-    assert 2 <= int(touched.sum()) <= 3
-    assert torch.equal(joints, (touched.float() @ parts.float()) > 0)
-    run = frames.nonzero().flatten()
-    assert run[0] % 4 == 0 and len(run) % 4 == 0 and 28 <= len(run) <= 44
-    assert torch.equal(run, torch.arange(int(run[0]), int(run[0]) + len(run)))
-
-
-def test_resizemix_pastes_the_partners_frames_nearest_resized_and_mixup_interpolates():
-    n, t = 8, 64
-    x = distinct(n, t) * 100 + torch.arange(t, dtype=torch.float32).view(1, 1, t, 1, 1)
-    mixed, partner, lam = mix_batch(x, gen(1), part_matrix(NTU25), kind="resizemix")
-    cells = (mixed != x)[0, 0, :, :, 0]
-    assert float(lam) == pytest.approx(cells.float().mean().item())
-    frames = cells.any(dim=1).nonzero().flatten()
-    length, taken = len(frames), min(2 * len(frames), t)
-    joint = int(cells[frames[0]].nonzero()[0])
-    expected = x[partner][:, 0, torch.arange(length) * taken // length, joint, 0]
-    assert torch.equal(mixed[:, 0, frames, joint, 0], expected)
-
-    mixed, partner, lam = mix_batch(x, gen(2), part_matrix(NTU25), kind="mixup")
-    assert 0 < float(lam) < 1
-    assert torch.allclose(mixed, (1 - lam) * x + lam * x[partner])
-
-
-def test_the_mix_kind_follows_its_chances():
-    x, parts = distinct(), part_matrix(NTU25)
-    only = mix_batch(x, gen(0), parts, chances={"mixup": 1.0})
-    assert torch.allclose(only[0], (1 - only[2]) * x + only[2] * x[only[1]])
 
 
 # --- distillation -----------------------------------------------------------------------------
@@ -154,8 +60,8 @@ def test_distillation_is_zero_when_the_distributions_agree_and_matches_a_hand_va
 def test_the_predicted_view_is_the_prediction_inside_the_mask_and_the_input_outside():
     method = pcm3(prompts="none")
     x = torch.randn(4, 3, 16, 25, 2, generator=gen(1))
-    masked, mask = mask_first_body(x, part_mask(method.parts, 1, 16, 3, 8, gen(2)))
-    steps, _ = method.steps(method.moco.encoder_q, masked, "mask")
+    masked, mask = mask_first_body(x, body_part_mask(method.parts, 1, 16, 3, 8, gen(2)))
+    steps = method.moco.encoder_q.features(masked)
     view = method.predicted_view(steps, masked, mask, gen(4))
     prediction = method.predict(steps, gen(4))
     assert torch.equal(view[mask], prediction[mask])
@@ -166,8 +72,8 @@ def test_the_predicted_view_is_the_prediction_inside_the_mask_and_the_input_outs
 def test_the_predict_branch_sends_no_gradient_into_the_masked_features():
     method = pcm3()
     x = torch.randn(4, 3, 16, 25, 2, generator=gen(1))
-    masked, mask = mask_first_body(x, part_mask(method.parts, 1, 16, 3, 8, gen(2)))
-    steps = method.steps(method.moco.encoder_q, masked, "mask")[0]
+    masked, mask = mask_first_body(x, body_part_mask(method.parts, 1, 16, 3, 8, gen(2)))
+    steps = method.moco.encoder_q.features(masked, prompt=method.prompt("mask"))
     steps.retain_grad()
     method.predicted_view(steps, masked, mask, gen(4)).pow(2).sum().backward()
     assert steps.grad is None  # detached: the encoder's masked branch gets nothing
@@ -246,13 +152,19 @@ def test_task_prompt_goes_into_each_half_at_one_offset():
     assert odd.shape == (2, 7) and sorted(odd[0][odd[0] != 0].tolist()) == [1.0, 2.0, 3.0, 4.0]
 
 
-def test_steps_without_a_prompt_are_the_encoders_features():
-    method = pcm3(prompts="none")
-    encoder = method.moco.encoder_q
+def test_the_domain_prompts_go_in_through_the_encoder_before_or_after_its_input_norm():
     x = torch.randn(4, 3, 16, 25, 2, generator=gen(1))
-    steps, lengths = method.steps(encoder, x)
-    assert torch.equal(steps, encoder.features(x)) and torch.equal(encoder.pool(steps, lengths),
-                                                                   encoder(x))
+    for placement, after_norm in (("authors", False), ("active", True)):
+        method = pcm3(prompts=placement)
+        method.train()
+        assert method.prompt_after_norm == after_norm
+        encoder, domain = method.moco.encoder_q, method.prompts["mix"]
+        # PCM3's own reading before the hook: the prompt added, the input normed (or the reverse)
+        before, after = (0.0, domain) if after_norm else (domain, 0.0)
+        seq = encoder.input_norm((encoder.flatten(x) + before).transpose(1, 2)).transpose(1, 2)
+        by_hand = encoder.pool(run_causal(encoder.rnn, seq + after, None))
+        unit = method.embed(x, "mix", gen(7))
+        assert torch.equal(unit, method.project(by_hand, method.moco.projector_q, gen(7)))
 
 
 # --- options ----------------------------------------------------------------------------------

@@ -129,7 +129,8 @@ def test_save_encoder_is_atomic_and_round_trips(tmp_path):
 
 SMALL_OPTIONS = {"stgcn": {"hidden": 4, "out_dim": 8}, "bigru": {"hidden": 8},
                  "gru": {"hidden": 8}, "lstm": {"hidden": 8}, "agcn": {"hidden": 4},
-                 "hcn": {"frames": 10, "channels": 8}}
+                 "hcn": {"frames": 10, "channels": 8},
+                 "transformer": {"dim": 16, "depth": 2, "heads": 2, "t_patch": 2, "frames": 10}}
 
 
 @pytest.mark.parametrize("name", list(ENCODERS))

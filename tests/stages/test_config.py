@@ -9,11 +9,13 @@ import re
 import pytest
 import yaml
 
+from skelctl.methods import METHODS
 from skelctl.methods.crossclr import CrosSCLROptions
 from skelctl.skeletons import NTU25
-from skelctl.train import TrainConfig
+from skelctl.settings import TrainConfig
 from skelctl.stages.common import StageError
-from skelctl.stages.config import RUN_DEFAULTS, Run, load_run, read_params, run_names
+from skelctl.options import OptionsError
+from skelctl.stages.config import RUN_DEFAULTS, load_run, read_params, resolve_run, run_names
 
 from conftest import PROJECT, write_params
 
@@ -86,7 +88,7 @@ def test_adhoc_runs_need_no_params(tmp_path):
 def test_a_run_may_have_its_own_linear_protocol(tmp_path):
     """linear.runs.<run> overrides the linear section for that run only (CrosNNCLR's lr 0.3 in
     params.yaml); the command line's overrides still win; an unknown key is named."""
-    from skelctl.stages.evaluate import linear_config
+    from skelctl.stages.encoders import linear_config
 
     params = write_params(tmp_path, {**BASE, "linear": {
         "lr": 3.0, "lr_steps": [80], "runs": {"crosnnclr-joint": {"lr": 0.3, "epochs": 90}}}})
@@ -121,7 +123,7 @@ NW_UCLA_SEEDS = {"untrained-seed1": ("untrained", 1, None),
 def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
     """Every CRRL run (Tables VIII to X) is probed as CRRL's evaluation code probes (the paper
     gives no settings); the ST-GCN runs keep the section's lr 3.0."""
-    from skelctl.stages.evaluate import linear_config
+    from skelctl.stages.encoders import linear_config
 
     runs = ["untrained", "cml", "ser", "cml-ser-joint", "cml-pretrain-ser", "ser-pretrain-cml",
             "crrl", "ser-distill-cml", "ser-forward", "ser-reverse", "cml-coordinate-rotation",
@@ -140,7 +142,7 @@ def test_crrl_rows_take_crrl_evaluation_code_protocol(profile):
 def test_small_data_recipe_is_probed_as_crrl_probes():
     """The small-data recipe is CRRL's SER: it and its untrained baseline take the NW-UCLA
     profile's protocol for CRRL's runs, key for key."""
-    from skelctl.stages.evaluate import linear_config
+    from skelctl.stages.encoders import linear_config
 
     crrl, _ = linear_config(PROJECT / "params.nw-ucla.yaml", {}, "ser")
     for run in ("untrained", "ser-joint"):
@@ -224,7 +226,7 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
         # an unknown method
         ({"method": "simclr", "streams": ["joint"]},
          ["runs.bad.method: unknown method 'simclr'",
-           "known: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, isc, pcm3, untrained"]),
+           f"known: {', '.join(METHODS)})"]),
         # streams not a list of views
         ({"method": "skeletonclr", "streams": "joint"},
          ["runs.bad.streams: expected a list of texts, found 'joint' (text)"]),
@@ -247,8 +249,7 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
     params = write_params(tmp_path, BASE)
     expect_error(params, "simclr-joint",
                  "unknown run 'simclr-joint' (runs: clr, clr-gru, clr-gru-own, clr-same, cross;",
-                 "methods: skeletonclr, crosclr, crrl, aimclr, crosnnclr, crosnnclr_star, "
-                 "isc, pcm3, untrained")
+                 f"methods: {', '.join(METHODS)}")
     expect_error(params, "clr-gur", "unknown run 'clr-gur'; did you mean 'clr-gru'?")
     with pytest.raises(StageError, match=r"^unknown run 'skeletonclr-hand': no params file was "
                                          r"given \(--params FILE; params.yaml is read when "
@@ -258,20 +259,22 @@ def test_run_entry_errors_name_the_file_the_run_the_key_and_the_accepted_keys(tm
         load_run(tmp_path / "absent.yaml", "skeletonclr-joint")
 
 
-def test_misspelt_method_option_is_an_error_when_the_run_is_built():
-    run = Run("mine", "crosclr", ("joint", "motion"), "50-shoulder", "gru",
-              {"hidden": 8, "layers": 1}, {"cross_epochs": 3}, TrainConfig())
-    with pytest.raises(StageError) as info:
-        run.build(NTU25, 2)
+def test_misspelt_method_option_is_an_error_when_the_run_is_read():
+    entry = {"method": "crosclr", "streams": ["joint", "motion"], "encoder": "gru",
+             "encoder_options": {"hidden": 8, "layers": 1}, "options": {"cross_epochs": 3}}
+    with pytest.raises(OptionsError) as info:
+        resolve_run({"runs": {"mine": entry}}, "", "mine")
     message = str(info.value)
     assert message.startswith("runs.mine.options: unknown option(s) cross_epochs (did you mean "
                               "'cross_epoch'?); accepted: ")
     accepted = message.split("accepted: ")[1].split(", ")
     assert accepted == [f.name for f in dataclasses.fields(CrosSCLROptions)]
     assert "cross_epoch" in accepted and "detach_teacher" in accepted
-    bad_encoder = dataclasses.replace(run, options={}, encoder_options={"out_dim": 4})
-    with pytest.raises(StageError, match=r"runs.mine.encoder_options: unknown gru option"):
-        bad_encoder.build(NTU25, 2)
+    bad_encoder = {**entry, "options": {}, "encoder_options": {"out_dim": 4}}
+    with pytest.raises(OptionsError, match=r"runs.mine.encoder_options: unknown gru option"):
+        resolve_run({"runs": {"mine": bad_encoder}}, "", "mine")
+    run = resolve_run({"runs": {"mine": {**entry, "options": {}}}}, "", "mine")
+    assert run.spec.options == CrosSCLROptions() and run.spec.kinds == ("gru",)
 
 
 def test_defaults_switching_the_encoder_drop_the_builtin_encoder_options(tmp_path):

@@ -127,7 +127,8 @@ def test_progress_off_a_terminal_logs_epochs_and_chunks(capsys):
     import torch
 
     from skelctl.evaluate.features import extract_features
-    from skelctl.evaluate.linear import LinearConfig, train_linear
+    from skelctl.evaluate.linear import train_linear
+    from skelctl.settings import LinearConfig
 
     x, y = torch.randn(40, 4), torch.arange(40) % 2
     train_linear(x, y, x, y, 2, LinearConfig(epochs=3, lr_steps=[2]), torch.device("cpu"),

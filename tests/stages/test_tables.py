@@ -92,13 +92,16 @@ def numeric_rows(markdown: str) -> list[list[str]]:
 
 # what was added after tables_before.json was recorded: ISC's and PCM3's runs (and any run of
 # several encoder kinds, such as ISC's untrained baseline), ISC's Tables 1, 6 and 7, PCM3's
-# Tables 1, 8, 9 and 10 and four rows of its Table 3
+# Tables 1, 8, 9 and 10 and four rows of its Table 3, MAMP's and STARS' published numbers
 RECORDED_METHODS = {"skeletonclr", "crosclr", "crrl", "aimclr", "crosnnclr", "crosnnclr_star",
                     "untrained"}  # the registry when tables_before.json was recorded
 ADDED_METHODS = set(METHODS) - RECORDED_METHODS  # every method registered since
+ADDED_ENCODERS = {"transformer"}  # encoders registered since (their runs' baselines)
 ADDED_PAPER_TABLES = {("ISC (ACM MM 2021)", "1"), ("ISC (ACM MM 2021)", "6"),
                       ("ISC (ACM MM 2021)", "7"), *(("PCM3 (ACM MM 2023)", t)
-                                                    for t in ("1", "8", "9", "10"))}
+                                                    for t in ("1", "8", "9", "10")),
+                      ("MAMP (ICCV 2023)", "1"), ("MAMP (ICCV 2023)", "README"),
+                      ("STARS (arXiv 2024)", "README")}
 ADDED_PAPER_ROWS = {("PCM3 (ACM MM 2023)", "3", row)
                     for row in ("CRRL", "HaLP", "ISC", "LongT GAN")}
 # runs repeated with another seed (the NW-UCLA profile's `*-seed1`, `*-seed2`)
@@ -111,10 +114,13 @@ def as_recorded(profile: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     added = {name for name, entry in (document.get("runs") or {}).items()
              if entry.get("method") in ADDED_METHODS
              or any(method in name.split("-") for method in ADDED_METHODS)  # their baselines
+             or entry.get("encoder") in ADDED_ENCODERS
              or not isinstance(entry.get("encoder", ""), str) or SEED_RUN.fullmatch(name)}
     document["runs"] = {k: v for k, v in document["runs"].items() if k not in added}
+    added |= {e["run"] for e in document.get("continued") or []
+              if e.get("method") in ADDED_METHODS}
     document["continued"] = [e for e in document.get("continued") or []
-                             if not SEED_RUN.fullmatch(e["run"])]
+                             if not SEED_RUN.fullmatch(e["run"]) and e["run"] not in added]
     document["reproduces"] = {k: v for k, v in (document.get("reproduces") or {}).items()
                               if k.split()[0] not in added | ADDED_METHODS}
     document["ensembles"] = [e for e in document.get("ensembles") or [] if e not in ADDED_METHODS]
