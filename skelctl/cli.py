@@ -279,7 +279,8 @@ def clean(dataset: str, max_bodies: int, denoise: bool, length_threshold: int,
 @dataset_argument
 @click.option("--variant", default="50-shoulder", show_default=True,
               help="[upto|stride]FRAMES-NORMALISATION: normalisation one of shoulder, spine, "
-              "bodyframe, seqcentre, minmax, none, or steps joined by '+' (bodyframe+minmax); "
+              "bodyframe, meanbodyframe, seqcentre, minmax, coordminmax, none, or steps joined "
+              "by '+' (bodyframe+minmax); "
               "upto: at most FRAMES evenly spaced frames, shorter sequences zero-padded; "
               "stride: P&C's every floor(L/FRAMES)-th frame.")
 @views_options

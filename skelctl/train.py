@@ -260,11 +260,11 @@ def save_history_plots(history: list[dict[str, float]], loss_names: set[str],
                        path: Path, plots: HistoryPlots | str) -> None:
     """The loss curves beside the history CSV (``<name>.png``) and, when the rows carry
     evaluation figures, those too (``<name>.eval.png``), a baseline column as a dashed line
-    labelled with its value."""
+    labelled with its value. The clip statistics are in the CSV alone."""
     plots = HistoryPlots(plots) if isinstance(plots, str) else plots
     others = [k for k in dict.fromkeys(k for row in history for k in row)
               if k not in loss_names and k not in ("epoch", "lr", "phase")
-              and k not in plots.baselines]
+              and k not in CLIP_STATISTICS and k not in plots.baselines]
     save_curves(history, "epoch", sorted(loss_names), path.with_suffix(".png"),
                 f"{plots.title}: training loss", "loss")
     baselines = {}
@@ -319,10 +319,18 @@ class HistoryFiles(Recorder):
             self.checkpoint(history, losses)
 
 
+# a training row's figures that are not losses: how hard the gradients were clipped (in the rows
+# of the epochs that clip; computing the norm without clipping would cost a pass over every
+# gradient at every step, so unclipped epochs record none)
+CLIP_STATISTICS = ("grad_norm", "clipped")
+
+
 def loss_columns(rows: list[dict[str, float]]) -> set[str]:
-    """The columns of ``rows`` other than ``epoch``, ``lr`` and ``phase``: a training row's
-    losses (in the rows of a checkpoint older than its ``losses`` key, evaluation figures too)."""
-    return {k for row in rows for k in row if k not in ("epoch", "lr", "phase")}
+    """The columns of ``rows`` other than ``epoch``, ``lr``, ``phase`` and the
+    :data:`CLIP_STATISTICS`: a training row's losses (in the rows of a checkpoint older than its
+    ``losses`` key, evaluation figures too)."""
+    return {k for row in rows for k in row
+            if k not in ("epoch", "lr", "phase") and k not in CLIP_STATISTICS}
 
 
 def amp_available(device: torch.device) -> bool:
@@ -561,15 +569,19 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], generator: torc
                epoch: int, optimizer: torch.optim.Optimizer, precision: Precision,
                clip: float | None) -> dict[str, torch.Tensor]:
     """One optimiser step on ``batch``, the gradients' norm clipped to ``clip`` when given;
-    the step's named losses."""
+    the step's named losses and, when clipping, its :data:`CLIP_STATISTICS`: ``grad_norm``,
+    the gradients' total norm before clipping, and ``clipped``, 1 if the step was clipped
+    (left out of a step whose fp16 gradients overflowed, which the loss scaling skips)."""
     with precision.autocast():
         losses = model(batch, generator, epoch)
     optimizer.zero_grad(set_to_none=True)
     precision.scaler.scale(losses["loss"].float()).backward()
     if clip:
         precision.scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                       clip)
+        norm = torch.nn.utils.clip_grad_norm_(
+            [p for g in optimizer.param_groups for p in g["params"]], clip).detach()
+        if torch.isfinite(norm):
+            losses = {**losses, "grad_norm": norm, "clipped": (norm > clip).float()}
     precision.scaler.step(optimizer)
     precision.scaler.update()
     return losses
@@ -600,7 +612,8 @@ def train_epoch(model: nn.Module, samples: Samples, epoch: int,
     """Epoch ``epoch`` (from 0): a step a batch of this rank's share of the epoch's seeded
     permutation, ``per_step`` (a per-step schedule) stepped after each. Its history row:
     ``epoch`` (from 1), ``lr`` (the rate of its first step) and each loss averaged over the
-    steps and the ranks."""
+    steps and the ranks; with ``clip``, the :data:`CLIP_STATISTICS` too, likewise averaged:
+    the mean pre-clip norm and the share of the steps that were clipped."""
     rank, world = distributed()
     device = precision.device
     model.train()
@@ -609,6 +622,7 @@ def train_epoch(model: nn.Module, samples: Samples, epoch: int,
         config.seed * 7919 + epoch)).to(device)
     steps = steps_per_epoch(samples, config.batch_size, world)
     totals: dict[str, float] = {}
+    counts: dict[str, int] = {}  # the steps that gave each figure (clip statistics: not all)
     lr = scheduled_lr(optimizer)
     for step in range(steps):
         at = (step * world + rank) * config.batch_size
@@ -619,7 +633,9 @@ def train_epoch(model: nn.Module, samples: Samples, epoch: int,
             per_step.step()
         for name, value in losses.items():
             totals[name] = totals.get(name, 0.0) + float(value.detach())
-    row = {"epoch": epoch + 1, "lr": lr, **{name: total / steps for name, total in totals.items()}}
+            counts[name] = counts.get(name, 0) + 1
+    row = {"epoch": epoch + 1, "lr": lr,
+           **{name: total / counts[name] for name, total in totals.items()}}
     return mean_over_ranks(row, list(totals), device)
 
 

@@ -77,6 +77,8 @@ def describe_encoder(path: Path) -> dict[str, Any]:
 def describe_checkpoint(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     """A training checkpoint (skelctl/train.py's ``fit``): the run and split, the epoch reached
     of the total, the settings it was made with (its identity) and the last epoch's losses."""
+    from skelctl.train import CLIP_STATISTICS  # torch: loaded already, to read the checkpoint
+
     identity = dict(state.get("identity") or {})
     phases = identity.pop("phases", None) or []
     history = state.get("history") or []
@@ -96,7 +98,8 @@ def describe_checkpoint(path: Path, state: dict[str, Any]) -> dict[str, Any]:
         # everything else that makes the run what it is: method, streams, variant, encoder,
         # options, the data file (a fine-tuning checkpoint: the encoder file it started from)
         "settings": {k: v for k, v in identity.items() if k != "start_digests"},
-        "losses": {k: v for k, v in last.items() if k not in ("epoch", "lr", "phase")} or None,
+        "losses": {k: v for k, v in last.items()  # and the KNN figures
+                   if k not in ("epoch", "lr", "phase", *CLIP_STATISTICS)} or None,
         "lr": last.get("lr"),
     }
     return {k: v for k, v in described.items() if v is not None}

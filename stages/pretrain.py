@@ -16,9 +16,10 @@ from skelctl.methods import OptionsError
 from skelctl.methods.base import stream_of
 from skelctl.models import load_encoder, save_encoder
 from skelctl.keys import differences
-from skelctl.train import (HistoryPlots, distributed, fit, init_distributed, load_checkpoint,
-                           log_line, previous_checkpoint, resolve_device, training_identity,
-                           training_samples, training_settings, write_history)
+from skelctl.train import (CLIP_STATISTICS, HistoryPlots, distributed, fit, init_distributed,
+                           load_checkpoint, log_line, previous_checkpoint, resolve_device,
+                           training_identity, training_samples, training_settings,
+                           write_history)
 from skelctl.stages import paths
 from skelctl.stages.common import ParamsError, Result, StageError, file_digest, store_of, writing
 from skelctl.stages.config import Run, load_run, read_params, run_names
@@ -227,8 +228,8 @@ def run(split: str, run_name: str, data_dir: Path, models_dir: Path, params: Pat
             if not phases:  # an untrained baseline: an empty loss history (a DVC plot) still
                 folder.mkdir(parents=True, exist_ok=True)
                 write_history([], folder_history)
-            metrics = {k: v for k, v in (history[-1] if history else {}).items()
-                       if k not in ("epoch", "lr", "phase")}  # the last epoch's losses, KNN
+            metrics = {k: v for k, v in (history[-1] if history else {}).items()  # the last
+                       if k not in ("epoch", "lr", "phase", *CLIP_STATISTICS)}  # losses, KNN
             for name, encoder in method.encoders().items():
                 save_encoder(files[name], encoder, stream_of(name), {
                     "run": run_name, "split": split, "epochs": len(history),

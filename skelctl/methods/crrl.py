@@ -22,7 +22,8 @@ SER-distill-CML with student cml). The first step is a phase of the same run wit
 encoder (:meth:`CRRL.start_from`: CRRL's teacher is then the ``cml`` run, trained once for every
 row of Table VIII that needs it). ``directions`` gives the
 forward-only and reverse-only SER of Table X; ``key_input: coordinate`` with ``key_augment`` the
-coordinate-coordinate contrast of Table IX.
+coordinate-coordinate contrast of Table IX. ``velocity_scale: sequence`` scales each sequence's
+velocities to the root mean square of its coordinates (the paper's Eq. 2 does not scale them).
 
 The teacher's features are taken in evaluation mode (no dropout), so the distillation target of a
 sample does not change from step to step.
@@ -94,6 +95,9 @@ class CRRLOptions:
     # the run's grad_clip in the CML step too; the authors' code clips nothing
     cml_grad_clip: bool = False
     key_input: Literal["velocity", "coordinate"] = "velocity"  # velocity (CML) or coordinate (Table IX)
+    # none: Eq. 2's velocities as they are (on NW-UCLA about a fifth of the coordinates' RMS);
+    # sequence: each sequence's velocities scaled to the RMS of its own coordinates
+    velocity_scale: Literal["none", "sequence"] = "none"
     key_augment: AugmentChain = field(default_factory=dict)
     # INF
     distill_weight: NonNegativeFloat = 0.1
@@ -116,6 +120,16 @@ def velocity(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     v = diff.gather(2, index)
     valid = (steps < lengths) & (lengths > 1)
     return v * valid[:, None, :, None, None]
+
+
+def rms_matched(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``v`` ``(N, ...)`` scaled per sample so that its root mean square equals ``x``'s (both
+    zero after each sequence's length, so the ratio of their sums of squares is the ratio of
+    their mean squares over the real frames); a sample whose ``v`` is all zero stays zero."""
+    v_square = v.pow(2).flatten(1).sum(dim=1)
+    x_square = x.pow(2).flatten(1).sum(dim=1)
+    scale = torch.where(v_square > 0, x_square / v_square.clamp(min=1e-30), 0.0).sqrt()
+    return v * scale.view(-1, *[1] * (v.dim() - 1))
 
 
 def reverse_within(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -184,6 +198,10 @@ class CRRL(Method):
         self.other = "cml" if options.student == "ser" else "ser"
         self.teacher = build_encoder() if options.fusion == "distill" else None
         self.key_augment = compose(options.key_augment, layout)
+        if options.velocity_scale != "none" and options.key_input != "velocity":
+            raise OptionsError(f"velocity_scale {options.velocity_scale} scales CML's velocity "
+                               f"key input; key_input {options.key_input} has none (use "
+                               f"velocity_scale: none)")
         # which encoder each objective trains
         owners = {options.student: self.encoder}
         if options.fusion in ("joint", "pretrain"):
@@ -280,6 +298,8 @@ class CRRL(Method):
         moco.momentum_update()
         if self.options.key_input == "velocity":
             key_in = velocity(x, lengths)
+            if self.options.velocity_scale == "sequence":
+                key_in = rms_matched(key_in, x)
         else:
             valid = step_mask(lengths.to(x.device), x.shape[2])
             key_in = self.key_augment(x, generator) * valid[:, None, :, None, None]

@@ -12,9 +12,9 @@ from torch import nn
 
 from skelctl.data.clean import min_max, parse_variant, subsample
 from skelctl.methods import build_method
-from skelctl.methods.crrl import reconstruction_loss, reverse_within, velocity
+from skelctl.methods.crrl import reconstruction_loss, reverse_within, rms_matched, velocity
 from skelctl.models import build_encoder
-from skelctl.models.rnn import sequence_lengths
+from skelctl.models.rnn import sequence_lengths, step_mask
 from skelctl.skeletons import get_layout
 from skelctl.train import Samples, fit
 from skelctl.settings import TrainConfig
@@ -221,6 +221,44 @@ def test_the_clip_flag_of_a_phase_decides_whether_gradients_are_clipped():
                    for p, b in zip(method.contrast.encoder_q.parameters(), before))
 
     assert largest_step(True) < 1e-5 < largest_step(False)
+
+
+def test_rms_matched_scales_each_sample_to_the_other_tensors_rms():
+    v = torch.tensor([[1.0, -1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [3.0, 4.0, 0.0, 0.0]])
+    x = torch.tensor([[2.0, 2.0, 2.0, -2.0], [5.0, 0.0, 0.0, 0.0], [0.0, 10.0, 0.0, 0.0]])
+    # RMS 1 -> 2 (x 2); all zero stays zero; sums of squares 25 -> 100 (x 2)
+    assert rms_matched(v, x).tolist() == [[2, -2, 2, 2], [0, 0, 0, 0], [6, 8, 0, 0]]
+
+
+def key_inputs(options: dict, x: torch.Tensor) -> torch.Tensor:
+    """What CML's key encoder reads in one step on ``x``."""
+    method = crrl({"student": "cml", "fusion": "none", "queue_size": 8, **options})
+    seen = []
+    method.contrast.encoder_k.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    method.contrastive_loss(x, sequence_lengths(x), torch.Generator().manual_seed(0))
+    return seen[0]
+
+
+def test_velocity_scale_sequence_gives_the_key_each_sequences_coordinate_rms():
+    x = padded_batch([12, 5, 9, 3], seed=3)
+    lengths = sequence_lengths(x)
+    x[3, :, :3] = x[3, :, :1]  # a still sequence: no velocity
+    plain = velocity(x, lengths)
+    assert torch.equal(key_inputs({}, x), plain)  # the default: Eq. 2 as it is
+    scaled = key_inputs({"velocity_scale": "sequence"}, x)
+    real = step_mask(lengths, 12)[:, None, :, None, None].expand_as(x)
+    for i in range(3):
+        rms_x, rms_v = (t[i][real[i]].pow(2).mean().sqrt() for t in (x, scaled))
+        assert rms_v == pytest.approx(float(rms_x), rel=1e-5)
+        ratio = scaled[i][real[i]] / plain[i][real[i]]  # one factor a sequence
+        assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-5)
+    assert not scaled[3].any() and not scaled[~real].any()  # still and padding: zero
+    with pytest.raises(ValueError, match="velocity_scale sequence scales CML's velocity key "
+                                         "input; key_input coordinate has none"):
+        crrl({"velocity_scale": "sequence", "key_input": "coordinate"})
+    with pytest.raises(ValueError, match=r"options.velocity_scale: expected one of none, "
+                                         r"sequence, found 'unit'"):
+        crrl({"velocity_scale": "unit"})
 
 
 # ---- INF and the fusion strategies ----------------------------------------------------------
