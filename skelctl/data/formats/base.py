@@ -93,6 +93,26 @@ class DatasetFormat(ABC):
         """Per protocol, an int8 array of TRAIN / VAL / UNUSED for every sample in ``meta``."""
 
 
+class ListedMembersFormat(DatasetFormat):
+    """A format whose files list each protocol's members (the reference repositories' arrays):
+    the inventory fills ``_membership`` (protocol -> sample name -> TRAIN or VAL), which
+    :meth:`splits` reads, listing the folder again in a process that did not."""
+
+    _membership: dict[str, dict[str, int]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the instance travels to every parse task: the membership tables stay behind
+        return {**self.__dict__, "_membership": None}
+
+    def splits(self, meta: dict[str, np.ndarray], raw_dir: Path) -> dict[str, np.ndarray]:
+        if self._membership is None:
+            self.inventory(Path(raw_dir))
+        assert self._membership is not None
+        return {protocol: np.array([members.get(name, UNUSED) for name in meta["name"]],
+                                   dtype=np.int8)
+                for protocol, members in self._membership.items()}
+
+
 def read_items(fmt: DatasetFormat, items: list[Any]
                ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Parse a chunk of raw items (runs in a worker): samples as store columns, plus rejections."""

@@ -26,10 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from skelctl.data.formats.base import (
-    TRAIN, UNUSED, VAL, DatasetError, DatasetFormat, Inventory, RawSample, SampleError,
-    check_finite, check_raw_dir,
-)
+from skelctl.data.formats.base import (TRAIN, VAL, DatasetError, Inventory, ListedMembersFormat,
+                                        RawSample, SampleError, check_finite, check_raw_dir)
 from skelctl.data.formats.generic import npy_header
 from skelctl.data.formats.ntu import parse_name
 from skelctl.data.formats.pickles import load_pickle
@@ -120,7 +118,7 @@ def array_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-class BenchmarkFolderFormat(DatasetFormat):
+class BenchmarkFolderFormat(ListedMembersFormat):
     """Arrays in benchmark folders; subclasses name the array files and frame handling."""
 
     what: str = ""  # the line, in messages: "CrosSCLR-line", "ISC-line"
@@ -134,10 +132,6 @@ class BenchmarkFolderFormat(DatasetFormat):
         self.num_classes = 0
         self.max_bodies = 2
         self._membership: dict[str, dict[str, int]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the instance travels to every parse task: the membership tables stay behind
-        return {**self.__dict__, "_membership": None}
 
     # -- the raw folder ---------------------------------------------------------------------
 
@@ -313,11 +307,3 @@ class BenchmarkFolderFormat(DatasetFormat):
                           subject=fields.get("subject", -1), view=fields.get("view", -1),
                           setup=fields.get("setup", -1),
                           replication=fields.get("replication", -1), source=f"{path}[{row}]")]
-
-    def splits(self, meta: dict[str, np.ndarray], raw_dir: Path) -> dict[str, np.ndarray]:
-        if self._membership is None:
-            self.inventory(Path(raw_dir))
-        assert self._membership is not None
-        return {protocol: np.array([members.get(name, UNUSED) for name in meta["name"]],
-                                   dtype=np.int8)
-                for protocol, members in self._membership.items()}

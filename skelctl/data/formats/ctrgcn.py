@@ -33,15 +33,13 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from skelctl.atomic import replacing
-from skelctl.data.formats.base import (
-    TRAIN, UNUSED, VAL, DatasetError, DatasetFormat, Inventory, RawSample, SampleError,
-    check_finite,
-)
+from skelctl.data.formats.base import (TRAIN, VAL, DatasetError, Inventory, ListedMembersFormat,
+                                        RawSample, SampleError, check_finite)
 from skelctl.data.formats.benchmark_folders import PROTOCOL_NAME
 from skelctl.data.formats.generic import NPY_HEADER_ERRORS
 from skelctl.skeletons import NTU25, Layout, get_layout
@@ -210,7 +208,7 @@ def read_parts(path: Path) -> list[Part]:
     return parts
 
 
-class CTRGCNFormat(DatasetFormat):
+class CTRGCNFormat(ListedMembersFormat):
     name = "ctrgcn"
 
     def __init__(self, layout: str | Layout = "auto"):
@@ -220,10 +218,6 @@ class CTRGCNFormat(DatasetFormat):
         self.num_classes = 0
         self.max_bodies = 2
         self._membership: dict[str, dict[str, int]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the instance travels to every parse task: the membership tables stay behind
-        return {**self.__dict__, "_membership": None}
 
     def decide_layout(self, parts: list[Part]) -> tuple[Layout, int]:
         """The layout (``ntu25`` unless one is given) and the bodies the columns hold."""
@@ -296,14 +290,6 @@ class CTRGCNFormat(DatasetFormat):
         bodies = bodies[bodies.any(axis=(1, 2, 3))]  # and the absent bodies
         return [RawSample(name=name, bodies=np.ascontiguousarray(bodies), label=label,
                           source=f"{x.path}[{x.key}][{row}]")]
-
-    def splits(self, meta: dict[str, np.ndarray], raw_dir: Path) -> dict[str, np.ndarray]:
-        if self._membership is None:
-            self.inventory(Path(raw_dir))
-        assert self._membership is not None
-        return {protocol: np.array([members.get(name, UNUSED) for name in meta["name"]],
-                                   dtype=np.int8)
-                for protocol, members in self._membership.items()}
 
 
 CTRGCN = CTRGCNFormat()
