@@ -22,6 +22,7 @@ Prints, from one run on one machine:
 - KNN retrieval (k = 1, cosine) in test samples/s.
 
     python benchmarks/bench_train.py                 # CPU (or --device cuda)
+    python benchmarks/bench_train.py --only transformer   # SkeletonCLR's step and MAMP's, STARS' 
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from skelctl.evaluate.knn import nearest_neighbours
 from skelctl.methods import build_method
 from skelctl.models import build_encoder
 from skelctl.skeletons import NTU25
-from skelctl.train import amp_precision
+from skelctl.train import amp_available, amp_precision
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
@@ -80,14 +81,17 @@ def product_kernel_seconds(fn) -> tuple[float, float]:
 
 
 def method_step(name: str, device: torch.device, batch: int, amp: bool,
-                encoder: str | list[str] = "stgcn", encoder_options: dict | None = None):
+                encoder: str | list[str] = "stgcn", encoder_options: dict | None = None,
+                options: dict | None = None):
     """One training step of a method with the paper's options (ST-GCN, 50 frames, 2 bodies; a
     method that reads the real sequences gets 50 to 100 frames of them)."""
     torch.manual_seed(0)
-    method = build_method(name, ("joint",), NTU25, 2, encoder, encoder_options).to(device)
+    method = build_method(name, ("joint",), NTU25, 2, encoder, encoder_options,
+                          options).to(device)
     optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1,
                                 momentum=0.9, weight_decay=1e-4)
-    data = {"joint": torch.randn(batch, 3, 50, 25, 2, device=device)}
+    data = {"joint": torch.randn(batch, 3, 50, 25, 2, device=device),
+            "index": torch.arange(batch, device=device)}
     if method.sequences:
         data["length"] = torch.randint(50, 101, (batch,), device=device)
         valid = torch.arange(100, device=device)[None] < data["length"][:, None]
@@ -189,11 +193,16 @@ def gru_comparisons(device: torch.device, batch: int, frames: int, repeats: int)
         gru_comparison(device, batch, frames, 256, repeats)
 
 
+SECTIONS = ["methods", "isc", "pcm3", "transformer", "gru", "knn"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gru-batch", type=int, default=64)
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
+                        help="the sections to time after SkeletonCLR's step (default: all)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -224,9 +233,10 @@ def main() -> None:
     print(f"SkeletonCLR step, {label} autocast: {batch / bf16:.1f} samples/s = "
           f"{fp32 / bf16:.2f}x fp32")
     # the cost of each method's extra views and passes, beside SkeletonCLR's (same batch)
-    for name, what in (("aimclr", "3 views: normal query and key, extreme twice (plain, D3M)"),
-                       ("crosnnclr", "2 views, nearest neighbours in the queue"),
-                       ("crosnnclr_star", "AimCLR's views + nearest neighbours")):
+    methods = (("aimclr", "3 views: normal query and key, extreme twice (plain, D3M)"),
+               ("crosnnclr", "2 views, nearest neighbours in the queue"),
+               ("crosnnclr_star", "AimCLR's views + nearest neighbours"))
+    for name, what in methods if "methods" in args.only else ():
         times = {amp: timed(method_step(name, device, batch, amp), device, args.repeats)
                  for amp in (False, True)}
         print(f"{name} step ({what}): fp32 {batch / times[False]:.1f} samples/s "
@@ -235,7 +245,7 @@ def main() -> None:
 
     # ISC (sequence + graph, crops of the real frames to 64) at the NW-UCLA profile's widths,
     # and once at the paper's (a 45 M-parameter GRU and the full A-GCN)
-    for label_isc, options, repeats in (
+    for label_isc, options, repeats in () if "isc" not in args.only else (
             ("GRU 3 x 256 + A-GCN hidden 16", {"bigru": {"hidden": 256}, "agcn": {"hidden": 16}},
              args.repeats),
             ("the paper's GRU 3 x 1024 + A-GCN hidden 64", {},
@@ -248,7 +258,8 @@ def main() -> None:
               f"samples/s ({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
     # PCM3 (three views, four positives, the decoder) on the GRU at the same narrow width, and on
     # a GPU at the paper's too (a CPU step there takes minutes)
-    widths = [("GRU 3 x 256 with input batch norm", {"hidden": 256}, args.repeats)]
+    widths = [("GRU 3 x 256 with input batch norm", {"hidden": 256}, args.repeats)] \
+        if "pcm3" in args.only else []
     if device.type == "cuda":
         widths.append(("the paper's GRU 3 x 1024 with input batch norm", {}, args.repeats))
     for label_pcm3, options, repeats in widths:
@@ -261,16 +272,22 @@ def main() -> None:
 
     # MAMP (90 % of the tokens masked, the decoder over all of them) and STARS (NNCLR on the mean
     # feature, the second half of the blocks tuned) on the skeleton transformer, from crops of
-    # the real frames to 120: at the NW-UCLA profile's width and at the paper's (256 wide, 8
-    # blocks; on a CPU one fp32 step each, about half a minute)
+    # the real frames to 120 (30 x 25 tokens, 2 bodies): at the NW-UCLA profile's widths and at
+    # the paper's (on a CPU one fp32 step each)
+    # bf16 only where it is native (amp_available: a GPU, or a CPU with AVX512-BF16 or AMX),
+    # as training uses it; elsewhere a bf16 step takes minutes and says nothing useful
+    precisions = (False, True) if amp_available(device) else (False,)
     cuda = device.type == "cuda"
-    for label_t, options, repeats, precisions in (
-            ("transformer 128 wide, 4 blocks", {"dim": 128, "depth": 4, "heads": 4},
-             args.repeats, (False, True)),
-            ("the paper's transformer 256 wide, 8 blocks", {}, args.repeats if cuda else 1,
-             (False, True) if cuda else (False,))):
+    narrow = {"dim": 128, "depth": 4, "heads": 4}
+    narrow_decoder = {"decoder_dim": 128, "decoder_depth": 1, "decoder_heads": 4}
+    for label_t, options, method_options, repeats in () if "transformer" not in args.only else (
+            ("the NW-UCLA profile's: 128 wide, 4 blocks, decoder 128 x 1", narrow,
+             {"mamp": narrow_decoder}, args.repeats),
+            ("the paper's: 256 wide, 8 blocks, decoder 256 x 3", {}, {},
+             args.repeats if cuda else 1)):
         for name in ("mamp", "stars"):
-            times = {amp: timed(method_step(name, device, batch, amp, "transformer", options),
+            times = {amp: timed(method_step(name, device, batch, amp, "transformer", options,
+                                            method_options.get(name)),
                                 device, repeats, warmup=0 if repeats == 1 else 1)
                      for amp in precisions}
             line = (f"{name} step ({label_t}): fp32 {batch / times[False]:.1f} samples/s "
@@ -278,9 +295,12 @@ def main() -> None:
             if True in times:
                 line += (f", {label} {batch / times[True]:.1f} samples/s "
                          f"({bf16 / times[True]:.2f}x SkeletonCLR's {label})")
-            print(line)
+            print(line, flush=True)
 
-    gru_comparisons(device, args.gru_batch, 64, args.repeats)
+    if "gru" in args.only:
+        gru_comparisons(device, args.gru_batch, 64, args.repeats)
+    if "knn" not in args.only:
+        return
 
     train = torch.randn(40_000, 256, device=device)
     test = torch.randn(16_000, 256, device=device)
