@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -111,3 +112,26 @@ def write_params(folder: Path, document: dict, name: str = "params.yaml") -> Pat
     path = folder / name
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+class Interrupted(Exception):
+    """Raised by :func:`interrupt_after` to stop a training between epochs."""
+
+
+def interrupt_after(epochs):
+    """An ``evaluate`` hook for ``fit`` that stops training once ``epochs`` epochs are done."""
+    def evaluate(model, epoch):
+        if epoch > epochs:
+            raise Interrupted
+        return {}
+    return evaluate
+
+
+def random_rigid_motion(seed):
+    """A random rotation (a proper one, det +1) and translation."""
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q.astype(np.float32), rng.uniform(-3, 3, size=3).astype(np.float32)

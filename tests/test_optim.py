@@ -18,7 +18,7 @@ from skelctl.skeletons import NTU25
 from skelctl.train import Samples, fit, start_phase, training_identity, training_settings, warmup_cosine
 from skelctl.settings import TrainConfig
 
-from conftest import CPU, gen, write_params
+from conftest import CPU, Interrupted, gen, interrupt_after, write_params
 
 
 class Layered(nn.Module):
@@ -240,17 +240,6 @@ def test_layer_decay_needs_an_encoder_that_numbers_its_layers():
 
 
 # --- resume and identity -----------------------------------------------------------------------
-
-class Interrupted(Exception):
-    pass
-
-
-def interrupt_after(epochs):
-    def evaluate(model, epoch):
-        if epoch > epochs:
-            raise Interrupted
-        return {}
-    return evaluate
 
 
 @pytest.mark.parametrize("stop", [1, 3])  # inside the warmup's end, and well into the cosine

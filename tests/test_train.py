@@ -15,7 +15,7 @@ from skelctl.skeletons import NTU25
 from skelctl.train import Recorder, Samples, fit, step_generator
 from skelctl.settings import TrainConfig
 
-from conftest import CPU, gen
+from conftest import CPU, Interrupted, gen, interrupt_after
 
 
 def test_samples_batch_pads_the_real_sequences():
@@ -128,18 +128,6 @@ def test_fit_trains_each_phases_parameters_at_its_learning_rate(tmp_path):
         optimizer.step()
     for key, value in replay.state_dict().items():
         torch.testing.assert_close(value, snapshots[3][key], rtol=0, atol=1e-7)
-
-
-class Interrupted(Exception):
-    pass
-
-
-def interrupt_after(epochs):
-    def evaluate(model, epoch):
-        if epoch > epochs:
-            raise Interrupted
-        return {}
-    return evaluate
 
 
 def longer_phases():

@@ -9,6 +9,8 @@ from skelctl.data.synth import MOTIONS, perform, pose_sequence, rotation
 from skelctl.data.views import bone, compute_view, motion, velocity
 from skelctl.skeletons import KINECT20, NTU25
 
+from conftest import random_rigid_motion
+
 
 def person(motion_name="walk", frames=40, seed=0, shift=(0.0, 0.0, 3.0)):
     rng = np.random.default_rng(seed)
@@ -124,16 +126,6 @@ def test_spine_normalisation_uses_body_zero_at_the_first_frame():
     assert abs(across[1]) < 1e-5 and across[0] > 0  # in the x-z plane, pointing to +x
     # the partner keeps its offset from body 0 (one rigid motion for the whole scene)
     np.testing.assert_allclose(np.linalg.norm(out[1] - out[0], axis=-1), 1.0, rtol=1e-4)
-
-
-def random_rigid_motion(seed):
-    """A random rotation (a proper one, det +1) and translation."""
-    rng = np.random.default_rng(seed)
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q.astype(np.float32), rng.uniform(-3, 3, size=3).astype(np.float32)
 
 
 @pytest.mark.parametrize("layout_name", ["ntu25", "kinect20", "openni15", "coco17"])

@@ -8,6 +8,8 @@ from skelctl.data.clean import (coordinate_min_max, mean_poses, normalisation_st
                                 parse_variant)
 from skelctl.skeletons import KINECT20, NTU25, Layout, graphless
 
+from conftest import random_rigid_motion
+
 # the four joints the body frame reads: origin, up, left and right hip
 PELVIS = Layout(name="pelvis4", joint_names=("spine_base", "spine_mid", "left_hip", "right_hip"),
                 spine_base=0, spine_mid=1, left_hip=2, right_hip=3)
@@ -32,15 +34,6 @@ def turning_pelvis() -> np.ndarray:
 def about_vertical(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=np.float32)
-
-
-def random_rigid_motion(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q.astype(np.float32), rng.uniform(-3, 3, size=3).astype(np.float32)
 
 
 def moved(body: np.ndarray, rotation: np.ndarray, shift: np.ndarray) -> np.ndarray:
